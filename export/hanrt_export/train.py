@@ -1,0 +1,305 @@
+"""Train or fine-tune HAN on a folder of photos (``hanrt train``).
+
+Recipe: HR patches cut from photos that are first shrunk by a random factor (removes JPEG noise
+and camera blur, so the model learns detail rather than artefacts), LR made from each HR patch
+by Pillow bicubic (the same degradation as the evaluation protocol), random flips and 90-degree
+rotations, L1 loss on the 0..255 scale, Adam, linear warm-up then cosine decay of the learning
+rate. A strip at the bottom of every photo (``val_fraction``) is never sampled for training and
+provides the validation PSNR (Y channel, papers' protocol) printed every ``val_every`` steps.
+
+Checkpoints (hanrt format, hyperparameters recorded, loadable with ``weights_only=True``) carry
+the optimizer and step so ``--resume`` continues exactly; ``--init`` starts from any HAN
+checkpoint (official weights too) for fine-tuning on a user's own images.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from hanrt.errors import InputError, UsageError
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .han import HAN
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+__all__ = ["TrainConfig", "train", "PatchSampler", "find_images"]
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    output: str
+    scale: int = 4
+    n_resgroups: int = 2
+    n_resblocks: int = 4
+    n_feats: int = 32
+    reduction: int = 8
+    steps: int = 10000
+    batch: int = 16
+    patch: int = 48  # LR patch side; HR side is patch * scale
+    lr: float = 5e-4
+    lr_min: float = 1e-6
+    warmup: int = 200
+    val_every: int = 500
+    save_every: int = 250
+    val_fraction: float = 0.1
+    shrink: tuple[float, float] = (0.25, 0.6)
+    versions: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    init: str | None = None
+    resume: bool = False
+    # Optional wall-clock budget (seconds, counting resumed time): the schedule follows the
+    # fraction of the budget spent instead of the step count, and training stops when it is spent.
+    time_budget_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    p = Path(folder)
+    if not p.is_dir():
+        raise InputError(f"training data {str(p)!r} is not a folder of images.")
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {str(p)!r}.")
+    return files
+
+
+class PatchSampler:
+    """Random (LR, HR) patch batches from shrunken photos; uint8 work in a background thread.
+
+    Each photo is shrunk ``versions`` times by factors drawn from ``shrink``; the bottom
+    ``val_fraction`` of every shrunken image is reserved for validation.
+    """
+
+    def __init__(self, files: list[Path], *, scale: int, patch: int, batch: int,
+                 shrink: tuple[float, float], versions: int, val_fraction: float, seed: int) -> None:
+        self.scale, self.patch, self.batch = scale, patch, batch
+        self.rng = np.random.default_rng(seed)
+        hp = patch * scale
+        self.train_imgs: list[np.ndarray] = []
+        self.val_imgs: list[np.ndarray] = []
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("RGB")
+                    im.load()
+            except Exception as exc:  # noqa: BLE001 - any decoder error means a bad file
+                raise InputError(f"cannot read training image {str(f)!r}: {exc}") from None
+            for _ in range(versions):
+                fac = float(self.rng.uniform(*shrink))
+                w, h = max(1, round(im.width * fac)), max(1, round(im.height * fac))
+                a = np.asarray(im.resize((w, h), Image.BICUBIC, reducing_gap=3.0))
+                cut = int(round(h * (1 - val_fraction)))
+                if cut >= hp and w >= hp:
+                    self.train_imgs.append(a[:cut])
+                if h - cut >= 4 * scale and val_fraction > 0:
+                    self.val_imgs.append(a[cut:])
+        if not self.train_imgs:
+            raise InputError(f"training images are too small for {hp}x{hp} HR patches.")
+        areas = np.array([a.shape[0] * a.shape[1] for a in self.train_imgs], dtype=np.float64)
+        self.p = areas / areas.sum()
+        self._q: queue.Queue = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, daemon=True)
+        self._thread.start()
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+        hp = self.patch * self.scale
+        img = self.train_imgs[self.rng.choice(len(self.train_imgs), p=self.p)]
+        y = int(self.rng.integers(0, img.shape[0] - hp + 1))
+        x = int(self.rng.integers(0, img.shape[1] - hp + 1))
+        hr = img[y:y + hp, x:x + hp]
+        k = int(self.rng.integers(0, 8))
+        if k & 1:
+            hr = hr[:, ::-1]
+        if k & 2:
+            hr = hr[::-1]
+        if k & 4:
+            hr = hr.transpose(1, 0, 2)
+        hr = np.ascontiguousarray(hr)
+        lr = np.asarray(Image.fromarray(hr).resize((self.patch, self.patch), Image.BICUBIC))
+        return lr, hr
+
+    def _make(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self._one() for _ in range(self.batch)]
+        lr = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float()
+        hr = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).float()
+        return lr, hr
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            item = self._make()
+            while not self._stop.is_set():
+                try:
+                    self._q.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._q.get()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.time_budget_s and elapsed_s is not None:
+        t = elapsed_s / cfg.time_budget_s
+    else:
+        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def validate(model: HAN, images: list[np.ndarray], scale: int, device: str, max_side: int = 256) -> float:
+    """Mean Y-PSNR (shave=scale) of the model on held-out strips (crops of at most max_side)."""
+    from hanrt_bench.quality import bicubic_down, modcrop, psnr_y
+
+    model.eval()
+    vals = []
+    for img in images:
+        hr = modcrop(img[:max_side, :max_side], scale)
+        if min(hr.shape[:2]) < 4 * scale:
+            continue
+        lr = bicubic_down(hr, scale)
+        x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().to(device)
+        sr = model(x).clamp(0, 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
+        vals.append(psnr_y(sr, hr, shave=scale))
+    model.train()
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = None) -> dict:
+    """Run training; returns a summary dict. ``progress(step, info)`` is called every step."""
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked but PyTorch sees no CUDA GPU; use --device cpu.")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state_path = out.with_suffix(".state.pt")
+
+    files = find_images(cfg.data)
+    start_step = 0
+    opt_state = None
+    history: list[dict] = []
+    elapsed0 = 0.0
+    if cfg.resume:
+        if not state_path.exists():
+            raise UsageError(f"--resume: no training state {str(state_path)!r}; start without --resume.")
+        ck = load_checkpoint(state_path)
+        model = ck.model
+        start_step = int(ck.meta.get("step", 0))
+        opt_state = ck.meta.get("optimizer")
+        history = list(ck.meta.get("history", []))
+        elapsed0 = float(ck.meta.get("elapsed_s", 0.0))
+        saved = ck.meta.get("train_config", {})
+        for k in ("scale", "patch", "batch"):
+            if k in saved and saved[k] != getattr(cfg, k):
+                log.warning("resume: %s was %s, now %s", k, saved[k], getattr(cfg, k))
+    elif cfg.init:
+        ck = load_checkpoint(cfg.init)
+        model = ck.model
+        if model.scale != cfg.scale:
+            raise UsageError(f"--init model is x{model.scale} but --scale is {cfg.scale}.")
+    else:
+        model = HAN(scale=cfg.scale, n_resgroups=cfg.n_resgroups, n_resblocks=cfg.n_resblocks,
+                    n_feats=cfg.n_feats, reduction=cfg.reduction)
+    model.to(cfg.device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+
+    sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
+                           shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
+                           seed=cfg.seed + start_step)
+    bic_val = _bicubic_val(sampler.val_imgs, model.scale)
+    t0 = time.perf_counter()
+    loss_avg = None
+
+    def _save(path: Path, step: int) -> None:
+        tc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+        save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), history=history,
+                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=tc)
+
+    try:
+        step = start_step
+        done = start_step
+        for step in range(start_step, cfg.steps):
+            elapsed = elapsed0 + time.perf_counter() - t0
+            if cfg.time_budget_s and elapsed >= cfg.time_budget_s:
+                log.info("time budget of %.0f s spent after %d steps", cfg.time_budget_s, step)
+                break
+            cur_lr = _lr_at(step, cfg, elapsed)
+            for g in opt.param_groups:
+                g["lr"] = cur_lr
+            lr_b, hr_b = sampler.next()
+            lr_b, hr_b = lr_b.to(cfg.device), hr_b.to(cfg.device)
+            loss = F.l1_loss(model(lr_b), hr_b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise RuntimeError(f"loss became {lv} at step {step}; lower --lr.")
+            loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
+            info = {"loss": loss_avg, "lr": cur_lr}
+            done = step + 1
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                v = validate(model, sampler.val_imgs, model.scale, cfg.device)
+                rec = {"step": done, "val_psnr": v, "bicubic_psnr": bic_val, "loss": loss_avg,
+                       "elapsed_s": elapsed0 + time.perf_counter() - t0}
+                history.append(rec)
+                info.update(rec)
+                log.info("step %d: val Y-PSNR %.3f dB (bicubic %.3f), loss %.3f", done, v, bic_val, loss_avg)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                _save(state_path, done)
+            if progress:
+                progress(done, info)
+        if not history or history[-1]["step"] != done:
+            v = validate(model, sampler.val_imgs, model.scale, cfg.device)
+            history.append({"step": done, "val_psnr": v, "bicubic_psnr": bic_val, "loss": loss_avg,
+                            "elapsed_s": elapsed0 + time.perf_counter() - t0})
+        _save(state_path, done)
+        model.eval()
+        save_checkpoint(model, out, step=done, history=history,
+                        elapsed_s=elapsed0 + time.perf_counter() - t0)
+    finally:
+        sampler.close()
+    return {"steps": done, "history": history, "elapsed_s": elapsed0 + time.perf_counter() - t0,
+            "output": str(out), "config": model.config.to_dict()}
+
+
+def _bicubic_val(images: list[np.ndarray], scale: int, max_side: int = 256) -> float:
+    from hanrt_bench.quality import bicubic_down, bicubic_up, modcrop, psnr_y
+
+    vals = []
+    for img in images:
+        hr = modcrop(img[:max_side, :max_side], scale)
+        if min(hr.shape[:2]) < 4 * scale:
+            continue
+        vals.append(psnr_y(bicubic_up(bicubic_down(hr, scale), scale), hr, shave=scale))
+    return float(np.mean(vals)) if vals else float("nan")

@@ -1,0 +1,101 @@
+"""The ``hanrt`` command: one entry point, one module per subcommand.
+
+Each module in this package defines ``COMMAND = Command(...)``: its name, one-line help, a
+``configure(parser)`` that declares the options (stdlib only, so ``--help`` works with no extras
+installed) and a ``run(args) -> int`` that imports what it needs lazily. A missing extra
+raises :class:`~hanrt.errors.MissingDependencyError`, which names the extra to install.
+
+``main(argv=None) -> int`` runs in-process for tests; errors derived from ``HanrtError`` print one
+line (``hanrt: error: ...``) and map to their exit codes; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .. import __version__
+from ..errors import HanrtError
+
+__all__ = ["Command", "main", "build_parser"]
+
+log = logging.getLogger("hanrt")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    order: int = 50
+    description: str = ""
+
+
+def _commands() -> list[Command]:
+    cmds = []
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name.startswith("_"):
+            continue
+        m = importlib.import_module(f"{__name__}.{mod.name}")
+        c = getattr(m, "COMMAND", None)
+        if isinstance(c, Command):
+            cmds.append(c)
+    return sorted(cmds, key=lambda c: (c.order, c.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hanrt",
+        description="hanrt: 4x super-resolution with HAN on NVIDIA GPUs (TensorRT, ONNX Runtime "
+        "CUDA) and any CPU (ONNX Runtime).",
+    )
+    p.add_argument("--version", action="version", version=f"hanrt {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for c in _commands():
+        sp = sub.add_parser(c.name, help=c.help, description=c.description or c.help,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.configure(sp)
+        sp.set_defaults(_run=c.run)
+    return p
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    root = logging.getLogger()
+    if not any(getattr(h, "_hanrt", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("hanrt: %(levelname)s: %(message)s"))
+        h._hanrt = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    for name in ("hanrt", "hanrt_export", "hanrt_bench"):
+        logging.getLogger(name).setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``hanrt`` command; returns the exit code (0 success)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args._run(args) or 0)
+    except HanrtError as exc:
+        print(f"hanrt: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hanrt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

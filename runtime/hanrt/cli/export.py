@@ -1,0 +1,34 @@
+"""``hanrt export``: checkpoint -> ONNX (needs the [export] extra)."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import Command
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="HAN checkpoint (.pt): official HAN_BIX*.pt or hanrt's own")
+    p.add_argument("--output", "-o", required=True, help="output .onnx path (written only if the parity gate passes)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
+    p.add_argument("--io", choices=["float", "uint8"], default="float",
+                   help="float: float32 NCHW 0..255 in/out; uint8: uint8 NHWC in/out with cast, "
+                   "transpose, clamp and rounding inside the graph (default float)")
+    p.add_argument("--csam", choices=["conv3d", "conv2d"], default="conv3d",
+                   help="channel-spatial attention as the official Conv3d or the exactly equal banded "
+                   "Conv2d (faster in TensorRT; default conv3d)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch parity gate")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hanrt.errors import require
+
+    require("torch", extra="export", purpose="hanrt export")
+    require("onnx", extra="export", purpose="hanrt export")
+    from hanrt_export.cli import run_export
+
+    return run_export(args)
+
+
+COMMAND = Command("export", "export a HAN checkpoint to ONNX (with a parity gate)", configure, run, order=10)

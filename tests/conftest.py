@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny HAN models (PyTorch and ONNX, float and uint8 I/O), real photos, markers.
+
+Tiny models keep the suite fast on a 2-core CPU: HAN with 2 groups x 1 block x 8 features, random
+weights with both attention gammas nonzero so the attention modules matter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+TINY = dict(scale=4, n_resgroups=2, n_resblocks=1, n_feats=8, reduction=4)
+
+
+def _has_cuda() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU visible to PyTorch"
+    return True, ""
+
+
+def _has_trt() -> tuple[bool, str]:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False, "TensorRT (the 'tensorrt' Python package) is not installed"
+    ok, why = _has_cuda()
+    return ok, why
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda_ok, cuda_why = _has_cuda()
+    trt_ok, trt_why = _has_trt()
+    for item in items:
+        if "gpu" in item.keywords and not cuda_ok:
+            item.add_marker(pytest.mark.skip(reason=f"gpu test: {cuda_why}"))
+        if "trt" in item.keywords and not trt_ok:
+            item.add_marker(pytest.mark.skip(reason=f"trt test: {trt_why}"))
+
+
+def make_tiny_han(seed: int = 0, **overrides):
+    """A tiny random HAN (eval mode) with nonzero attention gammas."""
+    import torch
+
+    from hanrt_export.han import HAN
+
+    torch.manual_seed(seed)
+    m = HAN(**{**TINY, **overrides}).eval()
+    with torch.no_grad():
+        m.la.gamma.fill_(0.5)
+        m.csa.gamma.fill_(0.5)
+    return m
+
+
+@pytest.fixture(scope="session")
+def tiny_han():
+    return make_tiny_han()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_han):
+    from hanrt_export.checkpoint import save_checkpoint
+
+    p = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(tiny_han, p)
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_han):
+    """Path to a tiny float-I/O (NCHW float32 0..255) HAN x4 ONNX graph."""
+    from hanrt_export.to_onnx import ExportOptions, export_onnx
+
+    p = tmp_path_factory.mktemp("onnx") / "tiny_float.onnx"
+    export_onnx(tiny_han, p, options=ExportOptions(io="float"))
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_uint8(tmp_path_factory, tiny_han):
+    """Path to a tiny uint8-I/O (NHWC uint8) HAN x4 ONNX graph."""
+    from hanrt_export.to_onnx import ExportOptions, export_onnx
+
+    p = tmp_path_factory.mktemp("onnx") / "tiny_uint8.onnx"
+    export_onnx(tiny_han, p, options=ExportOptions(io="uint8"))
+    return p
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A real photo (scikit-image's astronaut, 512x512x3 uint8, public domain)."""
+    skd = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(skd.astronaut())
+
+
+@pytest.fixture(scope="session")
+def photo_small(photo) -> np.ndarray:
+    """A 61x47 odd-sized crop of the photo (fast through tiny models)."""
+    return np.ascontiguousarray(photo[200:261, 180:227])
