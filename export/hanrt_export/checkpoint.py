@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,7 +75,10 @@ def _read_file(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): re-download or re-save it.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about legacy pickle protocols before refusing or reading them
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:

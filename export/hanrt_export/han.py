@@ -153,20 +153,23 @@ class LayerAttention(nn.Module):
         return out.reshape(b, n * c, h, w)
 
 
-def csam_conv2d_weight(w3d: torch.Tensor, channels: int) -> torch.Tensor:
+def _channel_shifts(channels: int) -> torch.Tensor:
+    """3 x C x C: ``[d, o, i] = 1`` where input channel ``i = o + d - 1`` (the 3-D kernel's depth taps)."""
+    return torch.stack([torch.diag(torch.ones(channels - abs(d)), d) for d in (-1, 0, 1)])
+
+
+def csam_conv2d_weight(w3d: torch.Tensor, channels: int, shifts: torch.Tensor | None = None) -> torch.Tensor:
     """The C->C Conv2d weight equal to CSAM's 1->1 3x3x3 Conv3d over (C, H, W).
 
     The 3-D kernel slides over channels too (zero-padded), so output channel ``o`` sees input
-    channels ``o-1, o, o+1`` with kernel slices ``w[0], w[1], w[2]``: a banded 2-D weight.
+    channels ``o-1, o, o+1`` with kernel slices ``w[0], w[1], w[2]``: a banded 2-D weight,
+    computed as one matmul of constant shift matrices with the kernel (so exporters fold it).
     Returns ``channels x channels x 3 x 3`` (same dtype/device as ``w3d``).
     """
-    k = w3d.reshape(3, 3, 3)
-    out = w3d.new_zeros(channels, channels, 3, 3)
-    idx = torch.arange(channels, device=w3d.device)
-    for d in (-1, 0, 1):
-        o = idx[(idx + d >= 0) & (idx + d < channels)]
-        out[o, o + d] = k[d + 1]
-    return out
+    if shifts is None:
+        shifts = _channel_shifts(channels).to(w3d)
+    k = w3d.reshape(3, 9)
+    return (shifts.reshape(3, channels * channels).t() @ k).reshape(channels, channels, 3, 3)
 
 
 class ChannelSpatialAttention(nn.Module):
@@ -182,10 +185,12 @@ class ChannelSpatialAttention(nn.Module):
         self.conv2d_form = conv2d_form
         self.conv = nn.Conv3d(1, 1, 3, 1, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
+        # constant, not part of the (official) state dict
+        self.register_buffer("shifts", _channel_shifts(n_feats), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv2d_form:
-            w2 = csam_conv2d_weight(self.conv.weight, self.n_feats)
+            w2 = csam_conv2d_weight(self.conv.weight, self.n_feats, self.shifts)
             att = torch.sigmoid(F.conv2d(x, w2, self.conv.bias.expand(self.n_feats), padding=1))
         else:
             att = torch.sigmoid(self.conv(x.unsqueeze(1))).squeeze(1)
@@ -230,6 +235,7 @@ class HAN(nn.Module):
             reduction=reduction, rgb_range=float(rgb_range), n_colors=n_colors,
         )
         self.sub_mean = MeanShift(rgb_range, n_colors, -1)
+        self.add_mean = MeanShift(rgb_range, n_colors, +1)
         self.head = nn.Sequential(_conv(n_colors, n_feats))
         body: list[nn.Module] = [
             ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)
@@ -242,7 +248,6 @@ class HAN(nn.Module):
         self.last_conv = _conv(n_feats * n_maps, n_feats)
         self.last = _conv(n_feats * 2, n_feats)
         self.tail = nn.Sequential(_upsampler(scale, n_feats), _conv(n_feats, n_colors))
-        self.add_mean = MeanShift(rgb_range, n_colors, +1)
 
     @classmethod
     def from_config(cls, config: HANConfig, *, csam_conv2d: bool = False) -> "HAN":
