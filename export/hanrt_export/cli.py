@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .to_onnx import ExportOptions, export_onnx
@@ -17,14 +18,55 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not getattr(args, "overwrite", False):
         raise OutputError(f"{str(out)!r} exists; pass --overwrite to replace it.")
+    hook = _precision_hook(args)
     ck = load_checkpoint(args.checkpoint, csam_conv2d=args.csam == "conv2d")
     opts = ExportOptions(opset=args.opset, io=args.io, verify=not args.no_verify)
     res = export_onnx(ck.model, out, options=opts, source_sha256=ck.sha256, source=ck.path,
-                      overwrite=getattr(args, "overwrite", False))
+                      overwrite=getattr(args, "overwrite", False), precision_hook=hook)
     c = ck.config
     parity = ("skipped (--no-verify)" if res.max_abs_diff is None else
               f"max abs {res.max_abs_diff:.3g}, mean abs {res.mean_abs_diff:.3g} (0..255 scale)")
     print(f"exported HAN x{c.scale} ({c.n_resgroups}x{c.n_resblocks}x{c.n_feats}, io={args.io}, "
           f"csam={args.csam}, opset {args.opset}) to {res.path} in {res.export_s:.1f} s; "
           f"{res.nodes} nodes; parity {parity}", file=sys.stdout)
+    if res.info.precision != "fp32":
+        print(f"precision {res.info.precision}: {len(res.info.fp32_nodes)} node(s) kept FP32; "
+              f"{res.info.precision_notes}", file=sys.stdout)
     return 0
+
+
+def _precision_hook(args: argparse.Namespace):
+    """Validate --precision/--calib and return the precision hook (None for fp32).
+
+    Calibration photos are loaded here, before the export, so a bad folder fails fast.
+    """
+    import functools
+
+    from hanrt.errors import UsageError
+
+    from . import precision as P
+
+    prec = getattr(args, "precision", "fp32") or "fp32"
+    calib_dir = getattr(args, "calib", None)
+    if prec == "fp32":
+        if calib_dir:
+            raise UsageError("--calib is only used with --precision fp16 or int8.")
+        return None
+    count = int(getattr(args, "calib_count", 16))
+    size = int(getattr(args, "calib_size", 48))
+    if count < 1 or size < 8:
+        raise UsageError(f"--calib-count must be >= 1 and --calib-size >= 8, got {count} and {size}.")
+    crops: list = []
+    desc = ""
+    if calib_dir:
+        photos = P.load_photos(calib_dir)
+        crops = P.photo_crops(photos, n=count, size=size)
+        desc = f"{len(crops)} crops of {size}x{size} px from {len(photos)} photos in {Path(calib_dir).name}/"
+    if prec == "int8":
+        if not crops:
+            raise UsageError("--precision int8 needs calibration photos: pass --calib DIR (a folder of photos).")
+        return functools.partial(P.make_int8, calib=crops, calibration=desc,
+                                 options=P.Int8Options(calib_size=size, calib_count=count,
+                                                       activations=getattr(args, "int8_activations", "int8")))
+    return functools.partial(P.make_fp16, calib=crops, calibration=desc,
+                             options=P.Fp16Options(calib_size=size, calib_count=count))

@@ -119,7 +119,8 @@ def export_onnx(
     """Export ``model`` to ``output`` (.onnx). Raises ParityError when the gate fails.
 
     ``precision_hook(tmp_path, info) -> info`` (optional) rewrites the temporary graph in place
-    (FP16/INT8 passes) before metadata and the gate; the gate then uses its own tolerance.
+    (FP16/INT8 passes, :mod:`hanrt_export.precision`) after the FP32 graph passed the parity gate;
+    the hook writes its own metadata and runs its own gate (raising ParityError to refuse).
     """
     out = Path(output)
     _check_output_path(out, overwrite)
@@ -174,14 +175,10 @@ def export_onnx(
         )
         _set_metadata(m, info)
         onnx.save(m, str(tmp))
-        if precision_hook is not None:
-            info = precision_hook(tmp, info)
         export_s = time.perf_counter() - t0
-        m = onnx.load(str(tmp), load_external_data=False)
-        nodes = len(m.graph.node)
         max_d = mean_d = None
         note = ""
-        if options.verify and precision_hook is None:
+        if options.verify:
             max_d, mean_d = parity_check(tmp, wrapped, example)
             tol = PARITY_TOL if options.io == "float" else 1.0
             log.info("parity: max abs %.3g, mean abs %.3g (tolerance %.3g)", max_d, mean_d, tol)
@@ -192,6 +189,11 @@ def export_onnx(
                     f"parity gate failed: ONNX Runtime vs PyTorch max abs difference {max_d:.4g} "
                     f"(mean {mean_d:.4g}) exceeds {tol:g} on the 0..255 scale; {out.name} was not written."
                 )
+        if precision_hook is not None:
+            # The FP32 graph passed its gate; the precision pass rewrites it and runs its own gate.
+            info = precision_hook(tmp, info)
+            export_s = time.perf_counter() - t0
+        nodes = len(onnx.load(str(tmp), load_external_data=False).graph.node)
         os.replace(tmp, out)
         return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note)
     finally:

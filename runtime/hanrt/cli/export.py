@@ -17,6 +17,21 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csam", choices=["conv3d", "conv2d"], default="conv3d",
                    help="channel-spatial attention as the official Conv3d or the exactly equal banded "
                    "Conv2d (faster in TensorRT; default conv3d)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="fp32 (default); fp16: FP16 mixed graph, the layer-attention energy and the "
+                   "global pools kept FP32 (checked in real FP16 arithmetic); int8: explicit Q/DQ "
+                   "INT8 convolutions calibrated on --calib photos, layer attention unquantized")
+    p.add_argument("--calib", metavar="DIR",
+                   help="folder of photos (jpg/png/...) for calibration: required for int8, used by "
+                   "fp16 to check activation ranges (without it fp16 checks extreme inputs only). "
+                   "Never calibrate on your evaluation photos")
+    p.add_argument("--int8-activations", choices=["int8", "uint8"], default="int8",
+                   help="int8 (default): symmetric INT8 activations, buildable by TensorRT; uint8: "
+                   "asymmetric UINT8, ONNX Runtime CPU's U8S8 path (TensorRT cannot build it)")
+    p.add_argument("--calib-count", type=int, default=16, metavar="N",
+                   help="number of calibration crops (default 16)")
+    p.add_argument("--calib-size", type=int, default=48, metavar="PX",
+                   help="side of the square calibration crops in input pixels (default 48)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch parity gate")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 

@@ -1,0 +1,639 @@
+"""TensorRT engines: shapes, fingerprint, cache, sidecar, locking and refusal — the pure part.
+
+An engine (serialized TensorRT plan) is bound to its GPU model, its TensorRT version, its ONNX
+graph, its precision recipe and its shapes. hanrt therefore builds engines **on the target**,
+stores each under a key made of everything that invalidates it, and refuses an engine that does
+not match the running machine, naming the command that rebuilds it.
+
+This module is stdlib + :mod:`hanrt.model_info` only and runs anywhere; every call into
+``tensorrt`` lives in :mod:`hanrt._tensorrt` and is injected into :func:`get_or_build` as the
+``builder`` / ``target`` arguments.
+
+Layout on disk (cache directory ``$HANRT_CACHE_DIR`` or ``~/.cache/hanrt/engines``)::
+
+    <stem>-<precision>-<key>.plan        the serialized engine (bytes as TensorRT wrote them)
+    <stem>-<precision>-<key>.plan.json   the sidecar (format "hanrt-trt-engine", see Sidecar)
+    <stem>-<precision>-<key>.lock        lock file (fcntl.flock) held while building
+
+Writers take the lock, re-check for a finished engine (another process may have built it
+while they waited), write plan and sidecar to temporary files in the same folder and rename
+them into place (plan first, sidecar last): an engine counts as present only when its sidecar
+exists and records the plan's size, so a crash never leaves a half-written engine that looks
+valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
+from .model_info import ModelInfo, read_model_info
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Shape3",
+    "Profile",
+    "parse_hw",
+    "parse_nhw",
+    "parse_size",
+    "profiles_from_tiles",
+    "BuildOptions",
+    "Target",
+    "Fingerprint",
+    "Sidecar",
+    "SIDECAR_FORMAT",
+    "default_cache_dir",
+    "engine_path",
+    "sidecar_path",
+    "sha256_file",
+    "file_lock",
+    "read_sidecar",
+    "write_engine",
+    "check_compatible",
+    "rebuild_command",
+    "find_engine",
+    "get_or_build",
+]
+
+SIDECAR_FORMAT = "hanrt-trt-engine"
+SIDECAR_SCHEMA = 1
+DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: 8 GB Jetson boards run out of memory with TensorRT's default
+DEFAULT_OPT_LEVEL = 3
+
+Shape3 = tuple[int, int, int]  # (batch N, height H, width W) of the input tile, in pixels
+
+
+# --- shapes and profiles ----------------------------------------------------------------------
+
+_HW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_NHW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """``"96x128"`` -> ``(96, 128)`` (height, width in input pixels); ``"96"`` means 96x96."""
+    t = str(text).strip()
+    if t.isdigit():
+        v = int(t)
+        if v < 1:
+            raise UsageError(f"tile size must be >= 1, got {text!r}.")
+        return v, v
+    m = _HW.match(t)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise UsageError(f"expected a tile size HxW such as 96x96, got {text!r}.")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_nhw(text: str) -> Shape3:
+    """``"4x96x96"`` -> ``(4, 96, 96)`` (batch, height, width)."""
+    m = _NHW.match(str(text))
+    if not m or min(int(g) for g in m.groups()) < 1:
+        raise UsageError(f"expected a shape NxHxW (batch x height x width) such as 4x96x96, got {text!r}.")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"1073741824"`` (binary units)."""
+    if isinstance(text, int):
+        v = text
+    else:
+        m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$", str(text))
+        if not m:
+            raise UsageError(f"expected a size such as 512M or 2G, got {text!r}.")
+        mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+        v = int(float(m.group(1)) * mult)
+    if v < 1 << 20:
+        raise UsageError(f"workspace must be at least 1M, got {text!r}.")
+    return v
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One TensorRT optimization profile for the image input: min/opt/max (N, H, W).
+
+    Sizes are in input pixels; the engine accepts any batch and tile between ``min`` and ``max``
+    (inclusive, per dimension) and is tuned for ``opt``.
+    """
+
+    min: Shape3
+    opt: Shape3
+    max: Shape3
+
+    def __post_init__(self) -> None:
+        for name in ("min", "opt", "max"):
+            v = getattr(self, name)
+            if len(v) != 3 or any(int(x) < 1 for x in v):
+                raise UsageError(f"profile {name} must be three positive ints (N, H, W), got {v}.")
+        for i, dim in enumerate(("batch", "height", "width")):
+            if not self.min[i] <= self.opt[i] <= self.max[i]:
+                raise UsageError(
+                    f"profile {dim} must satisfy min <= opt <= max, got {self.min[i]} / {self.opt[i]} / "
+                    f"{self.max[i]} (from min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}).")
+
+    def input_shapes(self, info: ModelInfo) -> dict[str, tuple[int, ...]]:
+        """Full input shapes for TensorRT, in the graph's layout (NCHW float, NHWC uint8)."""
+        return {k: _layout_shape(v, info) for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))}
+
+    def output_shape(self, nhw: Shape3, info: ModelInfo) -> tuple[int, ...]:
+        n, h, w = nhw
+        return _layout_shape((n, h * info.scale, w * info.scale), info)
+
+    def accepts(self, nhw: Shape3) -> bool:
+        return all(self.min[i] <= nhw[i] <= self.max[i] for i in range(3))
+
+    def describe(self) -> str:
+        if self.min == self.opt == self.max:
+            return _fmt(self.opt)
+        return f"min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}"
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Sequence[int]]) -> "Profile":
+        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
+
+
+def _fmt(s: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in s)
+
+
+def _layout_shape(nhw: Shape3, info: ModelInfo) -> tuple[int, ...]:
+    n, h, w = (int(v) for v in nhw)
+    return (n, h, w, info.n_colors) if info.layout == "NHWC" else (n, info.n_colors, h, w)
+
+
+def profiles_from_tiles(tiles: Sequence[tuple[int, int]], batch: int, *, min_batch: int = 1) -> list[Profile]:
+    """One profile per tile shape: batch ``min_batch..batch`` (opt = ``batch``), fixed H and W.
+
+    The tiler sends full-size tiles only (edge tiles are padded), so H and W are fixed per
+    profile; a partial last batch uses a smaller N.
+    """
+    if batch < 1 or min_batch < 1 or min_batch > batch:
+        raise UsageError(f"--batch must be >= 1 (and >= the minimum batch {min_batch}), got {batch}.")
+    if not tiles:
+        raise UsageError("give at least one --tile HxW (or --min/--opt/--max).")
+    seen: list[Profile] = []
+    for h, w in tiles:
+        p = Profile((min_batch, h, w), (batch, h, w), (batch, h, w))
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def check_profiles(profiles: Sequence[Profile], info: ModelInfo) -> None:
+    """Refuse shapes the model cannot take (``min_tile``, ``tile_multiple`` of its description)."""
+    for p in profiles:
+        for nhw in (p.min, p.max):
+            for side in nhw[1:]:
+                if side < info.min_tile:
+                    raise UsageError(f"tile side {side} is below the model's minimum {info.min_tile}.")
+                if side % max(1, info.tile_multiple):
+                    raise UsageError(f"tile side {side} is not a multiple of {info.tile_multiple}.")
+
+
+# --- build options, target, fingerprint -------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """How an engine is built (all of it enters the fingerprint).
+
+    - ``profiles``: one or more optimization profiles (input pixels).
+    - ``opt_level``: TensorRT builder optimization level 0..5 (higher: longer build, maybe faster).
+    - ``workspace``: cap of TensorRT's workspace memory pool, bytes.
+    - ``timing_cache``: file that keeps kernel timings across builds (not part of the key).
+    """
+
+    profiles: tuple[Profile, ...]
+    opt_level: int = DEFAULT_OPT_LEVEL
+    workspace: int = DEFAULT_WORKSPACE
+    timing_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.profiles:
+            raise UsageError("at least one optimization profile is needed.")
+        if not 0 <= int(self.opt_level) <= 5:
+            raise UsageError(f"--opt-level must be 0..5, got {self.opt_level}.")
+        if int(self.workspace) < 1 << 20:
+            raise UsageError(f"workspace must be at least 1 MiB, got {self.workspace} bytes.")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The machine an engine is for: TensorRT version, GPU name, compute capability (major, minor)."""
+
+    tensorrt: str
+    gpu: str
+    compute_capability: tuple[int, int]
+
+    @property
+    def sm(self) -> str:
+        return f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+
+    def describe(self) -> str:
+        return f"TensorRT {self.tensorrt} on {self.gpu!r} (compute capability {self.sm})"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Everything that makes an engine valid or not. ``key`` is a 16-hex digest of it."""
+
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+    onnx_sha256: str
+    precision: str
+    precision_recipe_sha256: str
+    io: str
+    layout: str
+    profiles: tuple[dict[str, list[int]], ...]
+    opt_level: int
+    workspace: int
+    schema: int = SIDECAR_SCHEMA
+
+    @classmethod
+    def make(cls, *, target: Target, onnx_sha256: str, info: ModelInfo, options: BuildOptions) -> "Fingerprint":
+        recipe = json.dumps({"precision": info.precision, "fp32_nodes": sorted(info.fp32_nodes)}, sort_keys=True)
+        return cls(
+            tensorrt=target.tensorrt, gpu=target.gpu, compute_capability=target.sm,
+            onnx_sha256=onnx_sha256, precision=info.precision,
+            precision_recipe_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
+            io=info.io, layout=info.layout,
+            profiles=tuple(p.to_json() for p in options.profiles),
+            opt_level=int(options.opt_level), workspace=int(options.workspace),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["profiles"] = [dict(p) for p in self.profiles]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Fingerprint":
+        known = set(cls.__dataclass_fields__)
+        missing = known - set(d) - {"schema"}
+        if missing:
+            raise ModelError(f"engine fingerprint lacks {sorted(missing)}.")
+        dd = {k: v for k, v in d.items() if k in known}
+        dd["profiles"] = tuple(dict(p) for p in dd["profiles"])
+        return cls(**dd)
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def target(self) -> Target:
+        major, _, minor = self.compute_capability.partition(".")
+        return Target(self.tensorrt, self.gpu, (int(major), int(minor or 0)))
+
+
+# --- paths ------------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    """``$HANRT_CACHE_DIR``, else ``$XDG_CACHE_HOME/hanrt/engines``, else ``~/.cache/hanrt/engines``."""
+    env = os.environ.get("HANRT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hanrt" / "engines"
+
+
+def _safe_stem(stem: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "model"
+    return s[:64]
+
+
+def engine_path(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, fp: Fingerprint) -> Path:
+    """``<cache_dir>/<onnx stem>-<precision>-<key>.plan`` (vs-mlrt's get_engine_path idea)."""
+    return Path(cache_dir) / f"{_safe_stem(Path(onnx_path).stem)}-{fp.precision}-{fp.key}.plan"
+
+
+def sidecar_path(plan: str | os.PathLike) -> Path:
+    """The sidecar of a plan: ``<plan>.json`` (what :func:`hanrt.model_info.read_model_info` reads)."""
+    p = Path(plan)
+    return p.with_name(p.name + ".json")
+
+
+def _lock_path(plan: Path) -> Path:
+    return plan.with_suffix(".lock")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(chunk), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the ``with`` block.
+
+    Another process asking for the same lock waits (up to ``timeout_s``, then ``OutputError``).
+    The lock is released when the block ends or the process dies. Without ``fcntl`` (Windows)
+    the block runs unlocked, with a warning.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        log.warning("no fcntl: engine cache writes are not locked on this platform")
+        yield
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise OutputError(f"timed out after {timeout_s:g} s waiting for the lock {str(p)!r} "
+                                      f"(another hanrt build is running).") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# --- sidecar ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sidecar:
+    """The JSON beside a plan: what it was built from and for.
+
+    ``io``: one dict per I/O tensor: name, mode (input/output), dtype, layout, and the shapes
+    per profile. ``build``: the arguments that rebuild it (for the refusal message), build time.
+    """
+
+    fingerprint: Fingerprint
+    model_info: ModelInfo
+    plan_bytes: int
+    plan_sha256: str
+    onnx_path: str
+    io: tuple[dict[str, Any], ...] = ()
+    build: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.fingerprint.key
+
+    def to_json(self) -> str:
+        d = {
+            "format": SIDECAR_FORMAT,
+            "schema": SIDECAR_SCHEMA,
+            "key": self.key,
+            "fingerprint": self.fingerprint.to_json(),
+            "model_info": json.loads(self.model_info.to_json()),
+            "plan_bytes": self.plan_bytes,
+            "plan_sha256": self.plan_sha256,
+            "onnx_path": self.onnx_path,
+            "io": list(self.io),
+            "build": dict(self.build),
+        }
+        return json.dumps(d, indent=2, sort_keys=True)
+
+    @property
+    def profiles(self) -> tuple[Profile, ...]:
+        return tuple(Profile.from_json(p) for p in self.fingerprint.profiles)
+
+
+def read_sidecar(plan: str | os.PathLike) -> Sidecar:
+    """Read and validate the sidecar of ``plan`` (a ``.plan`` or its ``.plan.json``).
+
+    Raises :class:`InputError` (missing/unreadable) or :class:`ModelError` (not a hanrt sidecar).
+    """
+    p = Path(plan)
+    side = p if p.suffix.lower() == ".json" else sidecar_path(p)
+    if not side.is_file():
+        raise InputError(f"engine {str(p)!r} has no sidecar {side.name!r}: it was not built by hanrt build "
+                         f"(or the build did not finish). Build it with: hanrt build MODEL.onnx --tile HxW --batch N")
+    try:
+        d = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"sidecar {str(side)!r} cannot be read ({exc}).") from None
+    if not isinstance(d, dict) or d.get("format") != SIDECAR_FORMAT:
+        raise ModelError(f"{str(side)!r} is not a hanrt engine sidecar (format {d.get('format') if isinstance(d, dict) else None!r}).")
+    if int(d.get("schema", 0)) > SIDECAR_SCHEMA:
+        raise ModelError(f"{str(side)!r} has sidecar schema {d['schema']}; this hanrt reads up to "
+                         f"{SIDECAR_SCHEMA}: upgrade hanrt.")
+    try:
+        fp = Fingerprint.from_json(d["fingerprint"])
+        info = ModelInfo.from_json(json.dumps(d["model_info"]), source=str(side))
+        return Sidecar(fp, info, int(d["plan_bytes"]), str(d["plan_sha256"]), str(d.get("onnx_path", "")),
+                       tuple(d.get("io", ())), dict(d.get("build", {})))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"sidecar {str(side)!r} is malformed ({exc}).") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path:
+    """Write ``data`` to ``plan`` and its sidecar atomically (plan first, sidecar last).
+
+    ``sidecar.plan_bytes``/``plan_sha256`` must describe ``data``. Call under :func:`file_lock`.
+    """
+    p = Path(plan)
+    if sidecar.plan_bytes != len(data) or sidecar.plan_sha256 != hashlib.sha256(data).hexdigest():
+        raise ValueError("sidecar does not describe the plan bytes")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        side = sidecar_path(p)
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()  # an old sidecar must not vouch for the new plan while it is written
+        _atomic_write(p, data)
+        _atomic_write(side, sidecar.to_json().encode())
+    except OSError as exc:
+        raise OutputError(f"cannot write engine {str(p)!r} ({exc}).") from None
+    return p
+
+
+# --- compatibility and refusal ----------------------------------------------------------------
+
+def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: str | None = None) -> str:
+    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``."""
+    args = ["hanrt", "build", onnx_path or sidecar.onnx_path or "MODEL.onnx"]
+    profs = sidecar.profiles
+    simple = all(p.max == p.opt and p.min[1:] == p.opt[1:] for p in profs) and len({p.opt[0] for p in profs}) == 1 \
+        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1
+    if simple:
+        for p in profs:
+            args += ["--tile", f"{p.opt[1]}x{p.opt[2]}"]
+        args += ["--batch", str(profs[0].opt[0])]
+    else:
+        for p in profs:
+            args += ["--min", _fmt(p.min), "--opt", _fmt(p.opt), "--max", _fmt(p.max)]
+    fp = sidecar.fingerprint
+    if fp.opt_level != DEFAULT_OPT_LEVEL:
+        args += ["--opt-level", str(fp.opt_level)]
+    if fp.workspace != DEFAULT_WORKSPACE:
+        args += ["--workspace", f"{fp.workspace >> 20}M"]
+    if output:
+        args += ["--output", output]
+    args.append("--force")
+    return shlex.join(args)
+
+
+def check_compatible(sidecar: Sidecar, running: Target, *, plan: str | os.PathLike = "",
+                     onnx_sha256: str | None = None) -> None:
+    """Refuse (``EngineMismatchError``) an engine built for another TensorRT, GPU or ONNX file.
+
+    The message says what it was built for, what runs here and the command that rebuilds it.
+    """
+    built = sidecar.fingerprint.target
+    why: list[str] = []
+    if built.tensorrt != running.tensorrt:
+        why.append(f"TensorRT {built.tensorrt} != {running.tensorrt}")
+    if built.compute_capability != running.compute_capability:
+        why.append(f"compute capability {built.sm} != {running.sm}")
+    if built.gpu != running.gpu:
+        why.append(f"GPU {built.gpu!r} != {running.gpu!r}")
+    if onnx_sha256 is not None and onnx_sha256 != sidecar.fingerprint.onnx_sha256:
+        why.append("the ONNX file changed since the engine was built (sha256 differs)")
+    if why:
+        name = Path(plan).name if plan else "the engine"
+        out = str(plan) if plan else None
+        raise EngineMismatchError(
+            f"{name} was built for {built.describe()}, this machine has {running.describe()} "
+            f"({'; '.join(why)}). Engines are not portable; rebuild it here with: "
+            f"{rebuild_command(sidecar, output=out)}")
+
+
+def find_engine(plan: str | os.PathLike, running: Target, *, onnx_sha256: str | None = None,
+                verify_bytes: bool = False) -> Sidecar | None:
+    """Return the sidecar of a finished, compatible engine at ``plan``; ``None`` if absent.
+
+    Absent means: no plan, no sidecar, or a plan whose size (or sha256 with ``verify_bytes``)
+    differs from the sidecar (an interrupted write). A present but incompatible engine raises
+    :class:`EngineMismatchError`.
+    """
+    p = Path(plan)
+    if not p.is_file() or not sidecar_path(p).is_file():
+        return None
+    side = read_sidecar(p)
+    if p.stat().st_size != side.plan_bytes or (verify_bytes and sha256_file(p) != side.plan_sha256):
+        log.warning("engine %s does not match its sidecar (interrupted write?); it will be rebuilt", p)
+        return None
+    check_compatible(side, running, plan=p, onnx_sha256=onnx_sha256)
+    return side
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+BuilderFn = Callable[[Path, ModelInfo, BuildOptions], "BuiltPlan"]
+
+
+@dataclass(frozen=True)
+class BuiltPlan:
+    """What a builder returns: the plan bytes and its I/O description (name, mode, dtype, ...)."""
+
+    data: bytes
+    io: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    plan: Path
+    sidecar: Sidecar
+    built: bool  # False: reused from the cache
+    build_s: float = 0.0
+
+
+def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target: Target, builder: BuilderFn,
+                 cache_dir: str | os.PathLike | None = None, output: str | os.PathLike | None = None,
+                 force: bool = False, build_args: Sequence[str] = (),
+                 lock_timeout_s: float | None = None) -> EngineResult:
+    """Return a compatible engine for ``onnx_path``, building it (under a lock) if needed.
+
+    ``output`` writes the plan there instead of the cache. An existing engine that matches the
+    fingerprint is reused unless ``force``; an incompatible one at ``output`` is refused unless
+    ``force`` (cache entries are keyed by the fingerprint, so they never mismatch by design).
+    ``builder(onnx_path, info, options) -> BuiltPlan`` does the TensorRT work
+    (:func:`hanrt._tensorrt.build_plan` in production).
+    """
+    onnx = Path(onnx_path)
+    if not onnx.is_file():
+        raise InputError(f"model {str(onnx)!r} does not exist.")
+    if onnx.suffix.lower() != ".onnx":
+        raise UsageError(f"hanrt build takes an .onnx model, got {onnx.name!r}.")
+    info = read_model_info(onnx)
+    check_profiles(options.profiles, info)
+    sha = sha256_file(onnx)
+    fp = Fingerprint.make(target=target, onnx_sha256=sha, info=info, options=options)
+    if output is not None:
+        plan = Path(output)
+        if plan.suffix.lower() not in (".plan", ".engine", ".trt"):
+            raise UsageError(f"--output must end in .plan (or .engine/.trt), got {plan.name!r}.")
+    else:
+        plan = engine_path(cache_dir if cache_dir is not None else default_cache_dir(), onnx, fp)
+    if not force:
+        hit = _matching(plan, target, fp)
+        if hit is not None:
+            log.info("engine cache hit: %s", plan)
+            return EngineResult(plan, hit, built=False)
+    with file_lock(_lock_path(plan), timeout_s=lock_timeout_s):
+        if not force:
+            hit = _matching(plan, target, fp)  # built by another process while we waited
+            if hit is not None:
+                log.info("engine built by another process meanwhile: %s", plan)
+                return EngineResult(plan, hit, built=False)
+        log.info("building engine %s (%s)", plan.name, "; ".join(p.describe() for p in options.profiles))
+        t0 = time.perf_counter()
+        built = builder(onnx, info, options)
+        build_s = time.perf_counter() - t0
+        side = Sidecar(
+            fingerprint=fp, model_info=info, plan_bytes=len(built.data),
+            plan_sha256=hashlib.sha256(built.data).hexdigest(), onnx_path=str(onnx), io=tuple(built.io),
+            build={"build_s": round(build_s, 3), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "args": list(build_args)},
+        )
+        write_engine(plan, built.data, side)
+        return EngineResult(plan, side, built=True, build_s=build_s)
+
+
+def _matching(plan: Path, target: Target, fp: Fingerprint) -> Sidecar | None:
+    side = find_engine(plan, target, onnx_sha256=fp.onnx_sha256)
+    if side is None:
+        return None
+    if side.fingerprint != fp:
+        raise EngineMismatchError(
+            f"{plan.name} exists but was built with other settings ({_diff(side.fingerprint, fp)}); "
+            f"rebuild it with: {rebuild_command(side, output=str(plan))} (or choose another --output).")
+    return side
+
+
+def _diff(a: Fingerprint, b: Fingerprint) -> str:
+    da, db = a.to_json(), b.to_json()
+    return ", ".join(f"{k}: {da[k]} -> {db[k]}" for k in sorted(da) if da[k] != db.get(k)) or "none"

@@ -1,0 +1,121 @@
+"""TensorRT backend: the pure logic on the CPU; the real engine path under the ``trt`` marker."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+
+from hanrt.backends import base
+from hanrt.backends import trt as T
+from hanrt.backends import _cuda
+from hanrt import engine as E
+from hanrt.errors import BackendError, InputError, MissingDependencyError, UsageError
+from hanrt.model_info import ModelInfo
+
+INFO = ModelInfo(scale=4)
+INFO_U8 = ModelInfo(scale=4, io="uint8")
+
+
+def test_config_is_frozen_keyword_only_and_extends_base():
+    c = T.TrtConfig(device_id=1, slots=3, memory="mapped")
+    assert isinstance(c, base.TrtConfig) and c.check_fingerprint
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.slots = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        T.TrtConfig(0)  # type: ignore[misc]
+    with pytest.raises(UsageError):
+        T.TrtConfig(memory="unified")  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        T.TrtConfig(slots=0)
+
+
+def test_resolve_memory():
+    assert T.resolve_memory("auto", integrated=True) == "mapped"  # Jetson: one DRAM, zero-copy
+    assert T.resolve_memory("auto", integrated=False) == "copy"
+    assert T.resolve_memory("copy", integrated=True) == "copy"
+    with pytest.raises(UsageError):
+        T.resolve_memory("pinned", integrated=False)
+
+
+def test_pick_profile():
+    ps = (E.Profile((1, 96, 96), (4, 96, 96), (4, 96, 96)), E.Profile((1, 64, 64), (8, 128, 128), (8, 128, 128)))
+    assert T.pick_profile(ps, 4, 96, 96) == 0
+    assert T.pick_profile(ps, 6, 100, 120) == 1
+    with pytest.raises(UsageError, match="hanrt build --tile 200x200 --batch 1"):
+        T.pick_profile(ps, 1, 200, 200)
+
+
+def test_slot_nbytes():
+    assert T.slot_nbytes(INFO, 2, 96, 64) == (2 * 3 * 96 * 64 * 4, 2 * 3 * 384 * 256 * 4)
+    assert T.slot_nbytes(INFO_U8, 1, 10, 10) == (300, 4800)
+
+
+def _fake_rt(codes):
+    """A stand-in for cuda.bindings.runtime's error enum and cudaGetErrorName (no CUDA here)."""
+    err_t = types.SimpleNamespace(cudaSuccess=0)
+    return types.SimpleNamespace(cudaError_t=err_t, cudaGetErrorName=lambda e: (0, codes[int(e)].encode()))
+
+
+def test_cuda_check_names_errors():
+    rt = _fake_rt({0: "cudaSuccess", 2: "cudaErrorMemoryAllocation"})
+    assert _cuda.check((0,), "cudaFree", rt) is None
+    assert _cuda.check((0, 1234), "cudaMalloc", rt) == 1234
+    assert _cuda.check((0, 1, 2), "x", rt) == (1, 2)
+    with pytest.raises(BackendError, match=r"cudaMalloc\(4096 bytes\) failed: cudaErrorMemoryAllocation \(2\)"):
+        _cuda.check((2, 0), "cudaMalloc(4096 bytes)", rt)
+
+
+def test_backend_refuses_missing_engine_or_sidecar(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        T.TensorRTBackend(str(tmp_path / "none.plan"))
+
+
+def test_cuda_python_missing_is_a_clear_error():
+    try:
+        import cuda.bindings.runtime  # noqa: F401
+        pytest.skip("cuda-python is installed")
+    except ImportError:
+        pass
+    _cuda._CUDART = None
+    with pytest.raises(MissingDependencyError, match=r"hanrt\[trt\]"):
+        _cuda.cudart()
+
+
+def test_network_flags_for_tensorrt_10_and_11():
+    from hanrt._tensorrt import _network_flags
+
+    v10 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1))
+    v11 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace())
+    assert _network_flags(v10) == 2 and _network_flags(v11) == 0
+
+
+@pytest.mark.trt
+def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, photo):
+    """On a GPU with TensorRT: build, reuse from the cache, run through slots, compare with ORT."""
+    ort = pytest.importorskip("onnxruntime")
+    from hanrt import _tensorrt
+
+    target = _tensorrt.running_target(0)
+    options = E.BuildOptions(profiles=tuple(E.profiles_from_tiles([(32, 32)], 2)),
+                             timing_cache=str(tmp_path / "timing.cache"))
+    r = E.get_or_build(tiny_onnx, options, target=target, builder=_tensorrt.build_plan, cache_dir=tmp_path)
+    assert r.built and (tmp_path / "timing.cache").exists()
+    assert not E.get_or_build(tiny_onnx, options, target=target, builder=_tensorrt.build_plan,
+                              cache_dir=tmp_path).built
+    x = np.stack([photo[i * 32:(i + 1) * 32, 100:132].transpose(2, 0, 1) for i in range(2)]).astype(np.float32)
+    sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"input": x})[0]
+    for memory in ("copy", "mapped"):
+        with T.TensorRTBackend(str(r.plan), config=T.TrtConfig(memory=memory)) as be:
+            assert be.fixed_tile_shape == (32, 32) and be.max_batch == 2
+            slots = be.make_slots(2, 2, 32, 32)
+            slots[0].input[:] = x
+            slots[1].input[:1] = x[1:]
+            be.submit(slots[0], 2)
+            be.submit(slots[1], 1)
+            a, b = be.wait(slots[0]).copy(), be.wait(slots[1]).copy()
+            assert np.abs(a - ref).max() < 0.05 and np.abs(b - ref[1:]).max() < 0.05
+            assert np.abs(be.run(x) - ref).max() < 0.05
