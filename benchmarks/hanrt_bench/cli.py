@@ -1,0 +1,197 @@
+"""Implementations behind ``hanrt bench`` and ``hanrt eval`` (the argparse side lives in
+``hanrt/cli/bench.py`` and ``hanrt/cli/eval.py`` and imports this module lazily).
+
+Results go to stdout as markdown (the only printing in this package); files go to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hanrt.errors import InputError, OutputError, UsageError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_bench_cli", "run_eval_cli", "parse_size"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"96x128"`` -> (96, 128) as (height, width); ``"96"`` -> (96, 96)."""
+    parts = text.lower().split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--input {text!r}: expected HxW (e.g. 96x128) or an image path.") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise UsageError(f"--input {text!r}: expected HxW with positive sides.")
+    return vals[0], vals[1]
+
+
+def _say(msg: str) -> None:
+    print(f"hanrt bench: {msg}", file=sys.stderr, flush=True)
+
+
+def _out_dir(path: str | None) -> Path | None:
+    if not path:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"--output {path!r} exists and is not a folder.")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create --output folder {path!r}: {exc.strerror}.") from None
+    return p
+
+
+def _precision_files(args: argparse.Namespace) -> dict[str, str]:
+    out = {}
+    for prec in ("fp16", "int8"):
+        v = getattr(args, prec, None)
+        if v:
+            if not Path(v).is_file():
+                raise InputError(f"--{prec} {v!r} does not exist.")
+            out[prec] = v
+    return out
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    from .bench import resolve_model, run_bench
+    from .envinfo import environment
+    from .peak import cpu_peak, gpu_peak
+    from .report import markdown_table, write_all
+    from .suite import BASELINES, Suite, load_suite
+
+    suite = load_suite(args.suite) if args.suite else Suite(name="command-line")
+    over: dict[str, Any] = {}
+    image_file = None
+    if args.input:
+        if Path(args.input).is_file():
+            over["input"] = image_file = args.input
+        else:
+            over["input"] = parse_size(args.input)
+    if args.baselines is not None:
+        names = () if args.baselines.strip().lower() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+        bad = [b for b in names if b not in BASELINES]
+        if bad:
+            raise UsageError(f"--baselines: unknown {bad}; choose from {', '.join(BASELINES)} or 'none'.")
+        over["baselines"] = names
+    suite = suite.with_overrides(**over, warmup=args.warmup, iters=args.iters, max_seconds=args.max_seconds,
+                                 backend=args.backend, precision=args.precision, tile=args.tile,
+                                 margin=args.margin, batch=args.batch)
+    model = args.model or suite.model
+    if not model:
+        raise UsageError("no model: pass MODEL (.onnx, .plan, .pt or random:GxBxF) or set \"model\" in the suite.")
+    out = _out_dir(args.output)
+    quality = None
+    if args.quality:
+        try:
+            quality = json.loads(Path(args.quality).read_text(encoding="utf-8"))["quality"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"--quality {args.quality!r}: not a hanrt eval summary.json ({exc}).") from None
+    device = args.device
+    if device == "auto":
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+    if any(b for b in suite.baselines):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            _say("torch is not installed: the PyTorch baselines are skipped (pip install 'hanrt[export]')")
+    env = environment()
+    peak = None
+    if not args.no_peak:
+        _say("measuring the device peak ...")
+        p = gpu_peak() if device.startswith("cuda") else None
+        peak = (p or cpu_peak()).to_dict()
+        _say(f"peak {peak['gflops']:.0f} GFLOP/s ({peak['what']})")
+    src = resolve_model(model, checkpoint=args.checkpoint)
+    try:
+        res = run_bench(suite, src, image_file=image_file, peak=peak, env=env,
+                        precision_files=_precision_files(args), device=device, progress=_say)
+    finally:
+        src.close()
+    data = res.to_dict()
+    print(markdown_table(data))
+    if out is not None:
+        files = write_all(data, out, plots=not args.no_plots, quality=quality)
+        if not args.no_plots and not any(k in files for k in ("latency_vs_tile", "pareto")):
+            _say("no plots written (matplotlib missing, or nothing to plot)")
+        _say("wrote " + ", ".join(str(p) for p in files.values()))
+    if not res.rows:
+        raise UsageError("nothing was measured: every configuration was skipped (see the reasons above).")
+    return 0
+
+
+def run_eval_cli(args: argparse.Namespace) -> int:
+    from .bench import precision_path, resolve_model
+    from .evaluate import Column, evaluate, load_dataset, summary_markdown, write_outputs
+
+    say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler, default_model_path
+
+    model = args.model or str(default_model_path())
+    src = resolve_model(model)
+    scale = src.shape.scale
+    out = _out_dir(args.output)
+    files = _precision_files(args)
+    tile = args.tile if args.tile is not None else DEFAULT_TILE
+    margin = args.margin if args.margin is not None else DEFAULT_MARGIN
+    wanted = None
+    if args.columns:
+        wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
+        for c in wanted:
+            p, _, kind = c.partition(" ")
+            if p not in ("fp32", "fp16", "int8") or kind not in ("whole", "tiled"):
+                raise UsageError(f"--columns: {c!r} is not '<fp32|fp16|int8> <whole|tiled>'.")
+    ups: list[Any] = []
+    cols: list[Column] = []
+    notes: list[str] = []
+    try:
+        for prec in ("fp32", "fp16", "int8"):
+            path = precision_path(src.path, prec, files)
+            kinds = [k for k in ("whole", "tiled") if wanted is None or f"{prec} {k}" in wanted]
+            if not kinds:
+                continue
+            if path is None:
+                if wanted is not None or prec != "fp32":
+                    notes.append(f"{prec}: no graph (pass --{prec} or export one with hanrt export --precision {prec}); column skipped")
+                continue
+            for kind in kinds:
+                up = Upscaler(path, backend=args.backend, tile=0 if kind == "whole" else tile, margin=margin,
+                              batch=args.batch)
+                ups.append(up)
+                be = getattr(up.backend, "name", args.backend)
+                if prec == "fp16" and be == "ort-cpu" and not any(n.startswith("fp16 on ort-cpu") for n in notes):
+                    notes.append("fp16 on ort-cpu: ONNX Runtime's CPU provider computes FP16 graphs in FP32, so "
+                                 "this column shows the graph's casts, not FP16 arithmetic (run it on a GPU).")
+                detail = f"{be}, " + ("whole image" if kind == "whole" else f"tile {tile}, margin {margin}")
+                cols.append(Column(f"{prec} {kind}", up.upscale, precision=prec, tiled=kind == "tiled", detail=detail,
+                                   tiles=lambda h, w, up=up: up.plan(h, w).count))
+        if not cols:
+            raise UsageError("no model column to evaluate (see the notes above).")
+        name, images = load_dataset(args.dataset, scale, limit=args.limit)
+        say(f"{name}: {len(images)} images, x{scale}, columns: bicubic, " + ", ".join(c.name for c in cols))
+        res = evaluate(name, images, cols, scale=scale, model=src.label,
+                       crops_dir=(out / "crops") if (out is not None and not args.no_crops) else None, progress=say)
+        res.notes.extend(notes)
+    finally:
+        for up in ups:
+            up.close()
+        src.close()
+    print(summary_markdown(res))
+    if out is not None:
+        paths = write_outputs(res, out)
+        say("wrote " + ", ".join(str(p) for p in paths.values()) + ("" if args.no_crops else f", {out / 'crops'}/*.png"))
+    return 0

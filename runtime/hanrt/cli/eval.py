@@ -1,0 +1,45 @@
+"""``hanrt eval``: PSNR/SSIM by the super-resolution papers' protocol (Y channel, shave = scale).
+
+Declared with the stdlib only; ``run`` imports ``hanrt_bench`` lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import Command
+
+_EPILOG = """\
+DATASET: E1 (the built-in held-out photos; needs scikit-image), a folder of HR images (Set5/Set14/
+B100/Urban100/Manga109 as shipped), a folder with HR/ and LR_bicubic/X4/ (DIV2K style), or
+Huang's image_SRF_4/ with *_HR.png/*_LR.png. LR is made with Pillow's bicubic when not shipped.
+
+examples:
+  hanrt eval E1 --model model.onnx --output eval/
+  hanrt eval Set14/ --model model.onnx --fp16 model_fp16.onnx --int8 model_int8.onnx -o eval/"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.epilog = _EPILOG
+    p.add_argument("dataset", help="E1 or a dataset folder (see below)")
+    p.add_argument("--model", help=".onnx, .plan or .pt (default: the bundled model)")
+    p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
+    p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort-cuda", "ort-cpu", "torch"],
+                   help="hanrt backend (default auto)")
+    p.add_argument("--tile", type=int, help="tile side for the tiled columns, input pixels (default: hanrt's)")
+    p.add_argument("--margin", type=int, help="margin for the tiled columns, input pixels (default: hanrt's)")
+    p.add_argument("--batch", type=int, default=1, help="tiles per backend call (default 1)")
+    p.add_argument("--columns", help="comma list among '<fp32|fp16|int8> <whole|tiled>' (default: all available)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--output", "-o", help="folder for per_image.csv, summary.json/.md and crops/*.png")
+    p.add_argument("--no-crops", action="store_true", help="do not write crop sheets")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hanrt_bench.cli import run_eval_cli
+
+    return run_eval_cli(args)
+
+
+COMMAND = Command("eval", "PSNR/SSIM on a dataset: bicubic, FP32/FP16/INT8, tiled and whole", configure, run, order=61)
