@@ -1,0 +1,230 @@
+"""How much does tiling change HAN's output? Tiled vs whole-image PSNR over tiles and margins.
+
+HAN has global operations (channel attention pools over each tile, the layer attention correlates
+whole maps), so tiled inference differs from whole-image inference. This study measures by how much,
+on real photos (the E1 set, LR made with :func:`hanrt_bench.quality.bicubic_down`), with a trained
+model, and prints a table: PSNR (RGB, peak 255, uint8 outputs) of tiled against whole-image output
+for each tile T and margin m, with the nominal compute overhead ``(T/(T-2m))**2``.
+
+Stitching is crop-only (each tile's core is kept, the margin discarded); hanrt has no feathered
+blend (it would need a full-size float accumulator, which the memory rule forbids).
+
+Run: ``python3 -m hanrt_bench.tiling_study --model MODEL.onnx`` (or ``--checkpoint CKPT.pt``, exported
+to ONNX in a temporary folder; needs the [export] extra). ``--lr-scale 2`` makes larger LR inputs
+(more seams per image). Needs onnxruntime, scikit-image and matplotlib (E1 photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hanrt.backends.base import OrtConfig
+from hanrt.backends.onnxrt import OnnxRuntimeBackend
+from hanrt.tiling import overhead
+from hanrt.upscaler import Upscaler
+
+from .quality import bicubic_down, load_e1, psnr, psnr_y
+
+TILES = (32, 64, 128)
+MARGINS = (0, 4, 8, 16, 24)
+
+
+def export_checkpoint(ckpt: Path, workdir: Path) -> tuple[Path, str]:
+    """Copy ``ckpt`` (it may be rewritten by a running trainer) and export it to float ONNX.
+    Returns the ONNX path and a description (architecture, training step)."""
+    from hanrt_export.checkpoint import load_checkpoint
+    from hanrt_export.to_onnx import ExportOptions, export_onnx
+
+    copy = workdir / "study.pt"
+    shutil.copyfile(ckpt, copy)
+    lc = load_checkpoint(copy)
+    out = workdir / "study.onnx"
+    export_onnx(lc.model, out, options=ExportOptions(io="float"), source_sha256=lc.sha256,
+                source=str(ckpt), overwrite=True)
+    c = lc.config
+    step = lc.meta.get("step")
+    desc = f"{ckpt.name}: HAN {c.n_resgroups}x{c.n_resblocks}x{c.n_feats} x{c.scale}" + (f", step {step}" if step is not None else "")
+    return out, desc
+
+
+def run_study(model: Path, *, names: tuple[str, ...], lr_scale: int, threads: int,
+              tiles=TILES, margins=MARGINS) -> dict:
+    be = OnnxRuntimeBackend(model, config=OrtConfig(provider="cpu", intra_op_threads=threads))
+    scale = be.info.scale
+    photos = load_e1(scale, names=names)
+    rows: dict = {"whole": {}, "cells": {}, "lr_shapes": {}}
+    with be:
+        for ph in photos:
+            lr = bicubic_down(ph.hr, lr_scale)
+            rows["lr_shapes"][ph.name] = lr.shape[:2]
+            t0 = time.perf_counter()
+            whole = Upscaler(be, tile=None, margin=0).upscale(lr)
+            tw = time.perf_counter() - t0
+            gt = psnr_y(whole, ph.hr, shave=scale) if lr_scale == scale else float("nan")
+            rows["whole"][ph.name] = (gt, tw)
+            for t in tiles:
+                for m in margins:
+                    if 2 * m >= t:
+                        continue
+                    up = Upscaler(be, tile=t, margin=m)
+                    t0 = time.perf_counter()
+                    tiled = up.upscale(lr)
+                    dt = time.perf_counter() - t0
+                    p = psnr(tiled, whole)
+                    gtp = psnr_y(tiled, ph.hr, shave=scale) if lr_scale == scale else float("nan")
+                    rows["cells"].setdefault((t, m), []).append((ph.name, p, gtp, dt / tw, up.plan(*lr.shape[:2]).count))
+    return rows
+
+
+def format_table(rows: dict, tiles=TILES, margins=MARGINS) -> str:
+    lines = []
+    head = "| margin | " + " | ".join(f"T={t}: mean / min dB (overhead)" for t in tiles) + " |"
+    lines.append(head)
+    lines.append("|---" * (len(tiles) + 1) + "|")
+    for m in margins:
+        cells = []
+        for t in tiles:
+            v = rows["cells"].get((t, m))
+            if not v:
+                cells.append("n/a (2m >= T)")
+                continue
+            ps = [x[1] for x in v]
+            mean = _mean_db(ps)
+            cells.append(f"{_fmt(mean)} / {_fmt(min(ps))} (x{overhead(t, m):.2f})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def measure_throughput(model: Path, *, checkpoint: Path | None, name: str, lr_scale: int, tile: int,
+                       margin: int, threads: int, repeats: int = 3) -> dict:
+    """Seconds per image (best of ``repeats``) for: the raw backend on the plan's tiles (tiles
+    extracted beforehand, one ``run`` per tile), ``Upscaler.upscale`` (extract + run + stitch), ORT
+    on the whole image, and (with ``checkpoint``) PyTorch eager on the whole image."""
+    from hanrt.tiling import extract_tile, tile_input_shape
+
+    be = OnnxRuntimeBackend(model, config=OrtConfig(provider="cpu", intra_op_threads=threads))
+    scale = be.info.scale
+    lr = bicubic_down(load_e1(scale, names=(name,))[0].hr, lr_scale)
+    up = Upscaler(be, tile=tile, margin=margin)
+    plan = up.plan(*lr.shape[:2])
+    tiles = []
+    for t in plan.tiles:
+        buf = np.empty(tile_input_shape(plan, 1, 3, be.info.layout), np.float32)
+        extract_tile(lr, plan, t, buf[0], layout=be.info.layout)
+        tiles.append(buf)
+
+    fns = {"raw": lambda: [be.run(x) for x in tiles],
+           "upscaler": lambda: up.upscale(lr),
+           "ort_whole": lambda: Upscaler(be, tile=None, margin=0).upscale(lr)}
+    if checkpoint is not None:
+        import torch
+
+        from hanrt_export.checkpoint import load_checkpoint
+
+        torch.set_num_threads(threads)
+        m = load_checkpoint(checkpoint).model
+        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))[None].astype(np.float32))
+
+        def eager():
+            with torch.inference_mode():
+                m(x)
+
+        fns["torch_whole"] = eager
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():  # warm-up
+        f()
+    for _ in range(repeats):  # interleaved, so load from other processes hits every variant alike
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    res: dict = {"image": f"{name} {lr.shape[1]}x{lr.shape[0]}", "tiles": plan.count}
+    res.update({k: min(v) for k, v in times.items()})
+    be.close()
+    return res
+
+
+def _mean_db(ps: list[float]) -> float:
+    """Mean over photos of the MSE, back in dB (inf when every photo is identical)."""
+    mses = [0.0 if math.isinf(p) else 255.0 ** 2 / 10 ** (p / 10) for p in ps]
+    m = sum(mses) / len(mses)
+    return math.inf if m == 0 else 10 * math.log10(255.0 ** 2 / m)
+
+
+def _fmt(p: float) -> str:
+    return "inf" if math.isinf(p) else f"{p:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m hanrt_bench.tiling_study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="float-I/O .onnx exported by hanrt")
+    src.add_argument("--checkpoint", type=Path, help="hanrt/official .pt (exported to ONNX in a temp folder)")
+    ap.add_argument("--photos", default="astronaut,coffee,chelsea,grace_hopper",
+                    help="comma-separated E1 names (default: %(default)s)")
+    ap.add_argument("--lr-scale", type=int, default=0, help="downscale factor for the LR input (default: the model's scale)")
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime CPU threads (default 1)")
+    ap.add_argument("--tiles", default=",".join(map(str, TILES)))
+    ap.add_argument("--margins", default=",".join(map(str, MARGINS)))
+    ap.add_argument("--throughput", action="store_true",
+                    help="instead of the table: Upscaler vs raw backend on the same tiles vs whole-image "
+                    "ORT and PyTorch eager (first photo, first tile and margin)")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    tiles = tuple(int(x) for x in a.tiles.split(","))
+    margins = tuple(int(x) for x in a.margins.split(","))
+    with tempfile.TemporaryDirectory(prefix="hanrt_study_") as td:
+        model, desc = (a.model, str(a.model)) if a.model else export_checkpoint(a.checkpoint, Path(td))
+        from hanrt.model_info import read_model_info
+
+        scale = read_model_info(model).scale
+        lr_scale = a.lr_scale or scale
+        if a.throughput:
+            ck = None
+            if a.checkpoint:
+                ck = Path(td) / "study.pt"
+            r = measure_throughput(model, checkpoint=ck, name=a.photos.split(",")[0], lr_scale=a.lr_scale or scale,
+                                   tile=tiles[0], margin=margins[0], threads=a.threads, repeats=a.repeats)
+            px = float(np.prod([int(v) for v in r["image"].split()[1].split("x")]))
+            print(f"{r['image']} (LR), tile {tiles[0]} margin {margins[0]}: {r['tiles']} tiles, "
+                  f"{a.threads} thread(s), best of {a.repeats}")
+            for k, label in (("raw", "raw backend, same tiles"), ("upscaler", "Upscaler.upscale"),
+                             ("ort_whole", "ORT whole image"), ("torch_whole", "PyTorch eager whole image")):
+                if k in r:
+                    print(f"  {label:28s} {r[k]:8.3f} s  {px / r[k] / 1e3:8.1f} kpx/s (input)")
+            print(f"  Upscaler / raw throughput ratio: {r['raw'] / r['upscaler']:.3f}")
+            if "torch_whole" in r:
+                print(f"  Upscaler / PyTorch-eager-whole throughput ratio: {r['torch_whole'] / r['upscaler']:.3f}")
+            return 0
+        t0 = time.perf_counter()
+        rows = run_study(model, names=tuple(a.photos.split(",")), lr_scale=lr_scale, threads=a.threads,
+                         tiles=tiles, margins=margins)
+    print(f"model: {desc}; photos (LR = bicubic_down x{lr_scale}): "
+          + ", ".join(f"{n} {h}x{w}" for n, (h, w) in rows["lr_shapes"].items()))
+    print("tiled vs whole-image PSNR (RGB, uint8 outputs; mean over photos by MSE / worst photo), "
+          "crop stitching; overhead = (T/(T-2m))^2\n")
+    print(format_table(rows, tiles, margins))
+    if lr_scale == scale:
+        print("\nPSNR-Y vs ground truth (shave=scale): whole image "
+              + ", ".join(f"{n} {v[0]:.2f}" for n, v in rows["whole"].items()))
+        for (t, m), v in sorted(rows["cells"].items()):
+            print(f"  T={t} m={m}: " + ", ".join(f"{x[0]} {x[2]:.2f}" for x in v)
+                  + f"; time vs whole x{np.mean([x[3] for x in v]):.2f}, tiles {[x[4] for x in v]}")
+    else:
+        for (t, m), v in sorted(rows["cells"].items()):
+            print(f"  T={t} m={m}: time vs whole x{np.mean([x[3] for x in v]):.2f}, tiles {[x[4] for x in v]}")
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""``hanrt upscale INPUT... --output PATH``: upscale image files (and videos, see :func:`dispatch`).
+
+Inputs are files, folders (their image files, not recursive) and glob patterns. One input file
+with an output path that has an image suffix writes that file; otherwise ``--output`` is a folder
+(created if needed) and every result keeps its input's file name. Each file's error is reported
+on its own line and counted; the batch goes on; the exit code is nonzero when any file failed
+(the code of the first failure's error class, see :mod:`hanrt.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import Command
+
+# Kept in sync with hanrt.io.images.IMAGE_SUFFIXES (not imported here: --help stays stdlib-only).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".y4m", ".mpg", ".mpeg")
+
+DESCRIPTION = """\
+Upscale images with HAN (4x). INPUT: image files, folders (their images) or glob patterns.
+
+examples:
+  hanrt upscale photo.jpg --output photo_x4.png
+  hanrt upscale shots/ 'more/*.png' --output out/ --backend ort-cpu --tile 128 --margin 8
+  hanrt upscale photo.png --output out/ --compare       # also out/photo_compare.png
+
+--tile N is the network input side in pixels, margin included; a tile at least as large as the
+image (or --tile 0) runs the whole image at once (more memory, no seams).
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--output", "-o", required=True, metavar="PATH",
+                   help="output file (one input) or folder (created if missing; names are kept)")
+    p.add_argument("--model", "-m", default=None,
+                   help="model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx")
+    p.add_argument("--backend", "-b", default="auto", choices=["auto", "trt", "ort-cuda", "ort-cpu", "torch"],
+                   help="inference backend (default auto: picks from the model and what is installed, and says why)")
+    p.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)")
+    p.add_argument("--margin", type=int, default=None, metavar="N",
+                   help="context pixels around each tile, cropped after upscaling (default 8)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="tiles per backend call (default 1)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for CPU backends (default: all)")
+    p.add_argument("--device", type=int, default=0, metavar="ID", help="CUDA device (GPU backends; default 0)")
+    p.add_argument("--fp16", action="store_true", help="torch backend on CUDA: half precision")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--compare", action="store_true",
+                   help="also write NAME_compare.png: bicubic | hanrt side by side, with a zoomed crop")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse inputs above N pixels (decompression-bomb guard; default 89478485; 0: no limit)")
+    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+
+
+# --- input expansion and output naming (stdlib only) -------------------------------------------
+
+def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files from INPUT arguments, in order, without duplicates; plus ``(arg, why)`` for misses."""
+    files: list[Path] = []
+    misses: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            if not found:
+                misses.append((item, "folder holds no image files"))
+            for c in found:
+                add(c)
+        elif p.exists():
+            add(p)
+        elif glob.has_magic(item):
+            found = sorted(Path(g) for g in glob.glob(item) if Path(g).is_file())
+            if not found:
+                misses.append((item, "pattern matches no files"))
+            for c in found:
+                add(c)
+        else:
+            misses.append((item, "does not exist"))
+    return files, misses
+
+
+def output_paths(files: list[Path], output: str, n_args: int) -> tuple[dict[Path, Path], Path | None]:
+    """Map each input to its output path. Returns ``(mapping, folder_to_create_or_None)``."""
+    out = Path(output)
+    # one input file and an output with a suffix (that is not an existing folder): a file
+    single = len(files) == 1 and n_args == 1 and not out.is_dir() and bool(out.suffix)
+    if single:
+        return {files[0]: out}, None
+    if not out.is_dir() and out.suffix.lower() in IMAGE_SUFFIXES and (len(files) > 1 or n_args > 1):
+        from ..errors import UsageError
+
+        raise UsageError(f"{len(files)} inputs need an output folder, but --output {output!r} names an image file.")
+    return {f: out / f.name for f in files}, out
+
+
+def compare_path(dst: Path) -> Path:
+    """Where ``--compare`` writes the side-by-side picture for output ``dst``."""
+    return dst.with_name(f"{dst.stem}_compare.png")
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+# --- running --------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Split the inputs into images and videos (by suffix) and run each kind: videos go to the
+    pipelined runtime (:mod:`hanrt.cli.stream`, loaded lazily), images to :func:`upscale_images`."""
+    from ..errors import InputError
+
+    files, misses = expand_inputs(args.inputs)
+    if not files and misses:
+        raise InputError("; ".join(f"{a!r}: {why}" for a, why in misses))
+    videos = [f for f in files if is_video(f)]
+    images = [f for f in files if not is_video(f)]
+    if videos:  # the pipelined runtime (hanrt.cli.stream) takes the videos, then the images
+        return __import__("hanrt.cli.stream", fromlist=["_"]).run_upscale_videos(args, videos, images, misses, upscale_images)
+    return upscale_images(args, images, misses)
+
+
+def _progress_factory(quiet: bool):
+    """tqdm progress bars when tqdm is installed and not ``--quiet``; ``None`` (silent) otherwise."""
+    if quiet:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tuple[str, str]]) -> int:
+    from ..errors import HanrtError, InputError, OutputError, UsageError
+    from ..io.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
+    from ..upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
+
+    mapping, folder = output_paths(files, args.output, len(args.inputs))
+    for dst in mapping.values():
+        format_for(dst)  # unknown output suffix: fail before any work
+    if args.tile is not None and args.tile < 0:
+        raise UsageError(f"--tile must be >= 0, got {args.tile}.")
+    names: dict[Path, Path] = {}
+    errors: list[tuple[str, HanrtError]] = [(a, _miss_error(a, why)) for a, why in misses]
+    todo: list[tuple[Path, Path]] = []
+    for src, dst in mapping.items():
+        if dst in names:
+            errors.append((str(src), OutputError(f"{dst.name} would also be written from {names[dst]}; rename one input.")))
+            continue
+        names[dst] = src
+        exists = [d for d in ([dst, compare_path(dst)] if args.compare else [dst]) if d.exists()]
+        if exists and not args.overwrite:
+            errors.append((str(src), OutputError(f"{str(exists[0])!r} exists; pass --overwrite to replace it.")))
+            continue
+        todo.append((src, dst))
+    for src, e in errors:
+        print(f"hanrt: error: {src}: {e}", file=sys.stderr)
+    if folder is not None and todo:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {str(folder)!r}: {exc.strerror or exc}.") from None
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    tqdm = _progress_factory(getattr(args, "quiet", False))
+    ok = 0
+    t0 = time.perf_counter()
+    if todo:
+        with Upscaler(args.model, backend=args.backend,
+                      tile=DEFAULT_TILE if args.tile is None else args.tile,
+                      margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+                      batch=args.batch, threads=args.threads, device_id=args.device, fp16=args.fp16) as up:
+            if args.backend == "auto" and not getattr(args, "quiet", False) and up.model_path is not None:
+                from ..backends import choose_backend
+
+                why = choose_backend(up.model_path, "auto").reason
+                print(f"hanrt: backend {up.backend.describe()}: {why}", file=sys.stderr)
+            bar = tqdm(total=len(todo), unit="file", desc="upscale", disable=None) if (tqdm and len(todo) > 1) else None
+            for src, dst in todo:
+                try:
+                    _one(up, src, dst, args, max_pixels, tqdm, read_image, write_image)
+                    ok += 1
+                except (HanrtError, MemoryError) as e:
+                    if isinstance(e, MemoryError):
+                        e = InputError(f"not enough memory to upscale it ({e or 'MemoryError'}); use a smaller --tile or a smaller image.")
+                    errors.append((str(src), e))
+                    msg = f"hanrt: error: {src}: {e}"
+                    if bar is not None:
+                        bar.write(msg, file=sys.stderr)
+                    else:
+                        print(msg, file=sys.stderr)
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+    dt = time.perf_counter() - t0
+    if not getattr(args, "quiet", False) and (len(todo) > 1 or errors):
+        print(f"hanrt: {ok} upscaled, {len(errors)} failed ({dt:.1f} s)", file=sys.stderr)
+    if errors:
+        return errors[0][1].exit_code
+    return 0
+
+
+def _miss_error(arg: str, why: str):
+    from ..errors import InputError
+
+    return InputError(f"{arg!r} {why}.")
+
+
+def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, write_image) -> None:
+    img = read_image(src, max_pixels=max_pixels)
+    progress = None
+    bar = None
+    if tqdm is not None:
+        plan = up.plan(img.pixels.shape[0], img.pixels.shape[1])
+        if plan.count > 1:
+            bar = tqdm(total=plan.count, unit="tile", desc=src.name, leave=False, disable=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(done - bar.n)
+    try:
+        result = up.upscale(img.pixels, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_image(dst, result, icc_profile=img.icc_profile, overwrite=args.overwrite, quality=args.quality)
+    if args.compare:
+        write_compare(compare_path(dst), img.pixels, result, up.scale, overwrite=args.overwrite)
+
+
+def write_compare(path: Path, lr, sr, scale: int, *, overwrite: bool, zoom_crop: int = 256) -> None:
+    """Write a side-by-side picture: top, the whole image (bicubic | hanrt) shrunk to at most 1024
+    pixels wide each; bottom, a centre crop of ``zoom_crop`` output pixels from both, 2x nearest."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from ..io.images import write_image
+
+    def rgb8(a):
+        a = np.asarray(a)
+        if a.dtype == np.uint16:
+            a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        if a.shape[2] in (2, 4):
+            a = a[..., :-1]
+        if a.shape[2] == 1:
+            a = np.repeat(a, 3, axis=2)
+        return Image.fromarray(np.ascontiguousarray(a))
+
+    small = rgb8(lr)
+    big = rgb8(sr)
+    W, H = big.size
+    bic = small.resize((W, H), Image.BICUBIC)
+    f = min(1.0, 1024 / W)
+    tw, th = max(1, round(W * f)), max(1, round(H * f))
+    c = min(zoom_crop, W, H)
+    x0, y0 = (W - c) // 2, (H - c) // 2
+    z = 2
+    canvas = Image.new("RGB", (max(2 * tw, 2 * c * z) + 8, th + c * z + 8 + 20), (40, 40, 40))
+    canvas.paste(bic.resize((tw, th), Image.LANCZOS), (0, 20))
+    canvas.paste(big.resize((tw, th), Image.LANCZOS), (tw + 8, 20))
+    box = (x0, y0, x0 + c, y0 + c)
+    canvas.paste(bic.crop(box).resize((c * z, c * z), Image.NEAREST), (0, th + 28))
+    canvas.paste(big.crop(box).resize((c * z, c * z), Image.NEAREST), (c * z + 8, th + 28))
+    d = ImageDraw.Draw(canvas)
+    d.text((4, 4), "bicubic", fill=(255, 255, 255))
+    d.text((tw + 12, 4), f"hanrt x{scale}", fill=(255, 255, 255))
+    write_image(path, np.asarray(canvas), overwrite=overwrite)
+
+
+COMMAND = Command("upscale", "upscale images (4x) with HAN", configure, run, order=20, description=DESCRIPTION)

@@ -1,0 +1,232 @@
+"""The Upscaler API against the PyTorch model (whole image) and against itself (tiled vs whole)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from hanrt.errors import InputError, ModelError, UsageError
+from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler, default_model_path
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from hanrt_export.torch_backend import TorchBackend  # noqa: E402
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _reference(tiny_han, img):
+    """Whole-image PyTorch output, clamped and rounded to uint8 (HxWx3)."""
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None].astype(np.float32))
+    with torch.no_grad():
+        y = tiny_han(x)[0].numpy().transpose(1, 2, 0)
+    return np.rint(np.clip(y, 0, 255)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def up_whole(tiny_onnx):
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=0, threads=1) as up:
+        yield up
+
+
+def test_whole_image_matches_pytorch(up_whole, tiny_han, photo_small):
+    out = up_whole.upscale(photo_small)
+    ref = _reference(tiny_han, photo_small)
+    assert out.shape == (244, 188, 3) and out.dtype == np.uint8
+    d = np.abs(out.astype(int) - ref.astype(int))
+    assert d.max() <= 1 and d.mean() < 0.01
+    assert up_whole.scale == 4 and up_whole.info.io == "float"
+
+
+@pytest.mark.parametrize("tile,margin,batch", [(32, 8, 1), (32, 8, 4), (24, 4, 3), (48, 12, 2)])
+def test_tiled_close_to_whole(tiny_onnx, up_whole, photo_small, tile, margin, batch):
+    whole = up_whole.upscale(photo_small)
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=tile, margin=margin, batch=batch, threads=1) as up:
+        assert up.plan(61, 47).count > 1
+        tiled = up.upscale(photo_small)
+    assert _psnr(tiled, whole) >= 45.0
+
+
+def test_tile_at_least_image_is_whole_image(tiny_onnx, up_whole, photo_small):
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=64, margin=8, threads=1) as up:
+        assert up.plan(61, 47).count == 1
+        np.testing.assert_array_equal(up.upscale(photo_small), up_whole.upscale(photo_small))
+
+
+def test_uint8_graph_agrees_with_float_graph(tiny_onnx_uint8, up_whole, photo_small):
+    with Upscaler(tiny_onnx_uint8, backend="ort-cpu", tile=32, margin=8, threads=1) as up:
+        assert up.info.layout == "NHWC"
+        got = up.upscale(photo_small)
+    with Upscaler(up_whole.model_path, backend="ort-cpu", tile=32, margin=8, threads=1) as upf:
+        ref = upf.upscale(photo_small)
+    d = np.abs(got.astype(int) - ref.astype(int))
+    assert d.max() <= 1 and d.mean() < 0.01
+
+
+def test_grey_goes_through_replicated_rgb(up_whole, photo_small):
+    grey = np.ascontiguousarray(photo_small[..., 1])
+    out = up_whole.upscale(grey)
+    assert out.shape == (244, 188) and out.dtype == np.uint8
+    rgb = up_whole.upscale(np.repeat(grey[..., None], 3, axis=2)).astype(np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(out - luma).max() <= 1.0  # luma of the float output vs of the rounded one
+    out1 = up_whole.upscale(grey[..., None])
+    assert out1.shape == (244, 188, 1)
+    np.testing.assert_array_equal(out1[..., 0], out)
+
+
+def test_alpha_is_upscaled_bicubic_and_reattached(up_whole, photo_small):
+    from PIL import Image
+
+    alpha = np.tile(np.linspace(0, 255, 47, dtype=np.uint8), (61, 1))
+    rgba = np.dstack([photo_small, alpha])
+    out = up_whole.upscale(rgba)
+    assert out.shape == (244, 188, 4)
+    np.testing.assert_array_equal(out[..., :3], up_whole.upscale(photo_small))
+    np.testing.assert_array_equal(out[..., 3], np.asarray(Image.fromarray(alpha).resize((188, 244), Image.BICUBIC)))
+    la = up_whole.upscale(np.dstack([photo_small[..., 0], alpha]))
+    assert la.shape == (244, 188, 2)
+
+
+def test_uint16_keeps_16_bits(up_whole, photo_small):
+    img16 = photo_small.astype(np.uint16) * 257 + 100  # not representable in 8 bits
+    out16 = up_whole.upscale(img16)
+    assert out16.dtype == np.uint16 and out16.shape == (244, 188, 3)
+    out8 = up_whole.upscale(photo_small)
+    assert np.abs(out16 / 257.0 - out8).max() <= 1.5
+    assert len(np.unique(out16 % 257)) > 10  # real 16-bit values, not 8-bit x 257
+
+
+def test_out_buffer_is_written_in_place(up_whole, photo_small):
+    buf = np.zeros((244, 188, 3), np.uint8)
+    res = up_whole.upscale(photo_small, out=buf)
+    assert res is buf and buf.any()
+    with pytest.raises(UsageError, match="out must be"):
+        up_whole.upscale(photo_small, out=np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(UsageError, match="out must be"):
+        up_whole.upscale(photo_small, out=np.zeros((244, 188, 3), np.uint16))
+
+
+def test_input_is_not_modified(up_whole, photo_small):
+    before = photo_small.copy()
+    up_whole.upscale(photo_small)
+    np.testing.assert_array_equal(photo_small, before)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((0, 5, 3), np.uint8), "empty"),
+    (np.zeros((5, 5, 3), np.float32), "uint8 or uint16"),
+    (np.zeros((5, 5, 5), np.uint8), "HxWxC"),
+    (np.zeros((5,), np.uint8), "HxWxC"),
+    ("not an array", "numpy array"),
+])
+def test_bad_images(up_whole, bad, match):
+    with pytest.raises(InputError, match=match):
+        up_whole.upscale(bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (3, 2, 3)])
+def test_tiny_images(tiny_onnx, tiny_han, shape):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=16, margin=4, threads=1) as up:
+        out = up.upscale(img)
+    assert out.shape == (shape[0] * 4, shape[1] * 4, 3)
+    assert np.abs(out.astype(int) - _reference(tiny_han, img).astype(int)).max() <= 1
+
+
+def test_wide_strip_tiled_vs_whole(tiny_onnx, photo):
+    img = np.ascontiguousarray(np.concatenate([photo[:6]] * 4, axis=1))  # 6 x 2048
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=0, threads=1) as up:
+        whole = up.upscale(img)
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=64, margin=8, batch=8, threads=1) as up:
+        tiled = up.upscale(img)
+    assert _psnr(tiled, whole) >= 45.0
+
+
+def test_torch_backend_agrees_with_ort(tiny_checkpoint, tiny_onnx, photo_small):
+    with Upscaler(tiny_checkpoint, backend="torch", tile=32, margin=8) as up:
+        assert up.backend.name == "torch"
+        a = up.upscale(photo_small)
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=32, margin=8, threads=1) as up:
+        b = up.upscale(photo_small)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_shared_between_threads(tiny_onnx, photo_small):
+    imgs = [np.ascontiguousarray(np.rot90(photo_small, k)) for k in range(4)]
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=32, margin=8, batch=2, threads=1) as up:
+        expected = [up.upscale(i) for i in imgs]
+        results: dict[int, np.ndarray] = {}
+
+        def work(k):
+            results[k] = up.upscale(imgs[k])
+
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    for k in range(4):
+        np.testing.assert_array_equal(results[k], expected[k])
+
+
+def test_progress_and_close(tiny_onnx, photo_small):
+    seen = []
+    up = Upscaler(tiny_onnx, backend="ort-cpu", tile=24, margin=4, batch=2, threads=1)
+    up.upscale(photo_small, progress=lambda d, t: seen.append((d, t)))
+    total = up.plan(61, 47).count
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    up.close()
+    up.close()
+    with pytest.raises(UsageError, match="closed"):
+        up.upscale(photo_small)
+
+
+def test_backend_instance_is_not_closed(tiny_han, photo_small):
+    be = TorchBackend(tiny_han)
+    with Upscaler(be, tile=0) as up:
+        up.upscale(photo_small[:8, :8])
+    assert be.run(np.zeros((1, 3, 4, 4), np.float32)).shape == (1, 3, 16, 16)
+
+
+def test_bad_settings(tiny_onnx, tmp_path):
+    with pytest.raises(UsageError):
+        Upscaler(tiny_onnx, tile=-1)
+    with pytest.raises(UsageError):
+        Upscaler(tiny_onnx, batch=0)
+    with pytest.raises(UsageError, match="no core"):
+        Upscaler(tiny_onnx, tile=16, margin=8)
+    with pytest.raises(ModelError, match="does not exist"):
+        Upscaler(tmp_path / "missing.onnx")
+
+
+def test_default_model_missing_is_a_clear_model_error():
+    try:
+        p = default_model_path()
+    except ModelError as e:
+        assert "hanrt_x4.onnx" in str(e) and "--model" in str(e)
+        with pytest.raises(ModelError, match="hanrt_x4.onnx"):
+            Upscaler()
+    else:
+        assert p.name == "hanrt_x4.onnx" and p.is_file()
+
+
+def test_defaults_are_documented_in_the_cli():
+    from hanrt.cli import upscale as cli_upscale
+
+    assert f"default {DEFAULT_TILE}" in " ".join(a.help for a in _actions(cli_upscale) if a.dest == "tile")
+    assert f"default {DEFAULT_MARGIN}" in " ".join(a.help for a in _actions(cli_upscale) if a.dest == "margin")
+
+
+def _actions(mod):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    mod.configure(p)
+    return p._actions

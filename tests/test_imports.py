@@ -1,0 +1,138 @@
+"""Dependency tiers (DESIGN.md): each module imports in a fresh interpreter with the heavy packages
+blocked by a meta-path finder that raises ImportError.
+
+- every ``hanrt`` module imports without torch and onnx (tier 2 never leaks into the runtime);
+  a tier-1 module may fail only because its own optional package is *absent here* (not blocked);
+- the tier-0 core imports with onnxruntime, tensorrt, cuda, av and cv2 blocked too;
+- ``python3 -m hanrt upscale --help`` works with all of them blocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIER2 = ["torch", "onnx", "onnxslim", "modelopt"]
+TIER1 = ["onnxruntime", "tensorrt", "cuda", "av", "cv2", "pycuda"]
+CORE = [
+    "hanrt",
+    "hanrt.errors",
+    "hanrt.model_info",
+    "hanrt.tiling",
+    "hanrt.io",
+    "hanrt.io.images",
+    "hanrt.cli",
+    "hanrt.upscaler",
+    "hanrt.backends",
+    "hanrt.backends.base",
+]
+
+BLOCKER = r"""
+import importlib.abc, json, sys
+BLOCKED = set(json.loads(sys.argv[1]))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked by test: {name}")
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT / d) for d in ("runtime", "export", "benchmarks")]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def _import_all(modules: list[str], blocked: list[str]) -> dict[str, str]:
+    """Import ``modules`` in a subprocess with ``blocked`` packages; return {module: error} for failures."""
+    code = BLOCKER + r"""
+import importlib, traceback
+out = {}
+for m in json.loads(sys.argv[2]):
+    try:
+        importlib.import_module(m)
+    except BaseException as e:
+        chain, c = [], e
+        while c is not None:
+            chain.append(f"{type(c).__name__}: {c}")
+            c = c.__cause__ or c.__context__
+        out[m] = " <- ".join(chain)
+leaked = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
+print(json.dumps({"errors": out, "leaked": leaked}))
+"""
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(blocked), json.dumps(modules)],
+                       capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not res["leaked"], f"blocked packages ended up in sys.modules: {res['leaked']}"
+    return res["errors"]
+
+
+def _runtime_modules() -> list[str]:
+    import hanrt
+
+    mods = ["hanrt"]
+    for m in pkgutil.walk_packages(hanrt.__path__, "hanrt."):
+        if m.name.endswith("__main__"):
+            continue
+        mods.append(m.name)
+    return mods
+
+
+def _cli_modules() -> list[str]:
+    import hanrt.cli
+
+    return ["hanrt.cli." + m.name for m in pkgutil.iter_modules(hanrt.cli.__path__)]
+
+
+def test_runtime_never_imports_torch_or_onnx():
+    mods = _runtime_modules()
+    assert "hanrt.tiling" in mods and "hanrt.backends.onnxrt" in mods
+    errors = _import_all(mods, TIER2)
+    bad = {m: e for m, e in errors.items() if "blocked by test" in e}
+    assert not bad, f"runtime modules import tier-2 packages: {bad}"
+    # any other failure must be a tier-1 package that is simply not installed on this machine
+    for m, e in errors.items():
+        assert "No module named" in e and any(f"'{p}" in e for p in TIER1), (m, e)
+
+
+def test_core_imports_with_every_heavy_package_blocked():
+    mods = CORE + _cli_modules()
+    errors = _import_all(mods, TIER2 + TIER1)
+    assert not errors, errors
+
+
+def test_upscale_help_with_heavy_packages_blocked():
+    code = BLOCKER + "\nimport runpy\nsys.argv = ['hanrt', 'upscale', '--help']\nrunpy.run_module('hanrt', run_name='__main__')\n"
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(TIER2 + TIER1)],
+                       capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--tile" in r.stdout and "--backend" in r.stdout
+
+
+def test_missing_backend_package_names_the_extra(tmp_path):
+    """With onnxruntime blocked, asking for the ONNX Runtime backend names the extra to install."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")  # never read: the dependency check comes first
+    code = BLOCKER + (
+        "\nfrom hanrt.cli import main\n"
+        f"sys.exit(main(['upscale', {str(tmp_path / 'x.png')!r}, '--output', {str(tmp_path / 'o.png')!r},"
+        f" '--model', {str(model)!r}]))\n"
+    )
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(TIER2 + TIER1)],
+                       capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 5, (r.returncode, r.stderr)
+    assert "hanrt[cpu]" in r.stderr
