@@ -15,7 +15,7 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-TINY = dict(scale=4, n_resgroups=2, n_resblocks=1, n_feats=8, reduction=4)
+from hanrt_testkit import TINY, make_test_video, make_tiny_han, read_frame_index  # noqa: F401
 
 
 def _has_cuda() -> tuple[bool, str]:
@@ -45,20 +45,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"gpu test: {cuda_why}"))
         if "trt" in item.keywords and not trt_ok:
             item.add_marker(pytest.mark.skip(reason=f"trt test: {trt_why}"))
-
-
-def make_tiny_han(seed: int = 0, **overrides):
-    """A tiny random HAN (eval mode) with nonzero attention gammas."""
-    import torch
-
-    from hanrt_export.han import HAN
-
-    torch.manual_seed(seed)
-    m = HAN(**{**TINY, **overrides}).eval()
-    with torch.no_grad():
-        m.la.gamma.fill_(0.5)
-        m.csa.gamma.fill_(0.5)
-    return m
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +92,53 @@ def photo() -> np.ndarray:
 def photo_small(photo) -> np.ndarray:
     """A 61x47 odd-sized crop of the photo (fast through tiny models)."""
     return np.ascontiguousarray(photo[200:261, 180:227])
+
+
+# --- streaming media (issue 5) ----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory):
+    """64 frames of 96x64 moving content at 25 fps (H.264) with a 2.56 s AAC audio track."""
+    return make_test_video(tmp_path_factory.mktemp("media") / "sample.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_upscaler_factory(tiny_onnx):
+    """Open an Upscaler on the tiny float ONNX model (ONNX Runtime CPU, one thread, whole frame)."""
+    pytest.importorskip("onnxruntime")
+    from hanrt.upscaler import Upscaler
+
+    def make(**kw):
+        kw.setdefault("backend", "ort-cpu")
+        kw.setdefault("tile", 0)
+        kw.setdefault("threads", 1)
+        return Upscaler(tiny_onnx, **kw)
+
+    return make
+
+
+# --- precision and TensorRT (issue 3) ---------------------------------------------------------
+
+# Real photos shipped in scikit-image that are NOT in the held-out evaluation set E1
+# (hanrt_bench.quality.E1_NAMES): the only photos tests may calibrate on.
+CALIB_PHOTO_NAMES = ("cat", "immunohistochemistry", "retina")
+
+
+@pytest.fixture(scope="session")
+def calib_photos() -> list:
+    """Three real photos (HxWx3 uint8) for calibration, none of them from E1."""
+    skd = pytest.importorskip("skimage.data")
+    return [np.ascontiguousarray(getattr(skd, n)()[..., :3]) for n in CALIB_PHOTO_NAMES]
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory, calib_photos):
+    """A folder of 3 calibration photos (PNG, shrunk to <= 256 px) for ``--calib``."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("calib")
+    for n, a in zip(CALIB_PHOTO_NAMES, calib_photos):
+        im = Image.fromarray(a)
+        im.thumbnail((256, 256))
+        im.save(d / f"{n}.png")
+    return d

@@ -111,7 +111,7 @@ def choose_backend(
     if requested == "trt":
         raise UsageError(
             f"the TensorRT backend runs engines, and {name} is an ONNX graph: build an engine on this "
-            f"GPU first (hanrt build --onnx {name}) and pass the .plan, or use --backend ort-cuda."
+            f"GPU first (hanrt build {name} --tile HxW --batch N) and pass the .plan, or use --backend ort-cuda."
         )
     if requested == "torch":
         raise UsageError(f"--backend torch runs PyTorch checkpoints (.pt), and {name} is an ONNX graph.")

@@ -1,0 +1,92 @@
+"""Helpers shared by the test modules (importable as ``hanrt_testkit``: tests/ is on sys.path).
+
+Kept out of conftest.py because several conftest.py files exist and ``from conftest import`` would
+pick whichever was imported first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY = dict(scale=4, n_resgroups=2, n_resblocks=1, n_feats=8, reduction=4)
+
+
+def make_tiny_han(seed: int = 0, **overrides):
+    """A tiny random HAN (eval mode) with nonzero attention gammas."""
+    import torch
+
+    from hanrt_export.han import HAN
+
+    torch.manual_seed(seed)
+    m = HAN(**{**TINY, **overrides}).eval()
+    with torch.no_grad():
+        m.la.gamma.fill_(0.5)
+        m.csa.gamma.fill_(0.5)
+    return m
+
+
+def make_test_video(path, *, frames: int = 64, width: int = 96, height: int = 64, fps: int = 25,
+                    audio: bool = True, codec: str = "libx264", pix_fmt: str = "yuv420p"):
+    """Write a real video with PyAV: moving content, the frame index as 6 binary blocks (16x16 px,
+    top row, white = 1), and (``audio=True``) a 440 Hz mono AAC track as long as the video.
+    Returns ``path``. Needs PyAV (the test is skipped without it)."""
+    from fractions import Fraction
+
+    av = pytest.importorskip("av")
+    out = av.open(str(path), "w")
+    vs = out.add_stream(codec, rate=fps)
+    vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+    if codec == "libx264":
+        vs.options = {"preset": "ultrafast", "crf": "12"}
+    aus = None
+    if audio:
+        aus = out.add_stream("aac", rate=48000)
+        aus.layout = "mono"
+    xs = np.arange(width)[None, :]
+    ys = np.arange(height)[:, None]
+    for i in range(frames):
+        img = np.zeros((height, width, 3), np.uint8)
+        img[:, :, 0] = (xs * 2 + i * 4) % 256
+        img[:, :, 1] = (ys * 3 + i) % 256
+        x0 = (i * 2) % max(1, width - 16)
+        img[height // 2:height // 2 + 12, x0:x0 + 16, 2] = 255
+        for b in range(6):
+            if (i >> b) & 1 and (b + 1) * 16 <= width:
+                img[0:16, b * 16:(b + 1) * 16] = 255
+            elif (b + 1) * 16 <= width:
+                img[0:16, b * 16:(b + 1) * 16] = 0
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts, f.time_base = i, Fraction(1, fps)
+        for p in vs.encode(f):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+    if aus is not None:
+        sr = 48000
+        total = int(frames / fps * sr)
+        sig = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / sr)).astype(np.float32)[None, :]
+        for s in range(0, total, 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(sig[:, s:s + 1024]), format="fltp", layout="mono")
+            af.sample_rate, af.pts = sr, s
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode(None):
+            out.mux(p)
+    out.close()
+    return path
+
+
+def read_frame_index(image: np.ndarray, *, scale: int = 1) -> int:
+    """Decode the 6-bit frame index that :func:`make_test_video` draws (after a ``scale`` x upscale)."""
+    n = 0
+    s = 16 * scale
+    for b in range(6):
+        if (b + 1) * s > image.shape[1]:
+            break
+        block = image[2 * scale:s - 2 * scale, b * s + 2 * scale:(b + 1) * s - 2 * scale]
+        if block.mean() > 127:
+            n |= 1 << b
+    return n
