@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError, UsageError, require
-from .frames import Frame, RetryPolicy, SourceStats, as_rgb_uint8, sleep_unless
+from .frames import Frame, RetryPolicy, SourceStats, as_rgb_uint8, reopen_with_backoff
 
 __all__ = ["CameraSource", "WindowSink", "parse_camera_spec", "is_camera_spec", "opencv_has_gstreamer"]
 
@@ -147,20 +147,8 @@ class CameraSource:
 
     def _reopen(self) -> bool:
         self._release()
-        for delay in self.retry.delays():
-            if sleep_unless(self.stop, delay):
-                return False
-            try:
-                self._open()
-            except InputError as exc:
-                self.stats.failed_reconnects += 1
-                log.warning("camera %s: reopen failed (%s); retrying", self.spec, exc)
-                continue
-            self.stats.reconnects += 1
-            log.warning("camera %s: reconnected", self.spec)
-            return True
-        log.warning("camera %s: gave up after %d attempts; ending", self.spec, self.retry.retries)
-        return False
+        return reopen_with_backoff(self._open, retry=self.retry, stop=self.stop, stats=self.stats,
+                                   what=f"camera {self.spec}", logger=log)
 
     def __iter__(self) -> Iterator[Frame]:
         if self._gen is not None:

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "Frame",
     "SourceStats",
@@ -102,6 +104,29 @@ def sleep_unless(stop: threading.Event | None, seconds: float) -> bool:
         time.sleep(seconds)
         return False
     return stop.wait(seconds)
+
+
+def reopen_with_backoff(open_fn: Callable[[], None], *, retry: "RetryPolicy", stop: threading.Event | None,
+                        stats: "SourceStats", what: str, logger: logging.Logger) -> bool:
+    """Call ``open_fn`` after each of ``retry``'s delays until it stops raising InputError.
+
+    Counts successes in ``stats.reconnects`` and failures in ``stats.failed_reconnects``; returns
+    False when ``stop`` is set or the retries are used up (the source then ends cleanly).
+    """
+    for delay in retry.delays():
+        if sleep_unless(stop, delay):
+            return False
+        try:
+            open_fn()
+        except InputError as exc:
+            stats.failed_reconnects += 1
+            logger.warning("%s: reopen failed (%s); retrying", what, exc)
+            continue
+        stats.reconnects += 1
+        logger.warning("%s: reconnected", what)
+        return True
+    logger.warning("%s: gave up after %d attempts; ending", what, retry.retries)
+    return False
 
 
 @runtime_checkable

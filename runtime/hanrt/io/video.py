@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import InputError, OutputError, UsageError, require
-from .frames import Frame, RetryPolicy, SourceStats, as_rgb_uint8, sleep_unless
+from .frames import Frame, RetryPolicy, SourceStats, as_rgb_uint8, reopen_with_backoff
 
 __all__ = [
     "VideoSource",
@@ -215,20 +215,8 @@ class VideoSource:
     def _reopen(self) -> bool:
         """Try to re-open a live source with backoff; True on success."""
         self._close_container()
-        for delay in self.retry.delays():
-            if sleep_unless(self.stop, delay):
-                return False
-            try:
-                self._open()
-            except InputError as exc:
-                self.stats.failed_reconnects += 1
-                log.warning("source %s: reconnect failed (%s); retrying", self.url, exc)
-                continue
-            self.stats.reconnects += 1
-            log.warning("source %s: reconnected", self.url)
-            return True
-        log.warning("source %s: gave up after %d reconnect attempts; ending", self.url, self.retry.retries)
-        return False
+        return reopen_with_backoff(self._open, retry=self.retry, stop=self.stop, stats=self.stats,
+                                   what=f"source {self.url}", logger=log)
 
     # -- reading ------------------------------------------------------------------------------
 
