@@ -88,7 +88,18 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str = "hanrt_x4") -> dict:
+def _export_precision(checkpoint: Path, out: Path, precision: str, calib: str) -> None:
+    """FP16 / INT8 graphs through the same code path as ``hanrt export --precision``."""
+    from hanrt.cli import main as hanrt_main
+
+    rc = hanrt_main(["export", "--checkpoint", str(checkpoint), "--output", str(out), "--precision", precision,
+                     "--calib", str(calib), "--overwrite"])
+    if rc != 0:
+        raise RuntimeError(f"hanrt export --precision {precision} failed with exit code {rc}")
+
+
+def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str = "hanrt_x4",
+           calib: str | Path | None = None) -> dict:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(checkpoint)
@@ -103,6 +114,12 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
     train_meta = {k: meta[k] for k in ("step", "elapsed_s", "history", "train_config") if k in meta}
     save_checkpoint(ck.model, dest / f"{name}.pt", **{k: v for k, v in train_meta.items() if k != "train_config"})
     (dest / "NOTICE").write_text(notice_text())
+    extra_files = ""
+    if calib:
+        for prec in ("fp16", "int8"):
+            _export_precision(dest / f"{name}.pt", dest / f"{name}_{prec}.onnx", prec, str(calib))
+        extra_files = (f", `{name}_fp16.onnx` (FP16 mixed precision: layer attention and pools FP32) and "
+                       f"`{name}_int8.onnx` (INT8 Q/DQ), both calibrated on crops of the training photos")
     rows = evaluate_e1(f_u8, cfg.scale)
     lat = tile_latency_ms(f_float)
     n_params = sum(p.numel() for p in ck.model.parameters())
@@ -115,7 +132,7 @@ HAN (Holistic Attention Network, arXiv 2008.08767), same architecture as the off
 smaller hyperparameters: **{cfg.n_resgroups} residual groups x {cfg.n_resblocks} blocks x
 {cfg.n_feats} features**, reduction {cfg.reduction}, x{cfg.scale}; {n_params / 1e6:.3f} M parameters.
 Files: `{f_float.name}` (float32 NCHW 0..255 I/O, {f_float.stat().st_size / 1e6:.2f} MB),
-`{f_u8.name}` (uint8 NHWC I/O), `{name}.pt` (PyTorch weights, hanrt checkpoint format).
+`{f_u8.name}` (uint8 NHWC I/O), `{name}.pt` (PyTorch weights, hanrt checkpoint format){extra_files}.
 Export parity (ONNX Runtime vs PyTorch, max abs on 0..255): float {r1.max_abs_diff:.2g}, uint8 {r2.max_abs_diff:.2g}.
 
 ## Training data
@@ -172,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("--dest", default=str(DEFAULT_DEST))
     ap.add_argument("--name", default="hanrt_x4")
+    ap.add_argument("--calib", help="photo folder: also write FP16 and INT8 graphs calibrated on it")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    s = bundle(a.checkpoint, a.dest, name=a.name)
+    s = bundle(a.checkpoint, a.dest, name=a.name, calib=a.calib)
     print(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=1))
     print(_table(s["rows"]))
     return 0

@@ -194,11 +194,19 @@ def export_onnx(
             info = precision_hook(tmp, info)
             export_s = time.perf_counter() - t0
         nodes = len(onnx.load(str(tmp), load_external_data=False).graph.node)
+        _chmod_like_new_file(tmp)
         os.replace(tmp, out)
         return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _chmod_like_new_file(p: Path) -> None:
+    """mkstemp creates 0600 files; give the output the mode a plain open() would (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(p, 0o666 & ~umask)
 
 
 def _set_metadata(m, info: ModelInfo) -> None:
