@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     s = bundle(a.checkpoint, a.dest, name=a.name, calib=a.calib)
-    print(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=1))
-    print(_table(s["rows"]))
+    sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=1) + "\n")
+    sys.stdout.write(_table(s["rows"]) + "\n")
     return 0
 
 
