@@ -19,6 +19,7 @@ the caller with a message (a Jetson runtime-only install).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -67,7 +68,8 @@ class _TorchBase:
         self.torch = torch
         self.device = torch.device(device)
         self.half = bool(half)
-        self.model = model.eval().to(self.device)
+        # a copy: converting in place would change the caller's module (device, dtype)
+        self.model = copy.deepcopy(model).eval().to(self.device)
         if self.half:
             self.model = self.model.half()
         self.scale = int(model.config.scale)

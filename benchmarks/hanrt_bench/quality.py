@@ -136,10 +136,9 @@ class E1Image:
 
 def load_e1(scale: int = 4, names: tuple[str, ...] = E1_NAMES) -> list[E1Image]:
     """Load the E1 set (needs scikit-image and matplotlib, which ship the photos)."""
-    try:
-        import skimage.data as skd
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("E1 needs scikit-image: pip install 'hanrt[bench]'") from exc
+    from hanrt.errors import require
+
+    skd = require("skimage.data", extra="bench", purpose="the E1 photos")
     out = []
     for n in names:
         if n == "grace_hopper":

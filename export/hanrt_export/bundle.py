@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanrt_bench.quality import bicubic_down, bicubic_up, load_e1, psnr_y, ssim_y
+from hanrt.errors import HanrtError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DEB_PACKAGE, DEB_VERSION, TRAIN_PHOTOS, notice_text
@@ -47,6 +47,8 @@ def _ort_session(path: Path, threads: int = 0):
 
 def evaluate_e1(onnx_uint8: Path, scale: int) -> list[dict]:
     """Whole-image SR of every E1 photo through ONNX Runtime (uint8 graph): per-image scores."""
+    from hanrt_bench.quality import bicubic_down, bicubic_up, load_e1, psnr_y, ssim_y
+
     sess = _ort_session(onnx_uint8)
     name = sess.get_inputs()[0].name
     rows = []
@@ -76,6 +78,14 @@ def tile_latency_ms(onnx_float: Path, tile: int = 128, repeats: int = 10, thread
             "threads": threads or os.cpu_count()}
 
 
+def _val_line(hist: list[dict]) -> str:
+    if not hist:
+        return "(no validation history recorded)."
+    best = max(hist, key=lambda h: h["val_psnr"])
+    return (f"final validation Y-PSNR {hist[-1]['val_psnr']:.2f} dB vs bicubic {hist[-1]['bicubic_psnr']:.2f} dB "
+            f"(best {best['val_psnr']:.2f} dB at step {best['step']}; held-out strips of the training photos).")
+
+
 def _table(rows: list[dict]) -> str:
     out = ["| image | size (HR) | bicubic PSNR / SSIM | hanrt PSNR / SSIM | gain (dB) |",
            "| --- | --- | --- | --- | --- |"]
@@ -96,29 +106,33 @@ def _export_precision(checkpoint: Path, out: Path, precision: str, calib: str) -
     rc = hanrt_main(["export", "--checkpoint", str(checkpoint), "--output", str(out), "--precision", precision,
                      "--calib", str(calib), "--overwrite"])
     if rc != 0:
-        raise RuntimeError(f"hanrt export --precision {precision} failed with exit code {rc}")
+        raise HanrtError(f"hanrt export --precision {precision} failed with exit code {rc}")
 
 
 def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str = "hanrt_x4",
            calib: str | Path | None = None) -> dict:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    ck = load_checkpoint(checkpoint)
+    src = load_checkpoint(checkpoint)
+    meta = src.meta
+    # Save the shipped weights first and export every graph from that very file, so each graph's
+    # recorded source sha256 is the sha256 of the shipped hanrt_x4.pt.
+    train_meta = {k: meta[k] for k in ("step", "elapsed_s", "history", "train_config") if k in meta}
+    pt = dest / f"{name}.pt"
+    save_checkpoint(src.model, pt, **train_meta)
+    ck = load_checkpoint(pt)
     cfg = ck.config
-    meta = ck.meta
     f_float = dest / f"{name}.onnx"
     f_u8 = dest / f"{name}_uint8.onnx"
     r1 = export_onnx(ck.model, f_float, options=ExportOptions(io="float"), source_sha256=ck.sha256,
-                     source=f"{name}.pt", overwrite=True)
+                     source=pt.name, overwrite=True)
     r2 = export_onnx(ck.model, f_u8, options=ExportOptions(io="uint8"), source_sha256=ck.sha256,
-                     source=f"{name}.pt", overwrite=True)
-    train_meta = {k: meta[k] for k in ("step", "elapsed_s", "history", "train_config") if k in meta}
-    save_checkpoint(ck.model, dest / f"{name}.pt", **{k: v for k, v in train_meta.items() if k != "train_config"})
+                     source=pt.name, overwrite=True)
     (dest / "NOTICE").write_text(notice_text())
     extra_files = ""
     if calib:
         for prec in ("fp16", "int8"):
-            _export_precision(dest / f"{name}.pt", dest / f"{name}_{prec}.onnx", prec, str(calib))
+            _export_precision(pt, dest / f"{name}_{prec}.onnx", prec, str(calib))
         extra_files = (f", `{name}_fp16.onnx` (FP16 mixed precision: layer attention and pools FP32) and "
                        f"`{name}_int8.onnx` (INT8 Q/DQ), both calibrated on crops of the training photos")
     rows = evaluate_e1(f_u8, cfg.scale)
@@ -151,8 +165,7 @@ batch {tc.get('batch', '?')} of {tc.get('patch', '?')}x{tc.get('patch', '?')} LR
 (HR {int(tc.get('patch', 0)) * cfg.scale}x{int(tc.get('patch', 0)) * cfg.scale}), LR by Pillow bicubic,
 random flips and 90-degree rotations. **{meta.get('step', '?')} steps in
 {meta.get('elapsed_s', 0) / 60:.0f} min** on a shared 2-core CPU ({platform.processor() or platform.machine()}),
-final validation Y-PSNR {hist[-1]['val_psnr']:.2f} dB vs bicubic {hist[-1]['bicubic_psnr']:.2f} dB
-(held-out strips of the training photos).
+{_val_line(hist)}
 
 Reproduce: `hanrt train --fetch-photos photos && hanrt train --data photos --output han.pt
 --resgroups {cfg.n_resgroups} --resblocks {cfg.n_resblocks} --feats {cfg.n_feats} --reduction {cfg.reduction}

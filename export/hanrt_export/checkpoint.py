@@ -13,7 +13,6 @@ hyperparameters, which must agree with the shapes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hanrt.engine import sha256_file
 from hanrt.errors import CheckpointError
 
 from .han import HAN, HANConfig, SUPPORTED_SCALES
@@ -54,17 +54,6 @@ class LoadedCheckpoint:
     sha256: str
     path: str
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _read_file(path: Path) -> Any:

@@ -8,7 +8,6 @@ and every photo is checked against its sha256.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hanrt.engine import sha256_file
 from hanrt.errors import HanrtError, InputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,6 @@ TRAIN_PHOTOS: tuple[Photo, ...] = (
 )
 
 
-def _sha256(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def fetch_training_photos(dest: str | Path, *, deb: str | Path | None = None) -> list[Path]:
     """Put the licensed training photos into ``dest`` (verified by sha256) and return their paths.
 
@@ -71,7 +67,7 @@ def fetch_training_photos(dest: str | Path, *, deb: str | Path | None = None) ->
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    missing = [ph for ph in TRAIN_PHOTOS if not (dest / ph.file).is_file() or _sha256(dest / ph.file) != ph.sha256]
+    missing = [ph for ph in TRAIN_PHOTOS if not (dest / ph.file).is_file() or sha256_file(dest / ph.file) != ph.sha256]
     if missing:
         with tempfile.TemporaryDirectory(prefix="hanrt-photos-") as td:
             tdp = Path(td)
@@ -98,7 +94,7 @@ def fetch_training_photos(dest: str | Path, *, deb: str | Path | None = None) ->
                 src = ex / _DEB_DIR / ph.file
                 if not src.is_file():
                     raise InputError(f"{ph.file} is not in {deb}; is it version {DEB_VERSION}?")
-                got = _sha256(src)
+                got = sha256_file(src)
                 if got != ph.sha256:
                     raise InputError(f"{ph.file}: sha256 {got} != expected {ph.sha256}; refusing it.")
                 tmp = dest / f".{ph.file}.tmp"

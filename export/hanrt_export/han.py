@@ -145,12 +145,21 @@ class LayerAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c, h, w = x.shape
         flat = x.reshape(b, n, -1)
+        if flat.dtype != torch.float32:
+            # FP16/BF16 models: the energy overflows half precision, so this block runs in FP32
+            # (a no-op for FP32 models, so exported FP32 graphs are unchanged).
+            out = self._attend(flat.float()).to(x.dtype)
+        else:
+            out = self._attend(flat)
+        out = self.gamma * out.reshape(b, n, c, h, w) + x
+        return out.reshape(b, n * c, h, w)
+
+    @staticmethod
+    def _attend(flat: torch.Tensor) -> torch.Tensor:
         energy = torch.bmm(flat, flat.transpose(1, 2))
         energy = energy.amax(dim=-1, keepdim=True).expand_as(energy) - energy
         attention = torch.softmax(energy, dim=-1)
-        out = torch.bmm(attention, flat).reshape(b, n, c, h, w)
-        out = self.gamma * out + x
-        return out.reshape(b, n * c, h, w)
+        return torch.bmm(attention, flat)
 
 
 def _channel_shifts(channels: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ like a uint8 ONNX graph). ``run`` returns a new array owned by the caller. Not t
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Literal
@@ -61,7 +62,8 @@ class TorchBackend(Backend):
             torch.set_num_threads(config.threads)
         self._device = dev
         self._dtype = torch.float16 if config.fp16 else torch.float32
-        self._model = model.eval().to(dev, self._dtype)
+        # a copy: converting in place would change the caller's module (device, dtype)
+        self._model = copy.deepcopy(model).eval().to(dev, self._dtype)
         cfg = model.config
         self.info = ModelInfo(
             scale=cfg.scale, io=io, n_colors=cfg.n_colors, value_range=(0.0, float(cfg.rgb_range)),

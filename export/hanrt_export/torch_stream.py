@@ -29,6 +29,7 @@ runs the ``gpu`` tests and a throughput run on a CUDA machine.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ class TorchStreamProcessor:
         self.dtype = torch.float16 if fp16 else torch.float32
         self.memory = memory
         self.scale = int(model.config.scale)
-        self._model = model.eval().to(self.device, self.dtype)
+        # a copy: converting in place would change the caller's module (device, dtype)
+        self._model = copy.deepcopy(model).eval().to(self.device, self.dtype)
         if self._cuda:
             torch.cuda.synchronize(self.device)
         self._slots = [_Slot(i, torch.cuda.Stream(self.device) if self._cuda else None,

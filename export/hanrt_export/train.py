@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hanrt.errors import InputError, UsageError
+from hanrt.errors import HanrtError, InputError, UsageError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .han import HAN
@@ -42,7 +42,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images"]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     data: str
     output: str
@@ -147,7 +147,10 @@ class PatchSampler:
 
     def _fill(self) -> None:
         while not self._stop.is_set():
-            item = self._make()
+            try:
+                item = self._make()
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                item = exc
             while not self._stop.is_set():
                 try:
                     self._q.put(item, timeout=0.2)
@@ -156,7 +159,11 @@ class PatchSampler:
                     continue
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._q.get()
+        item = self._q.get()
+        if isinstance(item, BaseException):
+            self._stop.set()
+            raise item
+        return item
 
     def close(self) -> None:
         self._stop.set()
@@ -226,8 +233,11 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         if model.scale != cfg.scale:
             raise UsageError(f"--init model is x{model.scale} but --scale is {cfg.scale}.")
     else:
-        model = HAN(scale=cfg.scale, n_resgroups=cfg.n_resgroups, n_resblocks=cfg.n_resblocks,
-                    n_feats=cfg.n_feats, reduction=cfg.reduction)
+        try:
+            model = HAN(scale=cfg.scale, n_resgroups=cfg.n_resgroups, n_resblocks=cfg.n_resblocks,
+                        n_feats=cfg.n_feats, reduction=cfg.reduction)
+        except ValueError as exc:
+            raise UsageError(f"invalid model size: {exc}.") from None
     model.to(cfg.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     if opt_state is not None:
@@ -241,9 +251,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     loss_avg = None
 
     def _save(path: Path, step: int) -> None:
-        tc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
         save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), history=history,
-                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=tc)
+                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=_train_config_dict(cfg))
 
     try:
         step = start_step
@@ -264,7 +273,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
             opt.step()
             lv = float(loss.detach())
             if not math.isfinite(lv):
-                raise RuntimeError(f"loss became {lv} at step {step}; lower --lr.")
+                raise HanrtError(f"training diverged: the loss became {lv} at step {step}; "
+                                 f"resume from the last state with a lower --lr.")
             loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
             info = {"loss": loss_avg, "lr": cur_lr}
             done = step + 1
@@ -285,12 +295,17 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                             "elapsed_s": elapsed0 + time.perf_counter() - t0})
         _save(state_path, done)
         model.eval()
-        save_checkpoint(model, out, step=done, history=history,
+        save_checkpoint(model, out, step=done, history=history, train_config=_train_config_dict(cfg),
                         elapsed_s=elapsed0 + time.perf_counter() - t0)
     finally:
         sampler.close()
     return {"steps": done, "history": history, "elapsed_s": elapsed0 + time.perf_counter() - t0,
             "output": str(out), "config": model.config.to_dict()}
+
+
+def _train_config_dict(cfg: TrainConfig) -> dict:
+    """The recipe as plain data (lists, not tuples) for the checkpoint (loads with weights_only)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def _bicubic_val(images: list[np.ndarray], scale: int, max_side: int = 256) -> float:
