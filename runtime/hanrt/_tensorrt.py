@@ -95,9 +95,15 @@ def _network_flags(t: Any) -> int:
 
 
 def build_plan(onnx_path: Path, info: ModelInfo, options: BuildOptions, *,
-               progress: ProgressFn | None = None) -> BuiltPlan:
-    """Parse ``onnx_path`` into a strongly typed network and build a serialized plan."""
+               progress: ProgressFn | None = None, device: int | None = None) -> BuiltPlan:
+    """Parse ``onnx_path`` into a strongly typed network and build a serialized plan on CUDA device
+    ``device`` (made current with ``cudaSetDevice`` first; ``None``: the current device)."""
     t = trt()
+    if device is not None:
+        from .backends import _cuda
+
+        rt = _cuda.cudart()
+        _cuda.check(rt.cudaSetDevice(int(device)), f"cudaSetDevice({device})", rt)
     logger = _Logger.make()
     builder = t.Builder(logger)
     network = builder.create_network(_network_flags(t))

@@ -27,7 +27,7 @@ import os
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
 from .tiling import TilePlan, describe, extract_tile, place_tile, plan_tiles
 
-__all__ = ["Upscaler", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL"]
+__all__ = ["Upscaler", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL"]
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ class Upscaler:
     ``model``: ``.onnx`` graph, ``.plan``/``.engine`` TensorRT engine or ``.pt`` checkpoint; ``None``
     uses the bundled default. Or an open :class:`~hanrt.backends.base.Backend` (not closed here).
     ``backend``: ``auto|trt|ort-cuda|ort-cpu|torch``. ``tile``: network input side in pixels,
-    margin included (``None``/``0`` or at least the image: whole-image inference; an engine's
-    fixed tile shape wins). ``margin``: context pixels cropped on every interior tile side.
+    margin included (``None``/``0`` or at least the image: whole-image inference; with an engine it
+    is clamped into the shapes the engine was built for, see :func:`plan_for_profiles`).
+    ``margin``: context pixels cropped on every interior tile side.
     ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends).
     """
 
@@ -156,16 +157,26 @@ class Upscaler:
     # -- planning ---------------------------------------------------------------------------
     def plan(self, height: int, width: int) -> TilePlan:
         """The tile plan this Upscaler uses for a ``height x width`` input."""
+        return self._plan(height, width)[0]
+
+    def _plan(self, height: int, width: int) -> tuple[TilePlan, int, int]:
+        """``(plan, tiles per slot, smallest batch the backend accepts)`` for a ``height x width`` input."""
         info = self._backend.info
+        profiles = getattr(self._backend, "profiles", None)  # engines: the shapes they accept
+        if profiles:
+            return plan_for_profiles(height, width, profiles=profiles, tile=self.tile, margin=self.margin,
+                                     batch=self.batch, info=info)
         fixed = self._backend.fixed_tile_shape
         if fixed is not None:
-            return plan_tiles(height, width, tile=fixed, margin=self.margin, scale=info.scale, fixed=True,
+            plan = plan_tiles(height, width, tile=fixed, margin=self.margin, scale=info.scale, fixed=True,
                               min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+            return plan, min(self.batch, plan.count), 1
         tile = self.tile
         if tile is not None and tile >= max(height, width):
             tile = None  # a tile at least as large as the image: whole-image inference
-        return plan_tiles(height, width, tile=tile, margin=self.margin, scale=info.scale,
+        plan = plan_tiles(height, width, tile=tile, margin=self.margin, scale=info.scale,
                           min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+        return plan, min(self.batch, plan.count), 1
 
     def output_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         s = self.scale
@@ -220,16 +231,18 @@ class Upscaler:
         be = self._backend
         info = be.info
         layout = info.layout
-        plan = self.plan(image.shape[0], image.shape[1])
+        plan, batch, min_batch = self._plan(image.shape[0], image.shape[1])
         log.debug("tiles: %s", describe(plan))
         if image.ndim == 3 and image.shape[2] != info.n_colors:
             raise InputError(f"image has {image.shape[2]} colour channels; the model takes {info.n_colors}.")
-        batch = min(self.batch, plan.count)
-        key = (batch, plan.tile_h, plan.tile_w)
+        n_slots = min(self.n_slots, -(-plan.count // batch))
+        key = (n_slots, batch, plan.tile_h, plan.tile_w)
         if self._slot_shape != key:
             if self._slots:
                 be.release_slots(self._slots)
-            self._slots = be.make_slots(min(self.n_slots, -(-plan.count // batch)), batch, plan.tile_h, plan.tile_w)
+                self._slots = []
+            self._slot_shape = None
+            self._slots = be.make_slots(n_slots, batch, plan.tile_h, plan.tile_w)
             self._slot_shape = key
         slots = self._slots
         pending: list = [None] * len(slots)  # tiles in flight per slot
@@ -244,7 +257,10 @@ class Upscaler:
                         progress(done, plan.count)
                 for i, t in enumerate(group):
                     extract_tile(image, plan, t, slot.input[i], layout=layout)
-                be.submit(slot, len(group))
+                n = max(len(group), min_batch)  # an engine profile may refuse a short last batch
+                if n > len(group):
+                    slot.input[len(group):n] = 0  # filler tiles; their outputs are ignored
+                be.submit(slot, n)
                 pending[k] = group
                 k = (k + 1) % len(slots)
             for _ in range(len(slots)):
@@ -268,6 +284,50 @@ class Upscaler:
         for i, t in enumerate(group):
             place_tile(result[i], plan, t, out, layout=layout)
         return len(group)
+
+
+def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int | None, margin: int,
+                      batch: int, info: ModelInfo) -> tuple[TilePlan, int, int]:
+    """Plan tiles within an engine's optimization profiles (pure; sizes in input pixels).
+
+    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`~hanrt.engine.Profile`).
+    ``tile``: the asked tile side (``None``: whole image). Per profile, the wanted tile (the asked
+    one, or the image's own size when the tile covers it) is clamped into the profile's H and W
+    range: a larger image is tiled with the profile's largest tile, a smaller one is
+    reflect-padded up to its smallest (``plan_tiles(fixed=True)``). A profile that holds the wanted
+    tile unchanged wins, then the one computing the fewest pixels, then the first. Returns
+    ``(plan, batch, min_batch)``: tiles per slot (within the profile's batch range) and the
+    profile's smallest batch (a shorter last group is filled up to it). UsageError if no profile fits.
+    """
+    def legal(n: int) -> int:
+        return max(info.min_tile, -(-n // info.tile_multiple) * info.tile_multiple)
+
+    def floor(n: int) -> int:
+        return n // info.tile_multiple * info.tile_multiple
+
+    whole = tile is None or tile >= max(height, width)
+    want = (legal(height) if whole or tile >= height else tile,
+            legal(width) if whole or tile >= width else tile)
+    best: tuple[tuple[bool, int, int], TilePlan, int, int] | None = None
+    for idx, p in enumerate(profiles):
+        lo, hi = (legal(p.min[1]), legal(p.min[2])), (floor(p.max[1]), floor(p.max[2]))
+        if lo[0] > hi[0] or lo[1] > hi[1]:
+            continue
+        th, tw = (min(max(legal(want[i]), lo[i]), hi[i]) for i in (0, 1))
+        try:
+            plan = plan_tiles(height, width, tile=(th, tw), margin=margin, scale=info.scale, fixed=True,
+                              min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+        except UsageError:  # e.g. the margin leaves no core in this profile's largest tile
+            continue
+        b = max(min(batch, plan.count, p.max[0]), p.min[0])
+        rank = ((th, tw) != want, plan.count * th * tw, idx)
+        if best is None or rank < best[0]:
+            best = (rank, plan, b, p.min[0])
+    if best is None:
+        built = "; ".join(p.describe() if hasattr(p, "describe") else f"{p.min}..{p.max}" for p in profiles)
+        raise UsageError(f"no tile for a {width}x{height} image with margin {margin} fits this engine's "
+                         f"shapes [{built}]: use a smaller --margin or rebuild the engine (hanrt build).")
+    return best[1], best[2], best[3]
 
 
 def _resize_channel(channel: np.ndarray, scale: int) -> np.ndarray:

@@ -332,3 +332,56 @@ def test_file_lock_times_out_while_held(tmp_path):
     with E.file_lock(lock, timeout_s=1):  # free again after the holder exits
         pass
     assert os.path.exists(lock)
+
+
+# --- the device a build runs on (hanrt build --device N) -----------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+def _fake_cudart(calls):
+    import types
+
+    return types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=0),
+                                 cudaSetDevice=lambda d: (calls.append(d), (0,))[1])
+
+
+def test_build_plan_makes_the_device_current_first(monkeypatch, tmp_path):
+    import types
+
+    from hanrt import _tensorrt
+    from hanrt.backends import _cuda
+
+    calls: list[int] = []
+
+    def builder(logger):  # the first TensorRT object: the device must already be current
+        calls.append("Builder")
+        raise _Stop
+
+    monkeypatch.setattr(_tensorrt, "trt", lambda: types.SimpleNamespace(Builder=builder, ILogger=object))
+    monkeypatch.setattr(_tensorrt._Logger, "make", staticmethod(lambda: None))
+    monkeypatch.setattr(_cuda, "_CUDART", _fake_cudart(calls))
+    with pytest.raises(_Stop):
+        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts(), device=1)
+    assert calls == [1, "Builder"]
+    calls.clear()
+    with pytest.raises(_Stop):
+        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts())  # None: leave the current device
+    assert calls == ["Builder"]
+
+
+def test_cli_build_passes_the_device_to_the_builder(monkeypatch, tmp_path, tiny_onnx, capsys):
+    from hanrt import _tensorrt
+    from hanrt.cli import main
+
+    seen: dict[str, object] = {}
+
+    def build_plan(onnx_path, info, options, *, progress=None, device=None):
+        seen["device"] = device
+        return E.BuiltPlan(b"PLAN", ({"name": "input", "mode": "input"},))
+
+    monkeypatch.setattr(_tensorrt, "running_target", lambda device=0: seen.setdefault("target", device) and ORIN)
+    monkeypatch.setattr(_tensorrt, "build_plan", build_plan)
+    rc = main(["build", str(tiny_onnx), "--tile", "32x32", "--device", "1", "--cache-dir", str(tmp_path)])
+    assert rc == 0 and seen == {"target": 1, "device": 1}

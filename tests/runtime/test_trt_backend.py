@@ -99,7 +99,8 @@ def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, phot
     from hanrt import _tensorrt
 
     target = _tensorrt.running_target(0)
-    options = E.BuildOptions(profiles=tuple(E.profiles_from_tiles([(32, 32)], 2)),
+    p = E.profiles_from_tiles([(32, 32)], 2)[0]  # twice: two slots in flight need two profiles
+    options = E.BuildOptions(profiles=(p, p),
                              timing_cache=str(tmp_path / "timing.cache"))
     r = E.get_or_build(tiny_onnx, options, target=target, builder=_tensorrt.build_plan, cache_dir=tmp_path)
     assert r.built and (tmp_path / "timing.cache").exists()
@@ -119,3 +120,120 @@ def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, phot
             a, b = be.wait(slots[0]).copy(), be.wait(slots[1]).copy()
             assert np.abs(a - ref).max() < 0.05 and np.abs(b - ref[1:]).max() < 0.05
             assert np.abs(be.run(x) - ref).max() < 0.05
+
+
+# --- slot lifetime, with stand-ins for cuda-python and the engine (no GPU here) ----------------
+
+class _Res:
+    """A stand-in CUDA resource that counts what is open."""
+
+    live: set = set()
+
+    def __init__(self, *a, **k):
+        _Res.live.add(self)
+        self.handle = object()
+        self.ptr = self.device_ptr = 1
+        self.nbytes = 16
+
+    def synchronize(self):
+        pass
+
+    def h2d(self, *a):
+        pass
+
+    d2h = record = h2d
+
+    def close(self):
+        _Res.live.discard(self)
+
+
+class _Host(_Res):
+    def __init__(self, shape, dtype, *, mapped=False):
+        super().__init__()
+        self.array = np.zeros(shape, dtype)
+
+
+class _Ctx:
+    def __init__(self):
+        self.profile = None
+
+    def set_optimization_profile_async(self, i, stream):
+        self.profile = i
+        return True
+
+    def set_input_shape(self, name, shape):
+        return True
+
+    def set_tensor_address(self, name, ptr):
+        pass
+
+    def execute_async_v3(self, stream):
+        return True
+
+
+class _Engine:
+    def __init__(self, fail_at=None):
+        self.made, self.fail_at = 0, fail_at
+
+    def create_execution_context(self):
+        self.made += 1
+        return None if self.made == self.fail_at else _Ctx()
+
+
+def _backend(profiles, engine=None, memory="copy"):
+    be = object.__new__(T.TensorRTBackend)
+    be._cuda = types.SimpleNamespace(HostBuffer=_Host, DeviceBuffer=_Res, Stream=_Res, Event=_Res)
+    be.info, be.profiles, be.memory = INFO, tuple(profiles), memory
+    be.engine, be._runtime = engine or _Engine(), None
+    be._in, be._out = "input", "output"
+    be._owned, be._run_slot, be._closed = [], None, False
+    return be
+
+
+P32 = E.Profile((1, 32, 32), (2, 32, 32), (2, 32, 32))
+
+
+@pytest.fixture
+def live():
+    _Res.live = set()
+    yield _Res.live
+
+
+@pytest.mark.parametrize("memory,per_slot", [("copy", 6), ("mapped", 4)])
+def test_release_slots_frees_everything(live, memory, per_slot):
+    be = _backend([P32, P32], memory=memory)
+    slots = be.make_slots(2, 2, 32, 32)
+    assert len(live) == 2 * per_slot and len(be._owned) == 2
+    assert [s.handle["ctx"].profile for s in slots] == [0, 1]  # never two slots on one profile
+    be.release_slots(slots)
+    assert not live and not be._owned
+    assert slots[0].input.size == 0 and slots[0].output is None  # no view of freed memory
+    be.release_slots(slots)  # twice is fine
+    be.close()
+
+
+def test_one_profile_gives_one_slot(live):
+    be = _backend([P32, E.Profile((1, 64, 64), (1, 64, 64), (1, 64, 64))])
+    assert len(be.make_slots(2, 2, 32, 32)) == 1  # concurrent contexts need distinct profiles
+    with pytest.raises(UsageError, match="hanrt build"):
+        be.make_slots(1, 1, 48, 48)
+    be.close()
+    assert not live
+
+
+def test_make_slots_frees_what_it_made_on_failure(live):
+    be = _backend([P32, P32], engine=_Engine(fail_at=2))
+    with pytest.raises(BackendError, match="execution context"):
+        be.make_slots(2, 2, 32, 32)
+    assert not live and not be._owned
+
+
+def test_run_frees_the_slot_it_replaces(live):
+    be = _backend([P32, E.Profile((1, 16, 16), (4, 64, 64), (4, 64, 64))])
+    be.run(np.zeros((1, 3, 32, 32), np.float32))
+    n = len(live)
+    be.run(np.zeros((2, 3, 48, 48), np.float32))
+    be.run(np.zeros((1, 3, 16, 16), np.float32))
+    assert len(live) == n and len(be._owned) == 1
+    be.close()
+    assert not live and not be._owned

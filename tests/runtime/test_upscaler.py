@@ -225,3 +225,102 @@ def _actions(mod):
     p = argparse.ArgumentParser()
     mod.configure(p)
     return p._actions
+
+
+# --- planning within an engine's profiles (a numpy stand-in: TensorRT cannot run here) -----------
+
+from _local_backend import LocalBackend  # noqa: E402
+from hanrt import engine as E  # noqa: E402
+from hanrt.backends.trt import pick_profile  # noqa: E402
+
+
+class ProfiledBackend(LocalBackend):
+    """LocalBackend that, like a TensorRT engine, refuses every shape outside its profiles."""
+
+    def __init__(self, profiles, **kw):
+        super().__init__(radius=1, **kw)
+        self.profiles = tuple(profiles)
+        self.max_batch = max(p.max[0] for p in self.profiles)
+        self.shapes: list[tuple[int, int, int]] = []
+        self.slot_counts: list[int] = []
+
+    def run(self, batch):
+        nhw = (batch.shape[0], *batch.shape[2:4])
+        pick_profile(self.profiles, *nhw)  # UsageError outside every profile
+        self.shapes.append(nhw)
+        return super().run(batch)
+
+    def make_slots(self, count, batch, tile_h, tile_w):
+        self.slot_counts.append(count)
+        return super().make_slots(count, batch, tile_h, tile_w)
+
+
+README_RANGE = E.Profile((1, 64, 64), (4, 128, 128), (4, 192, 192))  # hanrt build --min/--opt/--max
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _whole(img):
+    return Upscaler(LocalBackend(radius=1), tile=None, margin=0).upscale(img)
+
+
+def test_range_engine_pads_a_small_photo_up_to_its_minimum():
+    be = ProfiledBackend([README_RANGE])
+    up = Upscaler(be, batch=4)  # default tile 128
+    plan = up.plan(50, 40)
+    assert (plan.tile_h, plan.tile_w, plan.count) == (64, 64, 1)
+    img = _img(50, 40)
+    out = up.upscale(img)
+    assert out.shape == (200, 160, 3) and be.shapes == [(1, 64, 64)]
+    # away from the reflect-padded bottom/right border it is whole-image inference
+    np.testing.assert_array_equal(out[:-4, :-4], _whole(img)[:-4, :-4])
+
+
+def test_range_engine_whole_image_is_capped_at_its_maximum():
+    be = ProfiledBackend([README_RANGE])
+    up = Upscaler(be, tile=0, margin=8, batch=4)
+    assert (up.plan(150, 100).tile_h, up.plan(150, 100).tile_w, up.plan(150, 100).count) == (150, 100, 1)
+    plan = up.plan(300, 250)
+    assert (plan.tile_h, plan.tile_w) == (192, 192) and plan.count == 4
+    img = _img(300, 250, 1)
+    np.testing.assert_array_equal(up.upscale(img), _whole(img))  # margin >= radius: exact
+    assert be.shapes == [(4, 192, 192)]
+    assert (up.plan(1000, 1000).tile_h, Upscaler(be, tile=128).plan(1000, 1000).tile_h) == (192, 128)
+
+
+def test_fixed_shape_engines_pick_a_matching_profile():
+    be = ProfiledBackend(E.profiles_from_tiles([(64, 64), (128, 128)], 2))
+    up = Upscaler(be, tile=128, margin=8, batch=2)
+    assert (up.plan(50, 40).tile_h, up.plan(50, 40).tile_w) == (64, 64)  # the cheaper padded shape
+    assert up.plan(1000, 1000).tile_h == 128  # the asked tile is one the engine has
+    assert Upscaler(be, tile=0).plan(30, 30).tile_h == 64
+    img = _img(50, 40, 2)
+    up.upscale(img)
+    up.upscale(_img(300, 200, 3))
+    assert set(be.shapes) <= {(1, 64, 64), (2, 64, 64), (1, 128, 128), (2, 128, 128)}
+
+
+def test_short_last_batch_is_filled_up_to_the_profile_minimum():
+    be = ProfiledBackend([E.Profile((2, 32, 32), (2, 32, 32), (4, 32, 32))])
+    up = Upscaler(be, tile=32, margin=2, batch=1)
+    img = _img(32, 80, 4)
+    assert up.plan(32, 80).count == 3
+    np.testing.assert_array_equal(up.upscale(img), _whole(img))
+    assert be.shapes == [(2, 32, 32)] * 2  # batch 1 asked, 2 is the least the engine takes
+
+
+def test_no_profile_fits_is_a_usage_error():
+    be = ProfiledBackend([E.Profile((1, 8, 8), (1, 16, 16), (1, 16, 16))])
+    with pytest.raises(UsageError, match="no tile"):
+        Upscaler(be, tile=0, margin=8).plan(100, 100)
+
+
+def test_slots_are_remade_when_the_slot_count_changes():
+    be = ProfiledBackend(E.profiles_from_tiles([(32, 32)], 1))
+    up = Upscaler(be, tile=32, margin=4, slots=2)
+    up.upscale(_img(20, 20))  # one tile: one slot
+    up.upscale(_img(100, 100))  # many tiles of the same shape: two slots, transfers overlap compute
+    up.upscale(_img(90, 90))
+    assert be.slot_counts == [1, 2]

@@ -80,7 +80,12 @@ def slot_nbytes(info: ModelInfo, batch: int, h: int, w: int) -> tuple[int, int]:
 
 
 class TensorRTBackend(Backend):
-    """Run a hanrt-built TensorRT engine. ``plan_path``: the ``.plan`` (its sidecar beside it)."""
+    """Run a hanrt-built TensorRT engine. ``plan_path``: the ``.plan`` (its sidecar beside it).
+
+    ``profiles``: the engine's optimization profiles (:class:`~hanrt.engine.Profile`, min/opt/max
+    ``(N, H, W)`` in input pixels) -- the only tile shapes and batches it accepts; the
+    :class:`~hanrt.upscaler.Upscaler` plans its tiles within them.
+    """
 
     name = "trt"
 
@@ -108,8 +113,8 @@ class TensorRTBackend(Backend):
         self._in = next(n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.INPUT)
         self._out = next(n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.OUTPUT)
         p0 = self.profiles[0]
-        if len(self.profiles) == 1 and p0.min[1:] == p0.max[1:]:
-            self.fixed_tile_shape = (p0.opt[1], p0.opt[2])
+        if p0.min[1:] == p0.max[1:] and all(p.min[1:] == p.max[1:] == p0.min[1:] for p in self.profiles):
+            self.fixed_tile_shape = (p0.opt[1], p0.opt[2])  # every profile runs this one H x W
         self.max_batch = max(p.max[0] for p in self.profiles)
         self._owned: list[Any] = []
         self._run_slot: Slot | None = None
@@ -121,30 +126,67 @@ class TensorRTBackend(Backend):
 
     # -- slots ------------------------------------------------------------------------------
     def make_slots(self, count: int, batch: int, tile_h: int, tile_w: int) -> list[Slot]:
+        """Up to ``count`` slots, each with its own execution context on a *distinct* matching profile.
+
+        TensorRT 10's NvInferRuntime.h (IExecutionContext, ICudaEngine::createExecutionContext):
+        "If the engine supports dynamic shapes, each execution context in concurrent use must use a
+        separate optimization profile" -- so slots never share a profile, and an engine with fewer
+        matching profiles than ``count`` gets fewer slots (one profile: one slot, no overlap; build
+        the same profile several times to run several slots concurrently).
+        """
         if count < 1 or batch < 1:
             raise UsageError(f"need >= 1 slot of >= 1 tile, got {count} slot(s) of {batch}.")
-        prof = pick_profile(self.profiles, batch, tile_h, tile_w)
+        pick_profile(self.profiles, batch, tile_h, tile_w)  # UsageError naming the built shapes
+        profs = [i for i, p in enumerate(self.profiles) if p.accepts((batch, tile_h, tile_w))][:count]
+        if len(profs) < count:
+            log.debug("trt: %d slot(s) asked, %d profile(s) accept %dx%dx%d: using %d", count, len(profs),
+                      batch, tile_h, tile_w, len(profs))
         cu = self._cuda
         mapped = self.memory == "mapped"
-        slots = []
-        for i in range(count):
-            hin = cu.HostBuffer(batch_shape(self.info, batch, tile_h, tile_w), self.info.input_dtype, mapped=mapped)
-            hout = cu.HostBuffer(batch_shape(self.info, batch, tile_h, tile_w, output=True), self.info.input_dtype,
-                                 mapped=mapped)
-            stream, event = cu.Stream(), cu.Event()
-            din = dout = None
-            if not mapped:
-                din, dout = cu.DeviceBuffer(hin.nbytes), cu.DeviceBuffer(hout.nbytes)
-            ctx = self.engine.create_execution_context()
-            if ctx is None:
-                raise BackendError("TensorRT could not create an execution context (out of GPU memory?).")
-            if not ctx.set_optimization_profile_async(prof, stream.ptr):
-                raise BackendError(f"TensorRT refused optimization profile {prof}.")
-            handle = {"ctx": ctx, "stream": stream, "event": event, "hin": hin, "hout": hout,
-                      "din": din, "dout": dout, "tile": (tile_h, tile_w)}
-            self._owned.append(handle)
-            slots.append(Slot(i, hin.array, hout.array, handle=handle))
+        slots: list[Slot] = []
+        made: list[dict[str, Any]] = []
+        try:
+            for i, prof in enumerate(profs):
+                h: dict[str, Any] = {"tile": (tile_h, tile_w), "profile": prof}
+                made.append(h)  # freed below if anything later fails
+                h["hin"] = cu.HostBuffer(batch_shape(self.info, batch, tile_h, tile_w), self.info.input_dtype,
+                                         mapped=mapped)
+                h["hout"] = cu.HostBuffer(batch_shape(self.info, batch, tile_h, tile_w, output=True),
+                                          self.info.input_dtype, mapped=mapped)
+                h["stream"], h["event"] = cu.Stream(), cu.Event()
+                if not mapped:
+                    h["din"], h["dout"] = cu.DeviceBuffer(h["hin"].nbytes), cu.DeviceBuffer(h["hout"].nbytes)
+                ctx = h["ctx"] = self.engine.create_execution_context()
+                if ctx is None:
+                    raise BackendError("TensorRT could not create an execution context (out of GPU memory?).")
+                if not ctx.set_optimization_profile_async(prof, h["stream"].ptr):
+                    raise BackendError(f"TensorRT refused optimization profile {prof}.")
+                slots.append(Slot(i, h["hin"].array, h["hout"].array, handle=h))
+        except BaseException:
+            for h in made:
+                try:
+                    _free_handle(h)
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    log.debug("trt: freeing a half-made slot failed", exc_info=True)
+            raise
+        self._owned.extend(made)
         return slots
+
+    def release_slots(self, slots: list[Slot]) -> None:
+        """Free the slots' contexts, streams, events and buffers (waiting for work in flight first)."""
+        for s in slots:
+            h = s.handle
+            s.result = None
+            s.pending = False
+            if h is None or not any(h is o for o in self._owned):
+                continue  # already released (or closed)
+            self._owned = [o for o in self._owned if o is not h]
+            _free_handle(h)
+            s.handle = None
+            s.input = np.empty((0,) + s.input.shape[1:], s.input.dtype)  # no view of freed pinned memory
+            s.output = None
+            if self._run_slot is s:
+                self._run_slot = None
 
     def submit(self, slot: Slot, n: int) -> None:
         if slot.pending:
@@ -186,6 +228,8 @@ class TensorRTBackend(Backend):
         h, w = (batch.shape[2], batch.shape[3]) if self.info.layout == "NCHW" else batch.shape[1:3]
         s = self._run_slot
         if s is None or s.handle["tile"] != (h, w) or s.input.shape[0] < n:
+            if s is not None:
+                self.release_slots([s])
             s = self._run_slot = self.make_slots(1, n, h, w)[0]
         s.input[:n] = batch
         self.submit(s, n)
@@ -195,11 +239,21 @@ class TensorRTBackend(Backend):
         if self._closed:
             return
         self._closed = True
-        for h in self._owned:
-            for k in ("event", "stream", "din", "dout", "hin", "hout"):
-                if h.get(k) is not None:
-                    h[k].close()
-            h["ctx"] = None
-        self._owned.clear()
+        owned, self._owned, self._run_slot = self._owned, [], None
+        for h in owned:
+            _free_handle(h)
         self.engine = None
         self._runtime = None
+
+
+def _free_handle(h: dict[str, Any]) -> None:
+    """Free one slot's resources: wait for its stream, drop the context, close event, stream and
+    buffers (each at most once; missing entries -- a half-made slot -- are skipped)."""
+    stream = h.get("stream")
+    if stream is not None and getattr(stream, "handle", None) is not None:
+        stream.synchronize()  # no copy or kernel may still use the buffers
+    h["ctx"] = None  # the IExecutionContext is destroyed with its last reference (before the engine)
+    for k in ("event", "stream", "din", "dout", "hin", "hout"):
+        obj = h.pop(k, None)
+        if obj is not None:
+            obj.close()

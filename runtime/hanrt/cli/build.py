@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
 
     def builder(onnx_path, info, opts):
-        return _tensorrt.build_plan(onnx_path, info, opts, progress=progress)
+        return _tensorrt.build_plan(onnx_path, info, opts, progress=progress, device=args.device)
 
     res = get_or_build(args.model, options, target=target, builder=builder, cache_dir=cache_dir,
                        output=Path(args.output) if args.output else None, force=args.force)
