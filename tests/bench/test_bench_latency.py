@@ -49,6 +49,7 @@ def test_measure_counts_iterations_and_stages():
             pass
 
     m = measure(step, name="x", frames=2, out_pixels=1000, warmup=2, iters=4)
+    assert isinstance(m, Measurement) and m.name == "x" and m.clock == "perf_counter"
     assert len(calls) == 6 and m.stats.n == 4 and len(m.samples_s) == 4
     assert m.stats.min_s >= 0.002
     assert list(m.stages_s) == ["compute", "stitch"]  # pipeline order
@@ -78,6 +79,8 @@ def test_stage_timer_add_and_reset():
     t.add("decode", 0.25)
     t.end_iteration()
     assert t.means() == {"decode": pytest.approx(0.5)}
-    assert isinstance(Measurement, type)
+    t.add("decode", 9.0)  # an iteration left open: reset drops it too
     t.reset()
+    assert t.means() == {}
+    t.end_iteration()
     assert t.means() == {}

@@ -69,6 +69,44 @@ def test_bad_files_are_counted_and_the_batch_goes_on(tmp_path, files, tiny_onnx,
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "alpha.png", "b.jpg", "grey.png"]
 
 
+def test_unknown_output_suffix_fails_that_file_only(tmp_path, files, tiny_onnx, capsys):
+    """The output keeps the input's name: an input whose suffix is no image format to write is
+    counted as failed, and the rest of the batch is still done."""
+    (tmp_path / "b.img").write_bytes((files / "a.png").read_bytes())
+    out = tmp_path / "out"
+    rc = main(["upscale", str(files / "a.png"), str(tmp_path / "b.img"), "--output", str(out),
+               "--model", str(tiny_onnx), *COMMON])
+    err = capsys.readouterr().err
+    assert rc == 2  # UsageError, the first failure's class
+    assert "b.img" in err and "unknown image suffix" in err and "1 upscaled, 1 failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+def test_video_suffixes_are_those_of_the_video_module(tmp_path, monkeypatch):
+    """``hanrt upscale`` and ``hanrt stream`` agree on what a video is: a .flv goes to the pipeline."""
+    import hanrt.cli.stream as stream_cli
+    import hanrt.io.images as images_io
+    import hanrt.io.video as video_io
+    from hanrt.cli import upscale as up_cli
+
+    assert up_cli.VIDEO_SUFFIXES is video_io.VIDEO_SUFFIXES
+    assert up_cli.IMAGE_SUFFIXES is images_io.IMAGE_SUFFIXES
+    clip = tmp_path / "clip.flv"
+    clip.write_bytes(b"FLV")  # never decoded: the video branch is replaced below
+    pic = tmp_path / "pic.png"
+    Image.new("RGB", (4, 4)).save(pic)
+    seen = []
+
+    def fake(args, videos, images, misses, upscale_images):
+        seen.append((videos, images))
+        return 0
+
+    monkeypatch.setattr(stream_cli, "run_upscale_videos", fake)
+    assert _run(clip, "--output", tmp_path / "out.mp4") == 0
+    assert _run(clip, pic, "--output", tmp_path / "o") == 0
+    assert seen == [([clip], []), ([clip], [pic])]
+
+
 def test_existing_output_needs_overwrite(tmp_path, files, tiny_onnx, capsys):
     out = tmp_path / "a.png"
     out.write_bytes(b"old")
@@ -94,6 +132,20 @@ def test_16bit_stays_16bit(tmp_path, tiny_onnx, photo):
     assert _run(src, "--output", out, "--model", tiny_onnx, *COMMON) == 0
     back = read_image(out)
     assert back.bits == 16 and back.pixels.shape == (80, 80, 3)
+
+
+def test_16bit_grey_alpha_png_to_tiff(tmp_path, tiny_onnx, photo):
+    """A 16-bit grey + alpha PNG reads as HxWx2 uint16 (with OpenCV); its TIFF result is RGBA."""
+    pytest.importorskip("cv2")
+    src = tmp_path / "la16.png"
+    grey = photo[:12, :10, 1].astype(np.uint16) * 257
+    write_image(src, np.dstack([grey, np.full_like(grey, 40000)]))
+    assert read_image(src).pixels.shape == (12, 10, 2)
+    out = tmp_path / "la16_x4.tif"
+    assert _run(src, "--output", out, "--model", tiny_onnx, *COMMON) == 0
+    back = read_image(out)
+    assert back.bits == 16 and back.pixels.shape == (48, 40, 4)
+    np.testing.assert_array_equal(back.pixels[..., 0], back.pixels[..., 2])  # grey in R, G and B
 
 
 def test_compare_picture(tmp_path, files, tiny_onnx):

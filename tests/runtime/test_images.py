@@ -85,6 +85,22 @@ def test_16bit_colour_png_round_trip(tmp_path, channels, srgb_icc):
     np.testing.assert_array_equal(back.pixels, a)
 
 
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_16bit_colour_and_grey_alpha_tiff(tmp_path, channels):
+    """16-bit TIFF through OpenCV; grey + alpha (what a 16-bit LA PNG reads as) is written as RGBA."""
+    pytest.importorskip("cv2")
+    a = np.random.default_rng(10 + channels).integers(0, 65536, (9, 11, channels), dtype=np.uint16)
+    p = tmp_path / "c16.tif"
+    write_image(p, a)
+    back = read_image(p)
+    assert back.bits == 16 and back.pixels.dtype == np.uint16
+    if channels == 2:
+        np.testing.assert_array_equal(back.pixels, a[..., [0, 0, 0, 1]])
+    else:
+        np.testing.assert_array_equal(back.pixels, a)
+    assert [f.name for f in tmp_path.iterdir()] == ["c16.tif"]  # no temporary file left
+
+
 def test_16bit_png_is_a_valid_png_for_pillow(tmp_path):
     a = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 4000).astype(np.uint16)
     p = tmp_path / "c16.png"

@@ -146,8 +146,10 @@ def test_realtime_drops_stale_frames_and_keeps_latency_low(sample_video):
     queued = Pipeline(VideoSource(sample_video), model, options=PipelineOptions(source_rate=100.0))
     list(queued.frames())
     assert queued.stats.dropped == 0 and queued.stats.frames_out == 64
-    # realtime: one frame in flight, never a queue of stale ones; queued: the backlog's latency
-    assert s.latency_percentile(99) < 0.5 * queued.stats.latency_percentile(99)
+    # realtime: one frame in flight, never a queue of stale ones (~1-2 frame times); queued: the
+    # backlog's latency (~5 frame times once the queues fill). Medians: one scheduler stall on a
+    # busy machine moves a max (the p99 of ~20 samples) but not a median.
+    assert s.latency_percentile(50) < 0.5 * queued.stats.latency_percentile(50)
 
 
 def test_stop_drains_and_finalizes(sample_video, tmp_path):
@@ -286,3 +288,28 @@ def test_soak_1000_frames_flat_memory(tmp_path, tiny_upscaler_factory):
           f"{stats.fps:.1f} fps")
     assert growth < 0.05
 
+
+
+def test_image_sequence_sink_writes_atomically(tmp_path, monkeypatch):
+    """The sink writes through hanrt.io.images.write_image: refuses to replace a frame without
+    overwrite, and a failure of any kind leaves no temporary file behind."""
+    import hanrt.io.images as images_io
+    from hanrt.errors import OutputError
+    from hanrt.io.sequence import ImageSequenceSink
+
+    img = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    sink = ImageSequenceSink(tmp_path / "seq")
+    sink.write(Frame(image=img, index=3))
+    assert [p.name for p in (tmp_path / "seq").iterdir()] == ["000003.png"]
+    np.testing.assert_array_equal(images_io.read_image(tmp_path / "seq" / "000003.png").pixels, img)
+    with pytest.raises(OutputError, match="--overwrite"):
+        sink.write(Frame(image=img, index=3))
+
+    def broken(*a, **k):
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(images_io, "_write_png", broken)
+    with pytest.raises(RuntimeError):
+        sink.write(Frame(image=img, index=4))
+    assert [p.name for p in (tmp_path / "seq").iterdir()] == ["000003.png"]
+    assert sink.frames == 1

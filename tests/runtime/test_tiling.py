@@ -83,21 +83,21 @@ def test_small_image_dynamic_runs_at_own_size_fixed_pads():
     assert (rounded.tile_h, rounded.tile_w) == (8, 8)
 
 
-@pytest.mark.parametrize("h,w", [(1, 1), (1, 9), (3, 2), (13, 5)])
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 9), (9, 1), (3, 2), (13, 5)])
 def test_extract_pads_by_reflection(h, w):
     img = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
     plan = plan_tiles(h, w, tile=16, margin=0, scale=4, fixed=True)
     out = np.empty(tile_input_shape(plan, 1, 3, "NCHW"), np.float32)
     extract_tile(img, plan, plan.tiles[0], out[0], layout="NCHW")
-    mode = "reflect"
-    ref = np.stack([np.pad(img[..., c], ((0, 16 - h), (0, 16 - w)), mode=mode) if min(h, w) > 1
-                    else np.pad(img[..., c], ((0, 16 - h), (0, 16 - w)), mode="edge") for c in range(3)])
-    if min(h, w) > 1:
-        np.testing.assert_array_equal(out[0], ref.astype(np.float32))
-    else:
-        # a 1-pixel side replicates its edge; the other side still reflects
-        assert out[0].shape == (3, 16, 16)
-        assert np.isin(out[0], img.astype(np.float32)).all()
+
+    def pad(a, axis):  # each axis on its own: a 1-pixel side replicates its edge, a longer one reflects
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, 16 - a.shape[axis])
+        return np.pad(a, widths, mode="edge" if a.shape[axis] == 1 else "reflect")
+
+    ref = pad(pad(img, 0), 1).transpose(2, 0, 1)
+    assert ref.shape == (3, 16, 16)
+    np.testing.assert_array_equal(out[0], ref.astype(np.float32))
 
 
 def test_extract_layouts_and_uint16():

@@ -34,7 +34,7 @@ examples:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """``--model --backend --tile --margin --batch --threads --fp16`` (shared with ``upscale``)."""
+    """``--model --backend --tile --margin --batch --threads --device --fp16`` (as ``upscale`` has)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", default=None,
                    help="model: .onnx graph, .plan engine or .pt checkpoint (default: the bundled model)")
@@ -44,6 +44,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--margin", type=int, default=None, help="tile context margin in pixels (default: the Upscaler's)")
     g.add_argument("--batch", type=int, default=1, help="tiles per backend call (default 1)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for the backend (0: its default)")
+    g.add_argument("--device", type=int, default=0, metavar="ID", help="CUDA device (GPU backends; default 0)")
     g.add_argument("--fp16", action="store_true", help="FP16 where the backend supports it (torch on CUDA)")
 
 

@@ -16,11 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..io.images import IMAGE_SUFFIXES  # tier 0 (numpy; Pillow only when reading or writing)
+from ..io.video import VIDEO_SUFFIXES  # PyAV is imported only when a video is opened
 from . import Command
-
-# Kept in sync with hanrt.io.images.IMAGE_SUFFIXES (not imported here: --help stays stdlib-only).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".y4m", ".mpg", ".mpeg")
 
 DESCRIPTION = """\
 Upscale images with HAN (4x). INPUT: image files, folders (their images) or glob patterns.
@@ -59,7 +57,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
 
 
-# --- input expansion and output naming (stdlib only) -------------------------------------------
+# --- input expansion and output naming ---------------------------------------------------------
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files from INPUT arguments, in order, without duplicates; plus ``(arg, why)`` for misses."""
@@ -76,7 +74,8 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            found = sorted(c for c in p.iterdir()
+                           if c.is_file() and (c.suffix.lower() in IMAGE_SUFFIXES or c.suffix.lower() in VIDEO_SUFFIXES))
             if not found:
                 misses.append((item, "folder holds no image files"))
             for c in found:
@@ -155,8 +154,6 @@ def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tup
     from ..upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
 
     mapping, folder = output_paths(files, args.output, len(args.inputs))
-    for dst in mapping.values():
-        format_for(dst)  # unknown output suffix: fail before any work
     if args.tile is not None and args.tile < 0:
         raise UsageError(f"--tile must be >= 0, got {args.tile}.")
     names: dict[Path, Path] = {}
@@ -167,6 +164,11 @@ def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tup
             errors.append((str(src), OutputError(f"{dst.name} would also be written from {names[dst]}; rename one input.")))
             continue
         names[dst] = src
+        try:
+            format_for(dst)  # an unknown output suffix fails this file only, before any work
+        except UsageError as e:
+            errors.append((str(src), e))
+            continue
         exists = [d for d in ([dst, compare_path(dst)] if args.compare else [dst]) if d.exists()]
         if exists and not args.overwrite:
             errors.append((str(src), OutputError(f"{str(exists[0])!r} exists; pass --overwrite to replace it.")))

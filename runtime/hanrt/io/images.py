@@ -14,7 +14,7 @@ Reading (:func:`read_image`) returns pixels as numpy ``HxW`` (grey), ``HxWx2`` (
 
 Writing (:func:`write_image`) is atomic: a temporary file in the target folder, then a rename, so
 a failure leaves nothing half-written. PNGs are written by a small streaming encoder here
-(8 and 16 bits; Pillow cannot hold 16-bit colour, and would copy a large 8-bit image once more); 16-bit colour TIFF needs OpenCV; JPEG,
+(8 and 16 bits; Pillow cannot hold 16-bit colour, and would copy a large 8-bit image once more); 16-bit colour (and grey + alpha) TIFF needs OpenCV; JPEG,
 WebP and BMP are 8-bit formats (16-bit input is reduced with a warning).
 """
 
@@ -367,6 +367,8 @@ def _write_png(f, a: np.ndarray, icc: bytes | None, *, level: int = 6, rows_per_
 
 
 def _write_tiff16_colour(tmp: Path, a: np.ndarray, p: Path) -> None:
+    """16-bit TIFF of ``a`` (HxWx2 grey + alpha, HxWx3 RGB or HxWx4 RGBA) through OpenCV. Grey +
+    alpha is written as RGBA (TIFF through OpenCV has no 2-channel form); it reads back as HxWx4."""
     try:
         import cv2
     except ImportError:
@@ -374,7 +376,9 @@ def _write_tiff16_colour(tmp: Path, a: np.ndarray, p: Path) -> None:
             f"cannot write {p.name}: 16-bit colour TIFF needs OpenCV (pip install 'hanrt[camera]'); "
             f"write a .png to keep 16 bits without it."
         ) from None
-    bgr = a[..., ::-1] if a.shape[2] == 3 else a[..., [2, 1, 0, 3]]
+    # OpenCV writes 1, 3 or 4 channels: grey + alpha goes out as BGRA (grey in B, G and R).
+    order = {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[a.shape[2]]
+    bgr = a[..., order]
     ok, buf = cv2.imencode(".tiff", np.ascontiguousarray(bgr))
     if not ok:
         raise OutputError(f"OpenCV could not encode {p.name} as a 16-bit TIFF.")

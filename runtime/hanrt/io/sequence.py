@@ -22,12 +22,11 @@ import numpy as np
 
 from ..errors import InputError, OutputError, UsageError
 from .frames import Frame, SourceStats, as_rgb_uint8
+from .images import IMAGE_SUFFIXES, write_image
 
 __all__ = ["ImageSequenceSource", "ImageSequenceSink", "is_sequence_spec", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 
 
 def _natural_key(p: str) -> list[object]:
@@ -125,21 +124,9 @@ class ImageSequenceSink:
         self.frames = 0
 
     def write(self, frame: Frame) -> None:
-        from PIL import Image
-
         path = self.folder / (self.pattern % frame.index)
-        if path.exists() and not self.overwrite:
-            raise OutputError(f"{str(path)!r} exists; pass --overwrite to replace it.")
-        tmp = path.with_name(f".{path.name}.part{path.suffix}")
-        try:
-            Image.fromarray(as_rgb_uint8(frame.image)).save(tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}.") from None
+        # atomic (temporary file removed on any failure); OutputError if it exists without overwrite
+        write_image(path, as_rgb_uint8(frame.image), overwrite=self.overwrite)
         self.frames += 1
 
     def close(self) -> None:
