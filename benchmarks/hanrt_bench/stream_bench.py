@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="veryfast", help="libx264 preset for the end-to-end output")
     p.add_argument("--encoder-threads", type=int, default=0, help="libx264 threads (0: FFmpeg's default)")
     p.add_argument("--output", help="end-to-end output video (default: a temporary file)")
+    p.add_argument("--switch-interval", type=float, default=0.001,
+                   help="GIL switch interval in s during the run, as `hanrt stream` sets it (0: Python's default)")
     args = p.parse_args(argv)
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
 
     from hanrt.io.frames import Frame, NullSink
     from hanrt.pipeline import Pipeline, upscale_video
