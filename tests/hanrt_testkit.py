@@ -11,6 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Prepended to `python -c` snippets: makes importing any top-level package named in argv[1]
+# (a JSON list) raise ImportError, as on a machine without that package.
+IMPORT_BLOCKER = r"""
+import importlib.abc, json, sys
+BLOCKED = set(json.loads(sys.argv[1]))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked by test: {name}")
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
 TINY = dict(scale=4, n_resgroups=2, n_resblocks=1, n_feats=8, reduction=4)
 
 

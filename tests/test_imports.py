@@ -34,16 +34,7 @@ CORE = [
     "hanrt.backends.base",
 ]
 
-BLOCKER = r"""
-import importlib.abc, json, sys
-BLOCKED = set(json.loads(sys.argv[1]))
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked by test: {name}")
-        return None
-sys.meta_path.insert(0, Blocker())
-"""
+from hanrt_testkit import IMPORT_BLOCKER as BLOCKER
 
 
 def _env() -> dict[str, str]:

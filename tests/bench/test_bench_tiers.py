@@ -17,16 +17,7 @@ MODULES = ["hanrt_bench", "hanrt_bench.latency", "hanrt_bench.flops", "hanrt_ben
            "hanrt_bench.baselines", "hanrt_bench.suite", "hanrt_bench.bench", "hanrt_bench.report",
            "hanrt_bench.quality", "hanrt_bench.evaluate", "hanrt_bench.cli", "hanrt.cli.bench", "hanrt.cli.eval"]
 
-BLOCKER = r"""
-import importlib.abc, json, sys
-BLOCKED = set(json.loads(sys.argv[1]))
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked by test: {name}")
-        return None
-sys.meta_path.insert(0, Blocker())
-"""
+from hanrt_testkit import IMPORT_BLOCKER as BLOCKER
 
 
 def _run(code: str, blocked: list[str], *args: str) -> subprocess.CompletedProcess:
