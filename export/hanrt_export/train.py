@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
-__all__ = ["TrainConfig", "train", "PatchSampler", "find_images"]
+__all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,15 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0
     init: str | None = None
+    # With ``init``: deepen every residual group to this many RCABs (identity-initialised, so the
+    # grown model starts with exactly the init model's output); None keeps the init model's depth.
+    grow_blocks: int | None = None
     resume: bool = False
+    # Texture-biased sampling: an HR patch whose grey standard deviation (0..255) is below
+    # ``flat_std`` is kept only with probability ``flat_keep`` (else another is drawn). Flat
+    # patches (sky, walls) teach little that bicubic does not already do; 0 turns this off.
+    flat_std: float = 0.0
+    flat_keep: float = 1.0
     # Optional wall-clock budget (seconds, counting resumed time): the schedule follows the
     # fraction of the budget spent instead of the step count, and training stops when it is spent.
     time_budget_s: float | None = None
@@ -91,8 +99,13 @@ class PatchSampler:
     """
 
     def __init__(self, files: list[Path], *, scale: int, patch: int, batch: int,
-                 shrink: tuple[float, float], versions: int, val_fraction: float, seed: int) -> None:
+                 shrink: tuple[float, float], versions: int, val_fraction: float, seed: int,
+                 flat_std: float = 0.0, flat_keep: float = 1.0) -> None:
+        if not 0.0 <= flat_keep <= 1.0:
+            raise UsageError(f"flat_keep must be within 0..1, got {flat_keep}.")
         self.scale, self.patch, self.batch = scale, patch, batch
+        self.flat_std, self.flat_keep = float(flat_std), float(flat_keep)
+        self.flat_seen = self.flat_dropped = 0
         self.rng = np.random.default_rng(seed)
         hp = patch * scale
         self.train_imgs: list[np.ndarray] = []
@@ -122,12 +135,24 @@ class PatchSampler:
         self._thread = threading.Thread(target=self._fill, daemon=True)
         self._thread.start()
 
-    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self) -> np.ndarray:
         hp = self.patch * self.scale
         img = self.train_imgs[self.rng.choice(len(self.train_imgs), p=self.p)]
         y = int(self.rng.integers(0, img.shape[0] - hp + 1))
         x = int(self.rng.integers(0, img.shape[1] - hp + 1))
-        hr = img[y:y + hp, x:x + hp]
+        return img[y:y + hp, x:x + hp]
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+        hr = self._crop()
+        # Bounded retries, so a folder of flat images still trains (on flat patches).
+        for _ in range(16):
+            if self.flat_std <= 0 or patch_std(hr) >= self.flat_std:
+                break
+            self.flat_seen += 1
+            if self.rng.random() < self.flat_keep:
+                break
+            self.flat_dropped += 1
+            hr = self._crop()
         k = int(self.rng.integers(0, 8))
         if k & 1:
             hr = hr[:, ::-1]
@@ -167,6 +192,49 @@ class PatchSampler:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def patch_std(rgb: np.ndarray) -> float:
+    """Standard deviation of a uint8 RGB patch's luma (BT.601 weights, 0..255)."""
+    grey = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return float(grey.std())
+
+
+def grow_blocks(model: HAN, n_resblocks: int) -> HAN:
+    """Return ``model`` deepened to ``n_resblocks`` RCABs per residual group, same function.
+
+    The trained blocks keep their places; the new ones follow them (before each group's closing
+    conv) with their second conv set to zero, so each new block starts as the identity and the
+    grown model's output equals the original's exactly. Training then puts the new capacity to
+    use without first having to relearn what the smaller model knew.
+    """
+    old = model.config
+    if n_resblocks < old.n_resblocks:
+        raise UsageError(f"cannot grow {old.n_params_hint} to {n_resblocks} blocks per group: "
+                         f"that is fewer than it has.")
+    if n_resblocks == old.n_resblocks:
+        return model
+    from dataclasses import replace
+
+    new = HAN.from_config(replace(old, n_resblocks=n_resblocks))
+    src = model.state_dict()
+    dst = new.state_dict()
+    for k in dst:
+        parts = k.split(".")
+        in_group = (parts[0] == "body" and parts[1].isdigit() and int(parts[1]) < old.n_resgroups
+                    and parts[2] == "body")
+        if not in_group:
+            dst[k] = src[k].clone()
+            continue
+        b = int(parts[3])
+        if b == n_resblocks:  # the group's closing conv moved down
+            dst[k] = src[".".join(parts[:3] + [str(old.n_resblocks)] + parts[4:])].clone()
+        elif b < old.n_resblocks:
+            dst[k] = src[k].clone()
+        elif parts[4:6] == ["body", "2"]:  # a new block's second conv: zero, so the block is x + 0
+            dst[k] = torch.zeros_like(dst[k])
+    new.load_state_dict(dst, strict=True)
+    return new
 
 
 def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
@@ -209,6 +277,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     out.parent.mkdir(parents=True, exist_ok=True)
     state_path = out.with_suffix(".state.pt")
 
+    if cfg.grow_blocks is not None and not cfg.init:
+        raise UsageError("--grow-blocks deepens an existing model: give it with --init CHECKPOINT.")
     files = find_images(cfg.data)
     start_step = 0
     opt_state = None
@@ -232,6 +302,10 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         model = ck.model
         if model.scale != cfg.scale:
             raise UsageError(f"--init model is x{model.scale} but --scale is {cfg.scale}.")
+        if cfg.grow_blocks is not None:
+            before = model.config.n_params_hint
+            model = grow_blocks(model, cfg.grow_blocks)
+            log.info("grew %s to %s (new blocks start as the identity)", before, model.config.n_params_hint)
     else:
         try:
             model = HAN(scale=cfg.scale, n_resgroups=cfg.n_resgroups, n_resblocks=cfg.n_resblocks,
@@ -245,7 +319,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
 
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
                            shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
-                           seed=cfg.seed + start_step)
+                           seed=cfg.seed + start_step, flat_std=cfg.flat_std, flat_keep=cfg.flat_keep)
     bic_val = _bicubic_val(sampler.val_imgs, model.scale)
     t0 = time.perf_counter()
     loss_avg = None

@@ -67,6 +67,66 @@ def test_train_learns_something(tmp_path, photo_dir):
     assert last > first + 1.0
 
 
+def test_grow_blocks_keeps_the_function_and_trains_the_new_blocks():
+    from hanrt_export.han import HAN
+    from hanrt_export.train import grow_blocks
+
+    torch.manual_seed(3)
+    small = HAN(scale=2, n_resgroups=2, n_resblocks=1, n_feats=8, reduction=4).eval()
+    with torch.no_grad():  # non-zero attention gammas, so every path carries signal
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    big = grow_blocks(small, 3).eval()
+    assert big.config.n_resblocks == 3 and big.config.n_feats == 8
+    n_small = sum(p.numel() for p in small.parameters())
+    n_big = sum(p.numel() for p in big.parameters())
+    assert n_big > n_small
+    x = torch.rand(1, 3, 12, 10) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), atol=1e-4, rtol=0)
+    # the new blocks are not dead: one optimizer step moves their zeroed second conv
+    zero_key = "body.0.body.2.body.2.weight"
+    assert torch.count_nonzero(big.state_dict()[zero_key]) == 0
+    big.train()
+    opt = torch.optim.Adam(big.parameters(), lr=1e-3)
+    torch.nn.functional.l1_loss(big(x), torch.rand(1, 3, 24, 20) * 255).backward()
+    opt.step()
+    assert torch.count_nonzero(big.state_dict()[zero_key]) > 0
+    with pytest.raises(Exception, match="fewer"):
+        grow_blocks(big, 2)
+
+
+def test_train_grow_blocks_from_the_command_line(tmp_path, photo_dir, capsys):
+    base = tmp_path / "base.pt"
+    assert main(_args(photo_dir, base, "--steps", "2")) == 0
+    grown = tmp_path / "grown.pt"
+    assert main(_args(photo_dir, grown, "--steps", "2", "--init", str(base), "--grow-blocks", "3")) == 0
+    assert load_checkpoint(grown).config.n_resblocks == 3
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "2", "--grow-blocks", "3")) == 2
+    assert "--init" in capsys.readouterr().err
+
+
+def test_texture_biased_sampling_skips_flat_patches(tmp_path):
+    from hanrt_export.train import PatchSampler, patch_std
+
+    rng = np.random.default_rng(0)
+    img = np.full((64, 256, 3), 128, np.uint8)  # left half flat grey, right half noise
+    img[:, 128:] = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "half.png")
+    common = dict(scale=2, patch=8, batch=4, shrink=(1.0, 1.0), versions=1, val_fraction=0.0, seed=0)
+    plain = PatchSampler([tmp_path / "half.png"], **common)
+    biased = PatchSampler([tmp_path / "half.png"], **common, flat_std=20.0, flat_keep=0.0)
+    plain.close()
+    biased.close()
+    plain_stds = [patch_std(plain._one()[1]) for _ in range(200)]
+    biased_stds = [patch_std(biased._one()[1]) for _ in range(200)]
+    assert min(plain_stds) < 1.0  # unbiased sampling does draw flat grey patches
+    assert min(biased_stds) >= 20.0
+    assert biased.flat_dropped > 0
+    with pytest.raises(Exception, match="flat_keep"):
+        PatchSampler([tmp_path / "half.png"], **common, flat_std=5.0, flat_keep=1.5)
+
+
 def test_train_refuses_bad_data(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

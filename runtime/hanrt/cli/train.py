@@ -24,6 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fetch-photos", metavar="DIR", help="download the licensed training photos into DIR and exit")
     p.add_argument("--deb", help="with --fetch-photos: use this already downloaded .deb")
     p.add_argument("--init", help="fine-tune from this HAN checkpoint (official or hanrt)")
+    p.add_argument("--grow-blocks", type=int, metavar="N",
+                   help="with --init: deepen every residual group to N blocks; the new blocks start "
+                        "as the identity, so training begins from the init model's quality")
     p.add_argument("--resume", action="store_true", help="continue from <output>.state.pt")
     p.add_argument("--scale", type=int, default=4, choices=[2, 3, 4, 8])
     p.add_argument("--resgroups", type=int, default=2, help="residual groups (default 2; official 10)")
@@ -39,6 +42,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--flat-std", type=float, default=0.0, metavar="S",
+                   help="texture-biased sampling: HR patches whose luma std (0..255) is below S are "
+                        "kept only with probability --flat-keep (default 0: off)")
+    p.add_argument("--flat-keep", type=float, default=0.25, metavar="P",
+                   help="probability of keeping a flat patch when --flat-std is set (default 0.25)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--seed", type=int, default=0)
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         n_resblocks=args.resblocks, n_feats=args.feats, reduction=args.reduction, steps=args.steps,
         batch=args.batch, patch=args.patch, lr=args.lr, warmup=args.warmup, val_every=args.val_every,
         save_every=args.save_every, seed=args.seed, device=args.device, threads=args.threads,
-        init=args.init, resume=args.resume,
+        init=args.init, resume=args.resume, grow_blocks=args.grow_blocks,
+        flat_std=args.flat_std, flat_keep=args.flat_keep if args.flat_std > 0 else 1.0,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
     bar = _progress(args.steps)
