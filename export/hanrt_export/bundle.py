@@ -86,6 +86,69 @@ def _val_line(hist: list[dict]) -> str:
             f"(best {best['val_psnr']:.2f} dB at step {best['step']}; held-out strips of the training photos).")
 
 
+def _hint(c: dict) -> str:
+    return f"{c['n_resgroups']}x{c['n_resblocks']}x{c['n_feats']}"
+
+
+def _stages_text(stages: list[dict], scale: int) -> str:
+    """One sentence per training stage (a model fine-tuned or grown from another has several)."""
+    out = []
+    total_steps, total_s = 0, 0.0
+    for i, st in enumerate(stages):
+        tc, c = st.get("train_config") or {}, st["config"]
+        what = "from scratch" if i == 0 and not tc.get("init") else (
+            "grown from the previous stage, new blocks start as the identity" if tc.get("grow_blocks")
+            else "fine-tuned")
+        if "step" not in st or st.get("step") is None:
+            out.append(f"Stage {i + 1}: {_hint(c)}, {st.get('origin', 'no training record')}.")
+            continue
+        steps = int(st["step"])
+        mins = float(st.get("elapsed_s") or 0) / 60
+        total_steps += steps
+        total_s += float(st.get("elapsed_s") or 0)
+        flat = (f", texture-biased sampling (patches with luma std < {tc['flat_std']:g} kept with "
+                f"probability {tc.get('flat_keep', 1):g})" if tc.get("flat_std") else "")
+        sched = f"cosine over a {tc['time_budget_s'] / 60:.0f}-min wall-clock budget" if tc.get("time_budget_s") \
+            else "cosine over the steps"
+        val = st.get("final_val")
+        vtxt = (f"; validation {val['val_psnr']:.2f} dB vs bicubic {val['bicubic_psnr']:.2f} dB"
+                if val else "")
+        p = int(tc.get("patch", 0))
+        out.append(f"**Stage {i + 1}** ({_hint(c)}, {what}): {steps} steps in {mins:.0f} min, peak LR "
+                   f"{tc.get('lr', '?')}, {tc.get('warmup', '?')} warm-up steps, {sched}, batch "
+                   f"{tc.get('batch', '?')} of {p}x{p} LR patches (HR {p * scale}x{p * scale}){flat}{vtxt}.")
+    if len(stages) > 1:
+        out.append(f"In all **{total_steps} steps in {total_s / 60:.0f} min**.")
+    return "\n\n".join(out) + "\n"
+
+
+def _reproduce(stages: list[dict]) -> str:
+    lines = []
+    for i, st in enumerate(stages):
+        tc, c = st.get("train_config") or {}, st["config"]
+        if "step" not in st or st.get("step") is None:
+            continue
+        cmd = f"hanrt train --data photos --output {'han.pt' if i == len(stages) - 1 else f'stage{i + 1}.pt'}"
+        if i == 0 or not tc.get("init"):
+            cmd += (f" --resgroups {c['n_resgroups']} --resblocks {c['n_resblocks']} --feats {c['n_feats']}"
+                    f" --reduction {c['reduction']}")
+        else:
+            cmd += f" --init stage{i}.pt"
+            if tc.get("grow_blocks"):
+                cmd += f" --grow-blocks {tc['grow_blocks']}"
+        cmd += (f" --batch {tc.get('batch', 16)} --patch {tc.get('patch', 48)} --lr {tc.get('lr', 5e-4)}"
+                f" --warmup {tc.get('warmup', 200)}")
+        if tc.get("flat_std"):
+            cmd += f" --flat-std {tc['flat_std']:g} --flat-keep {tc.get('flat_keep', 1):g}"
+        if tc.get("time_budget_s"):
+            cmd += f" --minutes {tc['time_budget_s'] / 60:.0f}"
+        else:
+            cmd += f" --steps {st['step']}"
+        cmd += f" --seed {tc.get('seed', 0)} --threads 2"
+        lines.append(f"`{cmd}`")
+    return ",\n".join(lines)
+
+
 def _table(rows: list[dict]) -> str:
     out = ["| image | size (HR) | bicubic PSNR / SSIM | hanrt PSNR / SSIM | gain (dB) |",
            "| --- | --- | --- | --- | --- |"]
@@ -110,14 +173,22 @@ def _export_precision(checkpoint: Path, out: Path, precision: str, calib: str) -
 
 
 def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str = "hanrt_x4",
-           calib: str | Path | None = None) -> dict:
+           calib: str | Path | None = None, parent: str | Path | None = None) -> dict:
+    """``parent``: the checkpoint this one was fine-tuned or grown from, for checkpoints written
+    before training recorded its lineage itself (read before anything in ``dest`` is replaced)."""
+    from .train import init_lineage
+
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     src = load_checkpoint(checkpoint)
-    meta = src.meta
+    meta = dict(src.meta)
+    if parent is not None:
+        if meta.get("lineage"):
+            raise HanrtError(f"{checkpoint} already records its lineage; drop --parent.")
+        meta["lineage"] = init_lineage(load_checkpoint(parent))
     # Save the shipped weights first and export every graph from that very file, so each graph's
     # recorded source sha256 is the sha256 of the shipped hanrt_x4.pt.
-    train_meta = {k: meta[k] for k in ("step", "elapsed_s", "history", "train_config") if k in meta}
+    train_meta = {k: meta[k] for k in ("step", "elapsed_s", "history", "train_config", "lineage") if k in meta}
     pt = dest / f"{name}.pt"
     save_checkpoint(src.model, pt, **train_meta)
     ck = load_checkpoint(pt)
@@ -140,6 +211,9 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
     n_params = sum(p.numel() for p in ck.model.parameters())
     hist = meta.get("history", [])
     tc = meta.get("train_config", {})
+    stages = [*meta.get("lineage", []), {"config": cfg.to_dict(), "step": meta.get("step"),
+                                         "elapsed_s": meta.get("elapsed_s"), "train_config": tc,
+                                         "final_val": hist[-1] if hist else None}]
     mean_gain = float(np.mean([r["hanrt_psnr"] - r["bicubic_psnr"] for r in rows]))
     card = f"""# hanrt bundled model: `{name}`
 
@@ -159,18 +233,14 @@ which removes JPEG noise; the bottom {int(100 * tc.get('val_fraction', 0.1))}% o
 held out for validation.
 
 ## Recipe
-L1 loss on 0..255, Adam (0.9, 0.999), peak LR {tc.get('lr', '?')} with {tc.get('warmup', '?')} warm-up
-steps then cosine decay{' over a wall-clock budget of %.0f min' % (tc['time_budget_s'] / 60) if tc.get('time_budget_s') else ''},
-batch {tc.get('batch', '?')} of {tc.get('patch', '?')}x{tc.get('patch', '?')} LR patches
-(HR {int(tc.get('patch', 0)) * cfg.scale}x{int(tc.get('patch', 0)) * cfg.scale}), LR by Pillow bicubic,
-random flips and 90-degree rotations. **{meta.get('step', '?')} steps in
-{meta.get('elapsed_s', 0) / 60:.0f} min** on a shared 2-core CPU ({platform.processor() or platform.machine()}),
+L1 loss on 0..255, Adam (0.9, 0.999), linear warm-up then cosine decay of the learning rate,
+LR patches made from HR patches by Pillow bicubic, random flips and 90-degree rotations, on a
+shared 2-core CPU ({platform.processor() or platform.machine()}). {_stages_text(stages, cfg.scale)}
 {_val_line(hist)}
 
-Reproduce: `hanrt train --fetch-photos photos && hanrt train --data photos --output han.pt
---resgroups {cfg.n_resgroups} --resblocks {cfg.n_resblocks} --feats {cfg.n_feats} --reduction {cfg.reduction}
---batch {tc.get('batch', 16)} --patch {tc.get('patch', 48)} --lr {tc.get('lr', 5e-4)} --warmup {tc.get('warmup', 200)}
---minutes {int((tc.get('time_budget_s') or 0) / 60)} --threads 2`, then `python -m hanrt_export.bundle han.pt`.
+Reproduce: `hanrt train --fetch-photos photos`, then
+{_reproduce(stages)}
+and `python -m hanrt_export.bundle han.pt --calib photos`.
 
 ## E1: held-out photos (never trained on)
 scikit-image's astronaut, camera, chelsea, coffee, rocket, coins, moon, brick, grass, gravel,
@@ -204,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", default=str(DEFAULT_DEST))
     ap.add_argument("--name", default="hanrt_x4")
     ap.add_argument("--calib", help="photo folder: also write FP16 and INT8 graphs calibrated on it")
+    ap.add_argument("--parent", help="checkpoint this one was fine-tuned/grown from, if it does not record "
+                    "its lineage itself (read before the destination is overwritten)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    s = bundle(a.checkpoint, a.dest, name=a.name, calib=a.calib)
+    s = bundle(a.checkpoint, a.dest, name=a.name, calib=a.calib, parent=a.parent)
     sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=1) + "\n")
     sys.stdout.write(_table(s["rows"]) + "\n")
     return 0

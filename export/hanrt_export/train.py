@@ -283,6 +283,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     start_step = 0
     opt_state = None
     history: list[dict] = []
+    lineage: list[dict] = []
     elapsed0 = 0.0
     if cfg.resume:
         if not state_path.exists():
@@ -292,6 +293,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         start_step = int(ck.meta.get("step", 0))
         opt_state = ck.meta.get("optimizer")
         history = list(ck.meta.get("history", []))
+        lineage = list(ck.meta.get("lineage", []))
         elapsed0 = float(ck.meta.get("elapsed_s", 0.0))
         saved = ck.meta.get("train_config", {})
         for k in ("scale", "patch", "batch"):
@@ -302,6 +304,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         model = ck.model
         if model.scale != cfg.scale:
             raise UsageError(f"--init model is x{model.scale} but --scale is {cfg.scale}.")
+        lineage = init_lineage(ck)
         if cfg.grow_blocks is not None:
             before = model.config.n_params_hint
             model = grow_blocks(model, cfg.grow_blocks)
@@ -325,7 +328,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     loss_avg = None
 
     def _save(path: Path, step: int) -> None:
-        save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), history=history,
+        save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), history=history, lineage=lineage,
                         elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=_train_config_dict(cfg))
 
     try:
@@ -370,11 +373,26 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         _save(state_path, done)
         model.eval()
         save_checkpoint(model, out, step=done, history=history, train_config=_train_config_dict(cfg),
-                        elapsed_s=elapsed0 + time.perf_counter() - t0)
+                        lineage=lineage, elapsed_s=elapsed0 + time.perf_counter() - t0)
     finally:
         sampler.close()
     return {"steps": done, "history": history, "elapsed_s": elapsed0 + time.perf_counter() - t0,
             "output": str(out), "config": model.config.to_dict()}
+
+
+def init_lineage(parent) -> list[dict]:
+    """The training stages behind a loaded checkpoint (its own ``lineage`` plus itself), so a
+    fine-tuned or grown model's checkpoint records its whole history (plain data)."""
+    meta = parent.meta
+    stage = {"source_sha256": parent.sha256, "config": parent.config.to_dict()}
+    for k in ("step", "elapsed_s", "train_config"):
+        if k in meta:
+            stage[k] = meta[k]
+    if meta.get("history"):
+        stage["final_val"] = meta["history"][-1]
+    if "step" not in meta:
+        stage["origin"] = "external checkpoint (no hanrt training record)"
+    return [*meta.get("lineage", []), stage]
 
 
 def _train_config_dict(cfg: TrainConfig) -> dict:

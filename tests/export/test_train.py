@@ -101,7 +101,22 @@ def test_train_grow_blocks_from_the_command_line(tmp_path, photo_dir, capsys):
     assert main(_args(photo_dir, base, "--steps", "2")) == 0
     grown = tmp_path / "grown.pt"
     assert main(_args(photo_dir, grown, "--steps", "2", "--init", str(base), "--grow-blocks", "3")) == 0
-    assert load_checkpoint(grown).config.n_resblocks == 3
+    ck = load_checkpoint(grown)
+    assert ck.config.n_resblocks == 3
+    # the grown checkpoint records where it came from, and the model card tells both stages
+    base_ck = load_checkpoint(base)
+    (stage1,) = ck.meta["lineage"]
+    assert stage1["source_sha256"] == base_ck.sha256 and stage1["step"] == 2
+    assert stage1["config"]["n_resblocks"] == 1
+    from hanrt_export.bundle import _reproduce, _stages_text
+
+    stages = [*ck.meta["lineage"], {"config": ck.config.to_dict(), "step": ck.meta["step"],
+                                    "elapsed_s": ck.meta["elapsed_s"], "train_config": ck.meta["train_config"]}]
+    text = _stages_text(stages, 2)
+    assert "Stage 1** (1x1x8, from scratch): 2 steps" in text and "Stage 2** (1x3x8, grown" in text
+    assert "In all **4 steps" in text
+    cmds = _reproduce(stages)
+    assert "--resblocks 1" in cmds and "--init stage1.pt --grow-blocks 3" in cmds
     assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "2", "--grow-blocks", "3")) == 2
     assert "--init" in capsys.readouterr().err
 
