@@ -5,7 +5,7 @@ Small on purpose: the logic around it (shapes, fingerprint, cache, lock, sidecar
 available to the project has TensorRT); it follows the documented TensorRT 10.x and 11.x Python
 APIs: a strongly typed network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` on 10.x, where
 it must be asked for; on 11.x strong typing is always on and the flag is ignored or absent), the
-ONNX parser, one optimization profile per tile shape, ``builder_optimization_level``, a
+ONNX parser, one optimization profile per tile shape and slot, ``builder_optimization_level``, a
 workspace memory-pool cap, a persistent timing cache and an ``IProgressMonitor``.
 """
 
@@ -118,7 +118,7 @@ def build_plan(onnx_path: Path, info: ModelInfo, options: BuildOptions, *,
     if monitor is not None:
         config.progress_monitor = monitor
     inp = network.get_input(0)
-    for prof in options.profiles:
+    for prof in options.profiles:  # all of them: replicated per slot by hanrt build --slots
         p = builder.create_optimization_profile()
         s = prof.input_shapes(info)
         p.set_shape(inp.name, s["min"], s["opt"], s["max"])

@@ -50,6 +50,9 @@ __all__ = [
     "parse_nhw",
     "parse_size",
     "profiles_from_tiles",
+    "replicate_profiles",
+    "base_profiles",
+    "check_profiles",
     "BuildOptions",
     "Target",
     "Fingerprint",
@@ -72,6 +75,8 @@ SIDECAR_FORMAT = "hanrt-trt-engine"
 SIDECAR_SCHEMA = 1
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: 8 GB Jetson boards run out of memory with TensorRT's default
 DEFAULT_OPT_LEVEL = 3
+DEFAULT_SLOTS = 2  # hanrt build --slots: two execution contexts overlap copies with compute
+MAX_SLOTS = 16  # a sanity cap: every slot is one more profile to build and one more context's memory
 
 Shape3 = tuple[int, int, int]  # (batch N, height H, width W) of the input tile, in pixels
 
@@ -193,6 +198,40 @@ def profiles_from_tiles(tiles: Sequence[tuple[int, int]], batch: int, *, min_bat
     return seen
 
 
+def replicate_profiles(profiles: Sequence[Profile], slots: int) -> list[Profile]:
+    """Each profile repeated ``slots`` times in a row: slot ``k`` of profile ``t`` is at index
+    ``t * slots + k``.
+
+    TensorRT runs execution contexts concurrently only on distinct optimization profiles, so an
+    engine whose callers keep ``slots`` batches in flight (copies of one overlapping compute of
+    another, or several streams) needs every tile shape ``slots`` times. ``slots=1`` returns the
+    profiles unchanged. :func:`base_profiles` is the inverse.
+    """
+    n = _check_slots(slots)
+    return [p for p in profiles for _ in range(n)]
+
+
+def base_profiles(profiles: Sequence[Profile], slots: int) -> tuple[Profile, ...]:
+    """The profiles as asked, before :func:`replicate_profiles` (one per group of ``slots``).
+
+    UsageError if ``profiles`` is not such a replication (not ``slots`` equal profiles in a row).
+    """
+    n = _check_slots(slots)
+    base = tuple(profiles[::n])
+    if len(profiles) % n or replicate_profiles(base, n) != list(profiles):
+        raise UsageError(f"with {n} slots every optimization profile must appear {n} times in a row "
+                         f"(got {len(profiles)} profile(s): {'; '.join(p.describe() for p in profiles)}); "
+                         f"make them with replicate_profiles(profiles, {n}).")
+    return base
+
+
+def _check_slots(slots: int) -> int:
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+        raise UsageError(f"--slots must be an integer 1..{MAX_SLOTS} (concurrent execution contexts per "
+                         f"tile shape), got {slots!r}.")
+    return slots
+
+
 def check_profiles(profiles: Sequence[Profile], info: ModelInfo) -> None:
     """Refuse shapes the model cannot take (``min_tile``, ``tile_multiple`` of its description)."""
     for p in profiles:
@@ -210,7 +249,11 @@ def check_profiles(profiles: Sequence[Profile], info: ModelInfo) -> None:
 class BuildOptions:
     """How an engine is built (all of it enters the fingerprint).
 
-    - ``profiles``: one or more optimization profiles (input pixels).
+    - ``profiles``: one or more optimization profiles (input pixels), exactly as the engine gets
+      them: with ``slots > 1`` each one repeated ``slots`` times in a row
+      (:func:`replicate_profiles`; :attr:`base_profiles` undoes it).
+    - ``slots``: how many execution contexts can run each tile shape concurrently (TensorRT
+      needs a distinct profile per concurrent context); each costs one context's activation memory.
     - ``opt_level``: TensorRT builder optimization level 0..5 (higher: longer build, maybe faster).
     - ``workspace``: cap of TensorRT's workspace memory pool, bytes.
     - ``timing_cache``: file that keeps kernel timings across builds (not part of the key).
@@ -220,14 +263,21 @@ class BuildOptions:
     opt_level: int = DEFAULT_OPT_LEVEL
     workspace: int = DEFAULT_WORKSPACE
     timing_cache: str | None = None
+    slots: int = 1
 
     def __post_init__(self) -> None:
         if not self.profiles:
             raise UsageError("at least one optimization profile is needed.")
+        base_profiles(self.profiles, self.slots)  # UsageError unless a replication
         if not 0 <= int(self.opt_level) <= 5:
             raise UsageError(f"--opt-level must be 0..5, got {self.opt_level}.")
         if int(self.workspace) < 1 << 20:
             raise UsageError(f"workspace must be at least 1 MiB, got {self.workspace} bytes.")
+
+    @property
+    def base_profiles(self) -> tuple[Profile, ...]:
+        """The profiles before replication: one per tile shape (or ``--min/--opt/--max`` triple)."""
+        return base_profiles(self.profiles, self.slots)
 
 
 @dataclass(frozen=True)
@@ -248,7 +298,13 @@ class Target:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Everything that makes an engine valid or not. ``key`` is a 16-hex digest of it."""
+    """Everything that makes an engine valid or not. ``key`` is a 16-hex digest of it.
+
+    ``profiles`` lists every profile of the engine (replicated ``slots`` times, see
+    :func:`replicate_profiles`). ``slots`` is absent from sidecars written before ``--slots``
+    existed; they read as ``slots=1`` (one context per profile), and a ``slots=1`` fingerprint
+    keeps the key those versions computed, so their cached engines stay valid.
+    """
 
     tensorrt: str
     gpu: str
@@ -261,6 +317,7 @@ class Fingerprint:
     profiles: tuple[dict[str, list[int]], ...]
     opt_level: int
     workspace: int
+    slots: int = 1
     schema: int = SIDECAR_SCHEMA
 
     @classmethod
@@ -272,7 +329,7 @@ class Fingerprint:
             precision_recipe_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
             io=info.io, layout=info.layout,
             profiles=tuple(p.to_json() for p in options.profiles),
-            opt_level=int(options.opt_level), workspace=int(options.workspace),
+            opt_level=int(options.opt_level), workspace=int(options.workspace), slots=int(options.slots),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -283,16 +340,20 @@ class Fingerprint:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Fingerprint":
         known = set(cls.__dataclass_fields__)
-        missing = known - set(d) - {"schema"}
+        missing = known - set(d) - {"schema", "slots"}  # no slots: written before --slots, i.e. 1
         if missing:
             raise ModelError(f"engine fingerprint lacks {sorted(missing)}.")
         dd = {k: v for k, v in d.items() if k in known}
         dd["profiles"] = tuple(dict(p) for p in dd["profiles"])
+        dd["slots"] = int(dd.get("slots", 1))
         return cls(**dd)
 
     @property
     def key(self) -> str:
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        d = self.to_json()
+        if d["slots"] == 1:
+            del d["slots"]  # the key engines had before --slots existed (they all are slots=1)
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -415,7 +476,18 @@ class Sidecar:
 
     @property
     def profiles(self) -> tuple[Profile, ...]:
+        """Every optimization profile of the engine, in TensorRT's order (index = profile index)."""
         return tuple(Profile.from_json(p) for p in self.fingerprint.profiles)
+
+    @property
+    def slots(self) -> int:
+        """How many times each profile was built (``hanrt build --slots``; 1 for older sidecars)."""
+        return self.fingerprint.slots
+
+    @property
+    def base_profiles(self) -> tuple[Profile, ...]:
+        """The profiles as asked (before replication): ``profiles[t * slots]`` for tile shape ``t``."""
+        return base_profiles(self.profiles, self.slots)
 
 
 def read_sidecar(plan: str | os.PathLike) -> Sidecar:
@@ -440,9 +512,11 @@ def read_sidecar(plan: str | os.PathLike) -> Sidecar:
     try:
         fp = Fingerprint.from_json(d["fingerprint"])
         info = ModelInfo.from_json(json.dumps(d["model_info"]), source=str(side))
-        return Sidecar(fp, info, int(d["plan_bytes"]), str(d["plan_sha256"]), str(d.get("onnx_path", "")),
-                       tuple(d.get("io", ())), dict(d.get("build", {})))
-    except (KeyError, TypeError, ValueError) as exc:
+        sc = Sidecar(fp, info, int(d["plan_bytes"]), str(d["plan_sha256"]), str(d.get("onnx_path", "")),
+                     tuple(d.get("io", ())), dict(d.get("build", {})))
+        base_profiles(sc.profiles, sc.slots)  # UsageError unless a replication by its slots
+        return sc
+    except (KeyError, TypeError, ValueError, UsageError) as exc:
         raise ModelError(f"sidecar {str(side)!r} is malformed ({exc}).") from None
 
 
@@ -482,12 +556,20 @@ def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path
 
 # --- compatibility and refusal ----------------------------------------------------------------
 
-def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: str | None = None) -> str:
-    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``."""
+def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: str | None = None,
+                    slots: int | None = None) -> str:
+    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``.
+
+    ``slots``: ask for that many slots instead of the engine's own (e.g. to name the fix when
+    more concurrent contexts are wanted than the engine has profiles for); then ``--slots`` is
+    written even when it is the default. Otherwise it is written when not the default.
+    """
     args = ["hanrt", "build", onnx_path or sidecar.onnx_path or "MODEL.onnx"]
-    profs = sidecar.profiles
+    profs = sidecar.base_profiles
+    n_slots = sidecar.slots if slots is None else _check_slots(min(int(slots), MAX_SLOTS))
     simple = all(p.max == p.opt and p.min[1:] == p.opt[1:] for p in profs) and len({p.opt[0] for p in profs}) == 1 \
-        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1
+        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1 \
+        and len(set(profs)) == len(profs)  # --tile merges repeated shapes: duplicates need --min/--opt/--max
     if simple:
         for p in profs:
             args += ["--tile", f"{p.opt[1]}x{p.opt[2]}"]
@@ -500,6 +582,8 @@ def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: s
         args += ["--opt-level", str(fp.opt_level)]
     if fp.workspace != DEFAULT_WORKSPACE:
         args += ["--workspace", f"{fp.workspace >> 20}M"]
+    if n_slots != DEFAULT_SLOTS or slots is not None:
+        args += ["--slots", str(n_slots)]
     if output:
         args += ["--output", output]
     args.append("--force")
@@ -609,7 +693,8 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
             if hit is not None:
                 log.info("engine built by another process meanwhile: %s", plan)
                 return EngineResult(plan, hit, built=False)
-        log.info("building engine %s (%s)", plan.name, "; ".join(p.describe() for p in options.profiles))
+        log.info("building engine %s (%s; %d slot(s) each)", plan.name,
+                 "; ".join(p.describe() for p in options.base_profiles), options.slots)
         t0 = time.perf_counter()
         built = builder(onnx, info, options)
         build_s = time.perf_counter() - t0

@@ -29,8 +29,9 @@ INFO_U8 = ModelInfo(scale=4, io="uint8")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def opts(*tiles, batch=4, **kw):
-    return E.BuildOptions(profiles=tuple(E.profiles_from_tiles(list(tiles) or [(96, 96)], batch)), **kw)
+def opts(*tiles, batch=4, slots=1, **kw):
+    base = E.profiles_from_tiles(list(tiles) or [(96, 96)], batch)
+    return E.BuildOptions(profiles=tuple(E.replicate_profiles(base, slots)), slots=slots, **kw)
 
 
 def fp(target=ORIN, sha="a" * 64, info=INFO, options=None):
@@ -64,6 +65,22 @@ def test_profiles_from_tiles():
         E.profiles_from_tiles([], 2)
 
 
+def test_replicate_profiles_groups_the_slots_of_each_shape():
+    a, b = E.profiles_from_tiles([(96, 96), (64, 128)], 4)
+    assert E.replicate_profiles([a, b], 1) == [a, b]
+    r = E.replicate_profiles([a, b], 3)
+    assert r == [a, a, a, b, b, b]
+    assert all(r[t * 3 + k] == (a, b)[t] for t in range(2) for k in range(3))  # slot k of shape t
+    assert E.base_profiles(r, 3) == (a, b) and E.base_profiles([a, b], 1) == (a, b)
+    assert E.base_profiles([a, a], 1) == (a, a)  # explicit duplicates at slots=1 are kept as given
+    for bad in (0, -1, E.MAX_SLOTS + 1, 1.5, True, "2"):
+        with pytest.raises(UsageError, match="--slots must be an integer"):
+            E.replicate_profiles([a], bad)
+    for not_replicated in ([a, b], [a, a, b], [a, b, a, b]):
+        with pytest.raises(UsageError, match="replicate_profiles"):
+            E.base_profiles(not_replicated, 2)
+
+
 def test_profile_arithmetic_and_layouts():
     p = E.Profile((1, 64, 64), (4, 96, 96), (8, 128, 160))
     assert p.input_shapes(INFO) == {"min": (1, 3, 64, 64), "opt": (4, 3, 96, 96), "max": (8, 3, 128, 160)}
@@ -85,6 +102,14 @@ def test_build_options_validation():
         opts(opt_level=6)
     with pytest.raises(UsageError):
         opts(workspace=1000)
+    o = opts((96, 96), (64, 64), slots=2)
+    assert o.slots == 2 and len(o.profiles) == 4 and o.base_profiles == opts((96, 96), (64, 64)).profiles
+    assert opts().slots == 1 and opts().base_profiles == opts().profiles
+    a = opts().profiles[0]
+    with pytest.raises(UsageError, match="appear 2 times in a row"):
+        E.BuildOptions(profiles=(a,), slots=2)  # not replicated
+    with pytest.raises(UsageError, match="--slots"):
+        E.BuildOptions(profiles=(a,), slots=0)
 
 
 def test_check_profiles_against_model_rules():
@@ -107,11 +132,29 @@ def test_fingerprint_key_is_stable_and_sensitive():
         fp(info=INFO.with_(precision="int8")), fp(info=INFO.with_(fp32_nodes=("/la/MatMul",))),
         fp(info=INFO.with_(io="uint8")), fp(options=opts((64, 64))), fp(options=opts(batch=2)),
         fp(options=opts(opt_level=5)), fp(options=opts(workspace=2 << 30)),
+        fp(options=opts(slots=2)), fp(options=opts(slots=3)),
     ]
     keys = {v.key for v in variants}
     assert base.key not in keys and len(keys) == len(variants)
     # the timing cache file is not part of the engine's identity
     assert fp(options=opts(timing_cache="/tmp/x.cache")).key == base.key
+    # slots is part of it, even with the same list of profiles
+    two = fp(options=opts(slots=2))
+    assert two.slots == 2 and len(two.profiles) == 2
+    same_list = fp(options=E.BuildOptions(profiles=opts(slots=2).profiles))  # the two profiles, slots=1
+    assert same_list.profiles == two.profiles and same_list.slots == 1 and same_list.key != two.key
+    assert E.Fingerprint.from_json(json.loads(json.dumps(two.to_json()))) == two
+
+
+def test_slots_1_keeps_the_key_of_engines_from_before_slots():
+    import hashlib
+
+    base = fp()
+    d = base.to_json()  # what a hanrt without --slots hashed: the same fields, no "slots"
+    assert d["slots"] == 1
+    del d["slots"]
+    legacy = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert base.key == legacy and E.Fingerprint.from_json(d) == base  # an old fingerprint reads as slots=1
 
 
 def test_cache_paths(tmp_path, monkeypatch):
@@ -146,6 +189,29 @@ def test_sidecar_roundtrip_and_read_model_info(tmp_path):
     # model_info.read_model_info reads the same sidecar
     assert read_model_info(plan) == INFO
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.plan", "e.plan.json"]
+
+
+def test_sidecar_roundtrip_with_slots_and_an_old_sidecar_without(tmp_path):
+    plan = tmp_path / "e.plan"
+    f2 = fp(options=opts((96, 96), (64, 64), slots=2))
+    E.write_engine(plan, b"PLAN", _sidecar(f=f2))
+    side = E.read_sidecar(plan)
+    assert side == _sidecar(f=f2) and side.slots == 2 and len(side.profiles) == 4
+    assert side.base_profiles == opts((96, 96), (64, 64)).profiles
+    assert json.loads(E.sidecar_path(plan).read_text())["fingerprint"]["slots"] == 2
+    # a sidecar written before --slots existed: no "slots" in its fingerprint
+    E.write_engine(plan, b"PLAN", _sidecar())
+    d = json.loads(E.sidecar_path(plan).read_text())
+    del d["fingerprint"]["slots"]
+    E.sidecar_path(plan).write_text(json.dumps(d))
+    old = E.read_sidecar(plan)
+    assert old.slots == 1 and old.fingerprint == fp() and old.key == d["key"]
+    assert E.find_engine(plan, ORIN) == old  # still found (and its cache key unchanged)
+    # profiles that are not the replication its slots claim: malformed
+    d["fingerprint"]["slots"] = 2
+    E.sidecar_path(plan).write_text(json.dumps(d))
+    with pytest.raises(ModelError, match="malformed"):
+        E.read_sidecar(plan)
 
 
 def test_sidecar_errors(tmp_path):
@@ -183,7 +249,7 @@ def test_check_compatible_refuses_other_gpu_and_tensorrt(tmp_path):
     msg = str(ei.value)
     assert "TensorRT 10.3.0 on 'Orin' (compute capability 8.7)" in msg
     assert "TensorRT 10.7.0 on 'NVIDIA H100 80GB HBM3' (compute capability 9.0)" in msg
-    assert "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --output" in msg and msg.endswith("--force")
+    assert "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 1 --output" in msg and msg.endswith("--force")
     with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0 != 10.3.1"):
         E.check_compatible(side, dataclasses.replace(ORIN, tensorrt="10.3.1"))
     with pytest.raises(EngineMismatchError, match="ONNX file changed"):
@@ -194,11 +260,36 @@ def test_check_compatible_refuses_other_gpu_and_tensorrt(tmp_path):
 def test_rebuild_command_forms():
     s = _sidecar(f=fp(options=opts((96, 96), (64, 128), batch=2, opt_level=5, workspace=512 << 20)))
     assert E.rebuild_command(s) == ("hanrt build han_fp16.onnx --tile 96x96 --tile 64x128 --batch 2 "
-                                    "--opt-level 5 --workspace 512M --force")
+                                    "--opt-level 5 --workspace 512M --slots 1 --force")
     explicit = E.BuildOptions(profiles=(E.Profile((1, 64, 64), (4, 96, 96), (8, 128, 128)),))
     s2 = _sidecar(f=fp(options=explicit), onnx_path="/m/a b.onnx")
     assert E.rebuild_command(s2, output="/e/x.plan") == (
-        "hanrt build '/m/a b.onnx' --min 1x64x64 --opt 4x96x96 --max 8x128x128 --output /e/x.plan --force")
+        "hanrt build '/m/a b.onnx' --min 1x64x64 --opt 4x96x96 --max 8x128x128 --slots 1 --output /e/x.plan "
+        "--force")
+
+
+def test_rebuild_command_reproduces_slots():
+    two = _sidecar(f=fp(options=opts((96, 96), (64, 128), slots=2)))  # the CLI default: no --slots
+    assert E.rebuild_command(two) == "hanrt build han_fp16.onnx --tile 96x96 --tile 64x128 --batch 4 --force"
+    three = _sidecar(f=fp(options=opts(slots=3)))
+    assert E.rebuild_command(three) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 3 --force"
+    one = _sidecar()
+    assert E.rebuild_command(one, slots=2) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 2 --force"
+    assert E.rebuild_command(one, slots=4).endswith("--batch 4 --slots 4 --force")
+    assert E.rebuild_command(one, slots=99).endswith(f"--slots {E.MAX_SLOTS} --force")  # capped
+    # a pre-slots engine that repeated a profile by hand: --tile would merge the repeats
+    p = E.profiles_from_tiles([(96, 96)], 4)[0]
+    dup = _sidecar(f=fp(options=E.BuildOptions(profiles=(p, p))))
+    assert E.rebuild_command(dup) == ("hanrt build han_fp16.onnx --min 1x96x96 --opt 4x96x96 --max 4x96x96 "
+                                      "--min 1x96x96 --opt 4x96x96 --max 4x96x96 --slots 1 --force")
+    # the command parses back into the same options
+    from hanrt.cli import build_parser
+    from hanrt.cli.build import build_options
+
+    for side in (two, three, one, dup):
+        argv = E.rebuild_command(side).split()[1:]
+        o, _ = build_options(build_parser().parse_args(argv))
+        assert o.profiles == side.profiles and o.slots == side.slots
 
 
 # --- get_or_build: cache hit, miss, force, bad input ------------------------------------------
@@ -230,6 +321,19 @@ def test_get_or_build_hit_miss_force(tmp_path, tiny_onnx):
     r4 = E.get_or_build(tiny_onnx, opts(), target=H100, builder=b, cache_dir=cache)
     assert r4.built and r4.plan != r1.plan and r1.plan.exists()
     assert read_model_info(r1.plan).scale == 4
+
+
+def test_get_or_build_never_reuses_an_engine_with_other_slots(tmp_path, tiny_onnx):
+    b = CountingBuilder()
+    one = E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, cache_dir=tmp_path)
+    two = E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, cache_dir=tmp_path)
+    assert one.built and two.built and b.calls == 2 and one.plan != two.plan
+    assert (one.sidecar.slots, two.sidecar.slots) == (1, 2)
+    assert not E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, cache_dir=tmp_path).built
+    out = tmp_path / "han.plan"
+    E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, output=out)
+    with pytest.raises(EngineMismatchError, match="slots: 1 -> 2"):
+        E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, output=out)
 
 
 def test_get_or_build_output_refuses_mismatch(tmp_path, tiny_onnx):
@@ -369,6 +473,60 @@ def test_build_plan_makes_the_device_current_first(monkeypatch, tmp_path):
     with pytest.raises(_Stop):
         _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts())  # None: leave the current device
     assert calls == ["Builder"]
+
+
+def test_build_plan_adds_every_profile_of_the_options(monkeypatch, tmp_path):
+    """Replication at the options level is enough: build_plan adds each profile, duplicates too."""
+    import types
+
+    from hanrt import _tensorrt
+
+    added: list[tuple] = []
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            self.shape = (name, lo, opt, hi)
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def add_optimization_profile(self, p):
+            added.append(p.shape)
+            return len(added) - 1
+
+        def create_timing_cache(self, blob):
+            return None
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            pass
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return types.SimpleNamespace(get_input=lambda i: types.SimpleNamespace(name="input"))
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            raise _Stop
+
+    fake = types.SimpleNamespace(
+        Builder=Builder, MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+        OnnxParser=lambda network, logger: types.SimpleNamespace(parse_from_file=lambda path: True))
+    monkeypatch.setattr(_tensorrt, "trt", lambda: fake)
+    monkeypatch.setattr(_tensorrt._Logger, "make", staticmethod(lambda: None))
+    o = opts((96, 96), (64, 64), slots=2)
+    with pytest.raises(_Stop):
+        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, o)
+    want = [("input", *(p.input_shapes(INFO)[k] for k in ("min", "opt", "max"))) for p in o.profiles]
+    assert added == want and len(added) == 4 and added[0] == added[1] != added[2] == added[3]
 
 
 def test_cli_build_passes_the_device_to_the_builder(monkeypatch, tmp_path, tiny_onnx, capsys):

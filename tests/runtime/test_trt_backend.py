@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +48,25 @@ def test_pick_profile():
     assert T.pick_profile(ps, 6, 100, 120) == 1
     with pytest.raises(UsageError, match="hanrt build --tile 200x200 --batch 1"):
         T.pick_profile(ps, 1, 200, 200)
+
+
+def test_assign_profiles_gives_distinct_profiles_per_slot():
+    a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
+    two = E.replicate_profiles([a, b], 2)  # hanrt build --tile 96 --tile 64 --batch 4 --slots 2
+    assert T.assign_profiles(two, 2, 4, 96, 96) == [0, 1]
+    assert T.assign_profiles(two, 2, 3, 64, 64) == [2, 3]
+    assert T.assign_profiles(two, 3, 1, 64, 64) == [2, 3]  # only as many as the engine has
+    assert T.assign_profiles(two, 1, 4, 64, 64) == [2]
+    assert T.assign_profiles([a, b], 2, 4, 96, 96) == [0]  # --slots 1: one context at a time
+    for n in (1, 2, 3, 5):
+        idx = T.assign_profiles(E.replicate_profiles([a, b], n), n, 2, 64, 64)
+        assert len(set(idx)) == len(idx) == n
+    wide = E.Profile((1, 32, 32), (2, 96, 96), (4, 128, 128))  # a range profile also takes 96x96
+    assert T.assign_profiles([wide, a, a], 3, 2, 96, 96) == [0, 1, 2]
+    with pytest.raises(UsageError, match="hanrt build --tile 48x48"):
+        T.assign_profiles(two, 2, 1, 48, 48)
+    with pytest.raises(UsageError):
+        T.assign_profiles(two, 0, 1, 96, 96)
 
 
 def test_slot_nbytes():
@@ -100,7 +121,7 @@ def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, phot
 
     target = _tensorrt.running_target(0)
     p = E.profiles_from_tiles([(32, 32)], 2)[0]  # twice: two slots in flight need two profiles
-    options = E.BuildOptions(profiles=(p, p),
+    options = E.BuildOptions(profiles=tuple(E.replicate_profiles([p], 2)), slots=2,
                              timing_cache=str(tmp_path / "timing.cache"))
     r = E.get_or_build(tiny_onnx, options, target=target, builder=_tensorrt.build_plan, cache_dir=tmp_path)
     assert r.built and (tmp_path / "timing.cache").exists()
@@ -180,17 +201,23 @@ class _Engine:
         return None if self.made == self.fail_at else _Ctx()
 
 
-def _backend(profiles, engine=None, memory="copy"):
+def _backend(profiles, engine=None, memory="copy", slots=1, plan="/engines/han.plan"):
     be = object.__new__(T.TensorRTBackend)
     be._cuda = types.SimpleNamespace(HostBuffer=_Host, DeviceBuffer=_Res, Stream=_Res, Event=_Res)
     be.info, be.profiles, be.memory = INFO, tuple(profiles), memory
     be.engine, be._runtime = engine or _Engine(), None
     be._in, be._out = "input", "output"
-    be._owned, be._run_slot, be._closed = [], None, False
+    be._owned, be._run_slot, be._closed, be._warned_shapes = [], None, False, set()
+    fp = E.Fingerprint.make(target=E.Target("10.3.0", "Orin", (8, 7)), onnx_sha256="a" * 64, info=INFO,
+                            options=E.BuildOptions(profiles=tuple(profiles), slots=slots))
+    be.sidecar = E.Sidecar(fp, INFO, 4, "0" * 64, "han.onnx")
+    be.plan = Path(plan)
+    be.max_batch = max(p.max[0] for p in profiles)
     return be
 
 
 P32 = E.Profile((1, 32, 32), (2, 32, 32), (2, 32, 32))
+P16 = E.Profile((1, 16, 16), (4, 16, 16), (4, 16, 16))
 
 
 @pytest.fixture
@@ -217,6 +244,57 @@ def test_one_profile_gives_one_slot(live):
     assert len(be.make_slots(2, 2, 32, 32)) == 1  # concurrent contexts need distinct profiles
     with pytest.raises(UsageError, match="hanrt build"):
         be.make_slots(1, 1, 48, 48)
+    be.close()
+    assert not live
+
+
+def test_engine_built_with_slots_gives_that_many_slots(live, caplog):
+    be = _backend(E.replicate_profiles([P32, P16], 2), slots=2)
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+        a = be.make_slots(2, 2, 32, 32)
+        b = be.make_slots(2, 4, 16, 16)
+    assert [s.handle["ctx"].profile for s in a] == [0, 1] and [s.handle["ctx"].profile for s in b] == [2, 3]
+    assert not caplog.records
+    be.close()
+    assert not live
+
+
+def test_too_few_profiles_warn_once_naming_the_rebuild(live, caplog):
+    be = _backend([P32, P16])  # built with --slots 1
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+        assert len(be.make_slots(2, 2, 32, 32)) == 1
+        be.make_slots(2, 2, 32, 32)  # same shape: warned already
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "2 slots asked, but only 1" in msgs[0] and "no overlap" in msgs[0]
+    assert msgs[0].endswith("Rebuild the engine with one profile per slot: hanrt build han.onnx "
+                            "--min 1x32x32 --opt 2x32x32 --max 2x32x32 --min 1x16x16 --opt 4x16x16 --max 4x16x16 "
+                            "--slots 2 --output /engines/han.plan --force")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+        be.make_slots(3, 2, 32, 32)
+    assert "--slots 3 --output /engines/han.plan --force" in caplog.records[0].getMessage()
+    be.close()
+    # a cache entry is rebuilt into the cache (a new key), not over the old key's file
+    cached = _backend([P32])
+    cached.plan = Path(f"/c/han-fp32-{cached.sidecar.key}.plan")
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+        cached.make_slots(2, 1, 32, 32)
+    assert caplog.records[-1].getMessage().endswith("hanrt build han.onnx --tile 32x32 --batch 2 --slots 2 --force")
+    cached.close()
+    assert not live
+
+
+def test_upscaler_runs_two_slots_on_an_engine_built_with_two(live):
+    from hanrt.upscaler import Upscaler
+
+    be = _backend(E.replicate_profiles([P32], 2), slots=2)
+    seen: list[int] = []
+    submit = be.submit
+    be.submit = lambda slot, n: (seen.append(slot.handle["ctx"].profile), submit(slot, n))[-1]
+    with Upscaler(be, tile=32, margin=4, batch=2, slots=2) as up:
+        out = up.upscale(np.zeros((96, 96, 3), np.uint8))
+        assert out.shape == (384, 384, 3) and len(up._slots) == 2
+    assert set(seen) == {0, 1} and seen[:2] == [0, 1]  # batches alternate between the two contexts
     be.close()
     assert not live
 

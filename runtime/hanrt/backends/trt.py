@@ -24,14 +24,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..engine import Profile, Sidecar, check_compatible, read_sidecar
+from ..engine import Profile, Sidecar, check_compatible, read_sidecar, rebuild_command
 from ..errors import BackendError, InputError, UsageError
 from ..model_info import ModelInfo
 from .base import Backend, Slot, TrtConfig as _BaseTrtConfig, batch_shape, check_batch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrtConfig", "TensorRTBackend", "pick_profile", "resolve_memory", "slot_nbytes"]
+__all__ = ["TrtConfig", "TensorRTBackend", "pick_profile", "assign_profiles", "resolve_memory", "slot_nbytes"]
 
 MemoryMode = Literal["auto", "copy", "mapped"]
 
@@ -60,6 +60,19 @@ def pick_profile(profiles: tuple[Profile, ...] | list[Profile], batch: int, h: i
     built = "; ".join(p.describe() for p in profiles)
     raise UsageError(f"this engine takes batch x height x width in [{built}], not {batch}x{h}x{w}: "
                      f"use a matching --tile/--batch or rebuild with hanrt build --tile {h}x{w} --batch {batch}.")
+
+
+def assign_profiles(profiles: tuple[Profile, ...] | list[Profile], count: int, batch: int, h: int, w: int) -> list[int]:
+    """Distinct profile indices for up to ``count`` concurrent slots of ``batch`` tiles of ``h x w``.
+
+    The first ``count`` profiles that accept the shape, in engine order; fewer when fewer accept
+    (an engine built with ``hanrt build --slots N`` has every shape N times, see
+    :func:`hanrt.engine.replicate_profiles`). UsageError (from :func:`pick_profile`) if none does.
+    """
+    if count < 1:
+        raise UsageError(f"need >= 1 slot, got {count}.")
+    pick_profile(profiles, batch, h, w)  # UsageError naming the built shapes
+    return [i for i, p in enumerate(profiles) if p.accepts((batch, h, w))][:count]
 
 
 def resolve_memory(mode: str, integrated: bool) -> str:
@@ -119,6 +132,7 @@ class TensorRTBackend(Backend):
         self._owned: list[Any] = []
         self._run_slot: Slot | None = None
         self._closed = False
+        self._warned_shapes: set[tuple[int, int, int, int]] = set()
 
     def describe(self) -> str:
         fp = self.sidecar.fingerprint
@@ -132,15 +146,15 @@ class TensorRTBackend(Backend):
         "If the engine supports dynamic shapes, each execution context in concurrent use must use a
         separate optimization profile" -- so slots never share a profile, and an engine with fewer
         matching profiles than ``count`` gets fewer slots (one profile: one slot, no overlap; build
-        the same profile several times to run several slots concurrently).
+        the same profile several times -- ``hanrt build --slots N`` -- to run several slots concurrently).
+        Fewer slots than asked log a warning (once per shape) with the command that rebuilds it so.
         """
         if count < 1 or batch < 1:
             raise UsageError(f"need >= 1 slot of >= 1 tile, got {count} slot(s) of {batch}.")
-        pick_profile(self.profiles, batch, tile_h, tile_w)  # UsageError naming the built shapes
-        profs = [i for i, p in enumerate(self.profiles) if p.accepts((batch, tile_h, tile_w))][:count]
-        if len(profs) < count:
-            log.debug("trt: %d slot(s) asked, %d profile(s) accept %dx%dx%d: using %d", count, len(profs),
-                      batch, tile_h, tile_w, len(profs))
+        profs = assign_profiles(self.profiles, count, batch, tile_h, tile_w)
+        if len(profs) < count and (count, batch, tile_h, tile_w) not in self._warned_shapes:
+            self._warned_shapes.add((count, batch, tile_h, tile_w))
+            log.warning("%s", _few_profiles_message(self.sidecar, self.plan, count, len(profs), batch, tile_h, tile_w))
         cu = self._cuda
         mapped = self.memory == "mapped"
         slots: list[Slot] = []
@@ -244,6 +258,21 @@ class TensorRTBackend(Backend):
             _free_handle(h)
         self.engine = None
         self._runtime = None
+
+
+def _few_profiles_message(sidecar: Sidecar, plan: str | Path, asked: int, got: int, batch: int, h: int,
+                          w: int) -> str:
+    """The warning for an engine with fewer matching profiles than slots asked: names the rebuild.
+
+    A cache entry (``<stem>-<precision>-<key>.plan``) is rebuilt into the cache (a new key, which
+    ``hanrt build`` prints); an engine at a path of the user's choosing is rebuilt in place.
+    """
+    in_cache = Path(plan).name.endswith(f"-{sidecar.key}.plan")
+    overlap = "no overlap of copies and compute" if got == 1 else f"only {got} batches in flight"
+    return (f"trt: {asked} slots asked, but only {got} of the engine's optimization profiles accept "
+            f"{batch}x{h}x{w} and TensorRT runs concurrent execution contexts on distinct profiles only, "
+            f"so {got} slot(s) run ({overlap}). Rebuild the engine with one profile per slot: "
+            f"{rebuild_command(sidecar, output=None if in_cache else str(plan), slots=asked)}")
 
 
 def _free_handle(h: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine import DEFAULT_SLOTS, MAX_SLOTS
 from . import Command
 
 DESCRIPTION = """\
@@ -15,12 +16,19 @@ Shapes are in input pixels. --tile HxW --batch N makes one optimization profile 
 (batch 1..N, tuned for N); --min/--opt/--max NxHxW give a profile explicitly (repeat the three
 for several profiles).
 
+--slots N (default 2) builds every profile N times: TensorRT runs execution contexts concurrently
+only on distinct profiles, so N copies let N slots be in flight at once (the copies of one batch
+overlap the compute of another, or several streams share the engine). Each slot costs one
+execution context's activation memory; --slots 1 builds faster and gives a smaller engine, but
+runs one batch at a time.
+
 Engines are cached under --cache-dir (default $HANRT_CACHE_DIR or ~/.cache/hanrt/engines), keyed
-by TensorRT version, GPU, ONNX sha256, precision recipe and shapes; a hit is reused. An engine for
+by TensorRT version, GPU, ONNX sha256, precision recipe, shapes and slots; a hit is reused. An engine for
 another GPU or TensorRT is refused with the command that rebuilds it; --force rebuilds.
 
 examples:
   hanrt build han_fp16.onnx --tile 128x128 --batch 4
+  hanrt build han_fp16.onnx --tile 128x128 --batch 4 --slots 1    # smallest engine, no overlap
   hanrt build han_fp16.onnx --min 1x64x64 --opt 4x128x128 --max 4x192x192 --output han.plan
 """
 
@@ -36,6 +44,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="explicit profile optimum")
     p.add_argument("--max", dest="max_shape", action="append", default=[], metavar="NxHxW",
                    help="explicit profile maximum")
+    p.add_argument("--slots", type=int, default=DEFAULT_SLOTS, metavar="N",
+                   help=f"build each profile N times so N execution contexts run concurrently, e.g. to "
+                   f"overlap copies with compute or to serve several streams (default {DEFAULT_SLOTS}; "
+                   f"1..{MAX_SLOTS}). Each slot costs one context's activation memory on the GPU; 1 saves "
+                   f"build time and engine size")
     p.add_argument("--opt-level", type=int, default=3, metavar="0-5",
                    help="TensorRT builder optimization level (default 3; higher builds longer)")
     p.add_argument("--workspace", default="1G", metavar="SIZE",
@@ -54,7 +67,7 @@ def build_options(args: argparse.Namespace):
     from pathlib import Path
 
     from ..engine import BuildOptions, Profile, default_cache_dir, parse_hw, parse_nhw, parse_size, \
-        profiles_from_tiles
+        profiles_from_tiles, replicate_profiles
     from ..errors import UsageError
 
     explicit = (args.min_shape, args.opt_shape, args.max_shape)
@@ -74,7 +87,9 @@ def build_options(args: argparse.Namespace):
         import os
 
         timing = os.environ.get("HANRT_TIMING_CACHE") or str(cache_dir / "timing.cache")
-    return BuildOptions(profiles=tuple(profiles), opt_level=args.opt_level,
+    # TensorRT needs a distinct profile per concurrently running execution context
+    return BuildOptions(profiles=tuple(replicate_profiles(profiles, args.slots)), slots=args.slots,
+                        opt_level=args.opt_level,
                         workspace=parse_size(args.workspace), timing_cache=timing), cache_dir
 
 
@@ -105,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                        output=Path(args.output) if args.output else None, force=args.force)
     what = f"built in {res.build_s:.1f} s" if res.built else "reused (cache hit)"
     print(f"{res.plan} ({what}; key {res.sidecar.key}; "
-          f"{'; '.join(p.describe() for p in res.sidecar.profiles)})")
+          f"{'; '.join(p.describe() for p in res.sidecar.base_profiles)}; {res.sidecar.slots} slot(s) each)")
     return 0
 
 

@@ -68,9 +68,13 @@ def format_text(d: dict) -> str:
                      f"{fp['compute_capability']})")
         lines.append(f"  fingerprint  key {e['key']}; ONNX sha256 {fp['onnx_sha256'][:16]}; opt level "
                      f"{fp['opt_level']}; workspace {fp['workspace'] >> 20} MiB")
-        for pr in fp["profiles"]:
+        slots = int(fp.get("slots", 1))
+        profiles = fp["profiles"][::slots] if slots > 1 else fp["profiles"]
+        for pr in profiles:
             lines.append("  profile      min {} opt {} max {} (NxHxW)".format(
-                *("x".join(map(str, pr[k])) for k in ("min", "opt", "max"))))
+                *("x".join(map(str, pr[k])) for k in ("min", "opt", "max")))
+                + (f", built {slots}x (one per slot)" if slots > 1 else ""))
+        lines.append(f"  slots        {slots} (execution contexts that can run at once per profile)")
         for t in e["io"]:
             lines.append(f"  tensor       {t.get('mode')} {t.get('name')}: {t.get('dtype')} {t.get('layout')} "
                          f"{t.get('shape')}")
