@@ -28,6 +28,7 @@ CORE = [
     "hanrt.tiling",
     "hanrt.io",
     "hanrt.io.images",
+    "hanrt.io.atomic",
     "hanrt.cli",
     "hanrt.upscaler",
     "hanrt.backends",

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hanrt.errors import HanrtError, MissingDependencyError, UsageError
+from hanrt.io.images import read_rgb8
 
 from .baselines import TORCH_METHODS, HanrtMethod, HanrtSettings, chop_pieces
 from .flops import HANShape, han_macs
@@ -249,9 +250,7 @@ def run_bench(
     if image is None:
         if isinstance(suite.input, str):
             image_file = suite.input
-            from PIL import Image
-
-            image = np.asarray(Image.open(image_file).convert("RGB"))
+            image = read_rgb8(image_file)
         else:
             image = synthetic_frame(*suite.input)
     h, w = image.shape[:2]
@@ -281,10 +280,8 @@ def run_bench(
         def step(t: StageTimer) -> None:
             img = image
             if image_file:
-                from PIL import Image
-
                 with t.stage("decode"):
-                    img = np.asarray(Image.open(image_file).convert("RGB"))
+                    img = read_rgb8(image_file)
             out = method(img, t)
             if image_file:
                 from PIL import Image

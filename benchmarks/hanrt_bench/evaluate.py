@@ -38,6 +38,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hanrt.errors import InputError, UsageError
+from hanrt.io.images import IMAGE_SUFFIXES as _IMAGE_FORMATS
+from hanrt.io.images import read_image, to_rgb8
 
 from .quality import bicubic_down, bicubic_up, load_e1, modcrop, psnr, psnr_y, ssim_y
 
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = ["EvalImage", "load_dataset", "Column", "EvalResult", "evaluate", "write_outputs", "crop_sheet",
            "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = tuple(_IMAGE_FORMATS)  # the suffixes hanrt.io.images reads
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,14 @@ class EvalImage:
 
 
 def _read_rgb(p: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB through hanrt's reader (EXIF orientation, size guard); 16-bit refused."""
     try:
-        with Image.open(p) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                raise InputError(f"{str(p)!r}: 16-bit images are not part of the papers' protocol (8-bit RGB).")
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        img = read_image(p)
+    except InputError as exc:
         raise InputError(f"cannot read image {str(p)!r}: {exc}") from None
+    if img.bits == 16:
+        raise InputError(f"{str(p)!r}: 16-bit images are not part of the papers' protocol (8-bit RGB).")
+    return to_rgb8(img.pixels)
 
 
 def _images(d: Path) -> list[Path]:

@@ -137,6 +137,7 @@ class E1Image:
 def load_e1(scale: int = 4, names: tuple[str, ...] = E1_NAMES) -> list[E1Image]:
     """Load the E1 set (needs scikit-image and matplotlib, which ship the photos)."""
     from hanrt.errors import require
+    from hanrt.io.images import read_rgb8, to_rgb8
 
     skd = require("skimage.data", extra="bench", purpose="the E1 photos")
     out = []
@@ -144,12 +145,8 @@ def load_e1(scale: int = 4, names: tuple[str, ...] = E1_NAMES) -> list[E1Image]:
         if n == "grace_hopper":
             import matplotlib.cbook as cbook
 
-            with cbook.get_sample_data("grace_hopper.jpg") as f:
-                img = np.asarray(Image.open(f).convert("RGB"))
+            img = read_rgb8(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
         else:
-            img = np.asarray(getattr(skd, n)())
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        img = img[..., :3].astype(np.uint8)
+            img = to_rgb8(getattr(skd, n)())  # grey photos replicated to RGB
         out.append(E1Image(n, np.ascontiguousarray(modcrop(img, scale))))
     return out

@@ -9,7 +9,7 @@ Format (every key optional; command-line options override the file)::
       "warmup": 1, "iters": 5, "max_seconds": 120,
       "baselines": ["torch-eager", "torch-chop", "torch-tile"],
       "sweep": {
-        "backend":   ["ort-cpu"],        // auto | trt | ort-cuda | ort-cpu | torch
+        "backend":   ["ort-cpu"],        // one of hanrt.backends.BACKENDS: auto, ort-cpu, ...
         "precision": ["fp32"],           // fp32 | fp16 | int8 (files <stem>_fp16.onnx beside the model)
         "tile":      [48, 96],           // input pixels; 0 = whole image
         "margin":    [8],                // input pixels of context per tile side
@@ -31,11 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hanrt.backends import BACKENDS
 from hanrt.errors import UsageError
 
 __all__ = ["Suite", "Config", "load_suite", "parse_suite", "BACKENDS", "PRECISIONS", "BASELINES", "builtin_suites"]
 
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 BASELINES = ("torch-eager", "torch-chop", "torch-tile")
 _TOP_KEYS = {"name", "model", "input", "warmup", "iters", "max_seconds", "baselines", "sweep", "_comment", "description"}

@@ -28,6 +28,7 @@ import torch
 
 from hanrt.engine import sha256_file
 from hanrt.errors import CheckpointError
+from hanrt.io.atomic import atomic_output
 
 from .han import HAN, HANConfig, SUPPORTED_SCALES
 
@@ -276,13 +277,5 @@ def save_checkpoint(model: HAN, path: str | os.PathLike, **extra: Any) -> None:
            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
     buf = io.BytesIO()
     torch.save(obj, buf)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(p) as tmp:
+        tmp.write_bytes(buf.getbuffer())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hanrt.engine import sha256_file
 from hanrt.errors import HanrtError, InputError, MissingDependencyError
+from hanrt.io.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,8 @@ def fetch_training_photos(dest: str | Path, *, deb: str | Path | None = None) ->
                 got = sha256_file(src)
                 if got != ph.sha256:
                     raise InputError(f"{ph.file}: sha256 {got} != expected {ph.sha256}; refusing it.")
-                tmp = dest / f".{ph.file}.tmp"
-                shutil.copyfile(src, tmp)
-                tmp.replace(dest / ph.file)
+                with atomic_output(dest / ph.file) as tmp:
+                    shutil.copyfile(src, tmp)
                 log.info("fetched %s (%s, %s)", ph.file, ph.author, ph.license)
     return [dest / ph.file for ph in TRAIN_PHOTOS]
 

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from hanrt.errors import InputError, MissingDependencyError, ParityError, UsageError
+from hanrt.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_rgb8
 from hanrt.model_info import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,6 @@ _ANY_INPUT = {"Shape", "Size", "Cast", "CastLike"}
 _KEEP_FP32_INPUTS = {"Resize": {2}, "Upsample": {1}}
 _LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 _POOL_OPS = {"GlobalAveragePool", "ReduceMean", "ReduceSum", "GlobalLpPool"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def _onnx():
@@ -111,13 +111,14 @@ def _ort():
 
 # --- inputs: photos, crops, extremes ----------------------------------------------------------
 
-def load_photos(folder: str | os.PathLike, *, limit: int | None = None) -> list[np.ndarray]:
+def load_photos(folder: str | os.PathLike, *, limit: int | None = None,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
     """Load the photos of ``folder`` (sorted by name) as HxWx3 uint8 RGB arrays.
 
-    Raises :class:`InputError` if the folder is missing or holds no readable image.
+    Read by :func:`hanrt.io.images.read_rgb8` (EXIF orientation, size guard ``max_pixels``, alpha
+    dropped, 16 bits rounded to 8). Raises :class:`InputError` if the folder is missing or holds no
+    readable image.
     """
-    from PIL import Image
-
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"calibration folder {str(d)!r} does not exist or is not a folder.")
@@ -127,10 +128,9 @@ def load_photos(folder: str | os.PathLike, *, limit: int | None = None) -> list[
     out: list[np.ndarray] = []
     for p in files[:limit]:
         try:
-            with Image.open(p) as im:
-                out.append(np.asarray(im.convert("RGB")))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"calibration image {str(p)!r} cannot be read ({exc}).") from None
+            out.append(read_rgb8(p, max_pixels=max_pixels))
+        except InputError as exc:
+            raise InputError(f"calibration image {str(p)!r} cannot be read: {exc}") from None
     return out
 
 

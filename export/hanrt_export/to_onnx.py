@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from hanrt.errors import MissingDependencyError, OutputError, ParityError, UsageError
+from hanrt.io.atomic import atomic_output, check_output_path
 from hanrt.model_info import ModelInfo
 
 from . import __version__
@@ -77,11 +77,7 @@ class ExportResult:
 def _check_output_path(out: Path, overwrite: bool) -> None:
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--output must end in .onnx, got {str(out)!r}.")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{str(out)!r} exists; pass --overwrite to replace it.")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {str(out)!r}: folder {str(parent)!r} does not exist.")
+    parent = check_output_path(out, overwrite=overwrite)
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write {str(out)!r}: folder {str(parent)!r} is not writable.")
 
@@ -141,10 +137,7 @@ def export_onnx(
         dyn = {"input": {0: "batch", 2: "height", 3: "width"},
                "output": {0: "batch", 2: "out_height", 3: "out_width"}}
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(out, overwrite=overwrite) as tmp:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -190,19 +183,7 @@ def export_onnx(
             info = precision_hook(tmp, info)
             export_s = time.perf_counter() - t0
         nodes = len(onnx.load(str(tmp), load_external_data=False).graph.node)
-        _chmod_like_new_file(tmp)
-        os.replace(tmp, out)
-        return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _chmod_like_new_file(p: Path) -> None:
-    """mkstemp creates 0600 files; give the output the mode a plain open() would (0666 & ~umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(p, 0o666 & ~umask)
+    return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note)
 
 
 def _set_metadata(m, info: ModelInfo) -> None:

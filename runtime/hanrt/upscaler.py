@@ -73,11 +73,14 @@ class Upscaler:
 
     ``model``: ``.onnx`` graph, ``.plan``/``.engine`` TensorRT engine or ``.pt`` checkpoint; ``None``
     uses the bundled default. Or an open :class:`~hanrt.backends.base.Backend` (not closed here).
-    ``backend``: ``auto|trt|ort-cuda|ort-cpu|torch``. ``tile``: network input side in pixels,
-    margin included (``None``/``0`` or at least the image: whole-image inference; with an engine it
-    is clamped into the shapes the engine was built for, see :func:`plan_for_profiles`).
+    ``backend``: one of :data:`hanrt.backends.BACKENDS` (``auto``, ``ort-cpu``...).
+    ``tile``: network input side in pixels, margin included (``None``/``0`` or at least the image:
+    whole-image inference; with an engine it is clamped into the shapes the engine was built for,
+    see :func:`plan_for_profiles`).
     ``margin``: context pixels cropped on every interior tile side.
-    ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends).
+    ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); a
+    TensorRT engine runs at most as many as it has profiles for the tile shape, i.e. the
+    ``hanrt build --slots N`` it was built with (fewer: a warning names the rebuild).
     """
 
     def __init__(

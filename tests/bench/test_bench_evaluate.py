@@ -61,6 +61,23 @@ def test_bad_datasets(tmp_path, hr_crops):
     (junk / "x.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="cannot read image"):
         load_dataset(str(junk), 4)
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(deep / "g16.png")
+    with pytest.raises(InputError, match="16-bit images are not part"):
+        load_dataset(str(deep), 4)
+
+
+def test_dataset_images_are_read_upright(tmp_path, hr_crops):
+    """HR images go through hanrt's reader: the EXIF orientation is applied."""
+    d = tmp_path / "Rot"
+    d.mkdir()
+    im = Image.fromarray(hr_crops[0][:40, :64])
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(d / "r.jpg", exif=exif, quality=95)
+    _, imgs = load_dataset(str(d), 4)
+    assert imgs[0].hr.shape == (64, 40, 3)
 
 
 def test_evaluate_scores_and_outputs(hr_folder, tmp_path, tiny_onnx):

@@ -46,6 +46,7 @@ def test_accepted_layouts(tmp_path, wrap):
 def test_own_checkpoint_records_hyperparameters(tmp_path, tiny_han):
     p = tmp_path / "own.pt"
     save_checkpoint(tiny_han, p, step=7)
+    assert [f.name for f in tmp_path.iterdir()] == ["own.pt"]  # written atomically: no temporary file left
     raw = torch.load(p, weights_only=True)
     assert raw["config"]["n_feats"] == 8 and raw["step"] == 7
     ck = load_checkpoint(p)

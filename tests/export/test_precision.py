@@ -198,6 +198,27 @@ def test_load_photos_errors(tmp_path):
         P.load_photos(tmp_path)
 
 
+def test_load_photos_reads_through_hanrt_reader(tmp_path):
+    """Calibration photos get the runtime's guards: EXIF orientation, 16 bits rounded, alpha
+    dropped, and the size limit."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 8
+    im.save(tmp_path / "a_rotated.jpg", exif=exif, quality=100)
+    Image.fromarray(np.full((4, 5), 65535, np.uint16)).save(tmp_path / "b_grey16.png")
+    Image.fromarray(rng.integers(0, 256, (4, 5, 4), dtype=np.uint8), "RGBA").save(tmp_path / "c_alpha.png")
+    photos = P.load_photos(tmp_path)
+    assert [p.shape for p in photos] == [(10, 6, 3), (4, 5, 3), (4, 5, 3)]
+    assert all(p.dtype == np.uint8 for p in photos)
+    assert int(photos[1].min()) == 255
+    with pytest.raises(InputError, match="cannot be read.*above the limit"):
+        P.load_photos(tmp_path, max_pixels=20)
+
+
 def test_photo_crops_shapes(calib_photos):
     cs = P.photo_crops(calib_photos, n=5, size=20)
     assert len(cs) == 5 and all(c.shape == (20, 20, 3) and c.dtype == np.uint8 for c in cs)

@@ -68,6 +68,10 @@ def test_conv2d_csam_graph_has_no_conv3d_and_same_output(tmp_path, tiny_han, tin
         a.name == "kernel_shape" and len(a.ints) == 3 for a in n.attribute)]
     assert not convs3d
     assert read_model_info(p).csam == "conv2d"
+    assert os.listdir(tmp_path) == ["c2.onnx"]  # written atomically: no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it
     x = (np.random.default_rng(2).random((1, 3, 12, 10)) * 255).astype(np.float32)
     assert np.abs(_run(p, x) - _run(tiny_onnx, x)).max() <= 1e-3
     assert res.max_abs_diff is not None and res.max_abs_diff <= 1e-2

@@ -155,22 +155,47 @@ def test_resume_without_state_is_refused(tmp_path, photo_dir, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_fetch_refuses_photos_with_wrong_checksum(tmp_path):
+def _fake_deb(tmp_path, photos: dict[str, Image.Image]):
+    """A .deb holding ``photos`` where the wallpaper package keeps them; returns (deb, folder)."""
     root = tmp_path / "pkg"
     bg = root / "usr/share/backgrounds"
     bg.mkdir(parents=True)
     (root / "DEBIAN").mkdir()
     (root / "DEBIAN/control").write_text(
         "Package: fake-wallpapers\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
-    for ph in TRAIN_PHOTOS:
-        Image.new("RGB", (4, 4)).save(bg / ph.file)
+    for name, im in photos.items():
+        im.save(bg / name)
     deb = tmp_path / "fake.deb"
     subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
+    return deb, bg
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_fetch_refuses_photos_with_wrong_checksum(tmp_path):
+    deb, _ = _fake_deb(tmp_path, {ph.file: Image.new("RGB", (4, 4)) for ph in TRAIN_PHOTOS})
     dest = tmp_path / "dest"
     with pytest.raises(InputError, match="sha256"):
         fetch_training_photos(dest, deb=deb)
     assert not [p for p in dest.iterdir() if p.suffix == ".jpg"]
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_fetch_writes_verified_photos_atomically(tmp_path, monkeypatch):
+    import hashlib
+
+    import hanrt_export.data as data
+
+    deb, bg = _fake_deb(tmp_path, {n: Image.new("RGB", (4, 4), (i * 40, 0, 0)) for i, n in enumerate(("a.jpg", "b.jpg"))})
+    photos = [data.Photo(n, "t", 2024, "CC0-1.0", hashlib.sha256((bg / n).read_bytes()).hexdigest())
+              for n in ("a.jpg", "b.jpg")]
+    monkeypatch.setattr(data, "TRAIN_PHOTOS", tuple(photos))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a.jpg").write_bytes(b"damaged")  # replaced, since its checksum is wrong
+    got = data.fetch_training_photos(dest, deb=deb)
+    assert got == [dest / "a.jpg", dest / "b.jpg"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.jpg", "b.jpg"]  # no temporary files left
+    assert all((dest / p.file).read_bytes() == (bg / p.file).read_bytes() for p in photos)
 
 
 def test_notice_credits_every_photographer():

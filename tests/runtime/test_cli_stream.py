@@ -33,7 +33,7 @@ def test_help_needs_no_extras(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--realtime" in out and "--display" in out and "GStreamer" in out
-    assert "--device" in out  # make_upscaler reads args.device, as for hanrt upscale
+    assert "--device" in out  # upscaler_from_args reads args.device, as for hanrt upscale
 
 
 def test_stream_a_file_to_mp4_with_summary(sample_video, tiny_onnx, tmp_path, capsys):

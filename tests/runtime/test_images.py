@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from hanrt.errors import InputError, OutputError, UsageError
-from hanrt.io.images import apply_orientation, format_for, read_image, write_image
+from hanrt.io.images import apply_orientation, format_for, read_image, read_rgb8, to_rgb8, write_image
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,95 @@ def test_decompression_bomb_guard_names_the_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
     assert read_image(p, max_pixels=0).pixels.shape == (200, 300, 3)
     assert Image.MAX_IMAGE_PIXELS == 10  # restored
+
+
+def _png_header_only(path, w: int, h: int) -> None:
+    """A PNG that claims ``w`` x ``h`` pixels (IHDR) and holds none: what a decompression bomb
+    looks like before decoding."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_read_rgb8_16bit_png_is_rounded_to_8_bits(tmp_path):
+    g = np.array([[0, 128, 129, 257], [32767, 65278, 65407, 65535]], np.uint16)
+    Image.fromarray(g).save(tmp_path / "g16.png")  # I;16 grey through Pillow
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I;16")
+    want = np.array([[0, 0, 1, 1], [127, 254, 255, 255]], np.uint8)  # round(v / 257)
+    got = read_rgb8(tmp_path / "g16.png")
+    assert got.dtype == np.uint8 and got.shape == (2, 4, 3) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, np.repeat(want[..., None], 3, axis=2))
+
+
+def test_read_rgb8_16bit_colour_png(tmp_path):
+    pytest.importorskip("cv2")  # without OpenCV Pillow reads 16-bit colour as 8 bits (its high byte)
+    a = np.random.default_rng(3).integers(0, 65536, (5, 6, 3), dtype=np.uint16)
+    write_image(tmp_path / "c16.png", a)
+    assert read_image(tmp_path / "c16.png").bits == 16
+    np.testing.assert_array_equal(read_rgb8(tmp_path / "c16.png"), ((a.astype(np.uint32) + 128) // 257).astype(np.uint8))
+
+
+def test_read_rgb8_drops_alpha_without_compositing(tmp_path):
+    rgba = np.random.default_rng(4).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    rgba[..., 3] = 0  # fully transparent: the colour must still come back as stored
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    got = read_rgb8(tmp_path / "a.png")
+    assert got.shape == (6, 7, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, rgba[..., :3])
+    la = rgba[..., [0, 3]]
+    Image.fromarray(np.ascontiguousarray(la), "LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_rgb8(tmp_path / "la.png"), np.repeat(la[..., :1], 3, axis=2))
+
+
+def test_read_rgb8_applies_exif_orientation(tmp_path):
+    a = np.random.default_rng(6).integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    p = tmp_path / "r.jpg"
+    im.save(p, exif=exif, quality=100)
+    got = read_rgb8(p)
+    with Image.open(p) as raw:
+        ref = np.asarray(ImageOps.exif_transpose(raw).convert("RGB"))
+        plain = np.asarray(raw.convert("RGB"))  # what a bare Image.open(...).convert("RGB") gives
+    assert got.shape == (8, 5, 3) and plain.shape == (5, 8, 3)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_read_rgb8_refuses_oversized_images(tmp_path):
+    p = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(p)
+    with pytest.raises(InputError, match=r"above the limit of 1,000 pixels.*--max-pixels 60000"):
+        read_rgb8(p, max_pixels=1000)
+    assert read_rgb8(p, max_pixels=0).shape == (200, 300, 3)
+    bomb = tmp_path / "bomb.png"
+    _png_header_only(bomb, 20000, 5000)  # 100 M pixels: over the default limit, refused before decoding
+    with pytest.raises(InputError, match=r"100,000,000 pixels, above the limit of 89,478,485"):
+        read_rgb8(bomb)
+    with pytest.raises(InputError, match="not an image"):
+        (tmp_path / "t.png").write_text("text")
+        read_rgb8(tmp_path / "t.png")
+
+
+def test_to_rgb8_shapes_and_dtypes():
+    g = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(to_rgb8(g), np.repeat(g[..., None], 3, axis=2))
+    np.testing.assert_array_equal(to_rgb8(g[..., None]), np.repeat(g[..., None], 3, axis=2))
+    rgb = np.random.default_rng(7).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    out = to_rgb8(rgb)
+    np.testing.assert_array_equal(out, rgb)
+    assert np.shares_memory(out, rgb)  # already RGB8: no copy
+    np.testing.assert_array_equal(to_rgb8(np.full((2, 2, 4), 65535, np.uint16)), np.full((2, 2, 3), 255, np.uint8))
+    with pytest.raises(UsageError, match="uint8 or uint16"):
+        to_rgb8(np.zeros((2, 2, 3), np.float32))
+    with pytest.raises(UsageError, match="shape"):
+        to_rgb8(np.zeros((2, 2, 5), np.uint8))
 
 
 def test_bad_files(tmp_path, rgb):

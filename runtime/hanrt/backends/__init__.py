@@ -38,6 +38,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Every ``--backend`` name, ``auto`` first. The one list: the CLI's choices, :func:`choose_backend`'s
+#: check and ``hanrt_bench``'s suite validation all read it.
 BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "torch")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 

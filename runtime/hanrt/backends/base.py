@@ -86,7 +86,9 @@ class TorchConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrtConfig:
     """TensorRT backend settings. ``device_id``: CUDA device. ``slots``: pinned in/out buffer sets
-    (two or more overlap copies with compute). ``check_fingerprint``: refuse an engine whose sidecar
+    (two or more overlap copies with compute); each needs its own optimization profile, so the
+    engine must be built with ``hanrt build --slots N`` (N >= slots; default 2) for them to run at
+    once — with fewer, fewer slots are made and a warning names the rebuild command. ``check_fingerprint``: refuse an engine whose sidecar
     does not match this GPU/TensorRT (:class:`~hanrt.errors.EngineMismatchError`)."""
 
     device_id: int = 0
@@ -151,7 +153,7 @@ class Slot:
 class Backend(abc.ABC):
     """Base class of every backend (see the module docstring for the contract)."""
 
-    #: The name used by ``--backend`` (``"ort-cpu"``, ``"ort-cuda"``, ``"trt"``, ``"torch"``).
+    #: The name used by ``--backend``: one of :data:`hanrt.backends.BACKENDS` other than ``"auto"``.
     name: str = "backend"
     info: ModelInfo
     fixed_tile_shape: tuple[int, int] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backends import BACKENDS
 from . import Command
 
 _EPILOG = """\
@@ -30,7 +31,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="PyTorch checkpoint for the baselines when MODEL is .onnx/.plan")
     p.add_argument("--input", help="HxW of a synthetic frame (default 96x96), or an image file "
                    "(then decode and PNG encode are timed too)")
-    p.add_argument("--backend", nargs="+", choices=["auto", "trt", "ort-cuda", "ort-cpu", "torch"],
+    p.add_argument("--backend", nargs="+", choices=BACKENDS,
                    help="hanrt backend(s) to sweep (default auto)")
     p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "int8"], help="precision(s) to sweep (default fp32)")
     p.add_argument("--fp16", help="FP16 graph for --precision fp16 (default: <stem>_fp16.onnx beside MODEL)")

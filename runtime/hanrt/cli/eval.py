@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backends import BACKENDS
 from . import Command
 
 _EPILOG = """\
@@ -25,7 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=".onnx, .plan or .pt (default: the bundled model)")
     p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
     p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort-cuda", "ort-cpu", "torch"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="hanrt backend (default auto)")
     p.add_argument("--tile", type=int, help="tile side for the tiled columns, input pixels (default: hanrt's)")
     p.add_argument("--margin", type=int, help="margin for the tiled columns, input pixels (default: hanrt's)")

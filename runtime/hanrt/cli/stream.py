@@ -17,8 +17,8 @@ import sys
 from typing import Any
 
 from . import Command
-
-_BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "torch")
+from ._common import add_model_options as _add_model_options
+from ._common import upscaler_from_args
 
 EPILOG = """\
 sources: a video file, rtsp:// rtmp:// http:// udp:// srt:// URLs, a camera (0, /dev/video0, or a
@@ -34,19 +34,22 @@ examples:
 """
 
 
+MODEL_HELP = {
+    "model": "model: .onnx graph, .plan engine or .pt checkpoint (default: the bundled model)",
+    "backend": "backend (default auto)",
+    "tile": "tile side in input pixels, margin included (0: whole frame; default: the Upscaler's)",
+    "margin": "tile context margin in pixels (default: the Upscaler's)",
+    "batch": "tiles per backend call (default 1)",
+    "threads": "CPU threads for the backend (0: its default)",
+    "device": "CUDA device (GPU backends; default 0)",
+    "fp16": "FP16 where the backend supports it (torch on CUDA)",
+}
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """``--model --backend --tile --margin --batch --threads --device --fp16`` (as ``upscale`` has)."""
-    g = p.add_argument_group("model")
-    g.add_argument("--model", "-m", default=None,
-                   help="model: .onnx graph, .plan engine or .pt checkpoint (default: the bundled model)")
-    g.add_argument("--backend", "-b", choices=_BACKENDS, default="auto", help="backend (default auto)")
-    g.add_argument("--tile", type=int, default=None,
-                   help="tile side in input pixels, margin included (0: whole frame; default: the Upscaler's)")
-    g.add_argument("--margin", type=int, default=None, help="tile context margin in pixels (default: the Upscaler's)")
-    g.add_argument("--batch", type=int, default=1, help="tiles per backend call (default 1)")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for the backend (0: its default)")
-    g.add_argument("--device", type=int, default=0, metavar="ID", help="CUDA device (GPU backends; default 0)")
-    g.add_argument("--fp16", action="store_true", help="FP16 where the backend supports it (torch on CUDA)")
+    """``--model --backend --tile --margin --batch --threads --device --fp16`` (as ``upscale`` has),
+    in a "model" group (:func:`hanrt.cli._common.add_model_options`)."""
+    _add_model_options(p.add_argument_group("model"), MODEL_HELP, metavar={"device": "ID"})
 
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -99,24 +102,6 @@ def _parse_bitrate(text: str | None) -> int | None:
     if v <= 0:
         raise UsageError(f"--bitrate must be > 0, got {text!r}.")
     return int(v)
-
-
-def make_upscaler(args: argparse.Namespace) -> Any:
-    """The frame processor from the model options (an :class:`hanrt.upscaler.Upscaler`)."""
-    from hanrt.upscaler import Upscaler
-
-    kw: dict[str, Any] = {"backend": getattr(args, "backend", "auto"), "batch": getattr(args, "batch", 1) or 1}
-    if getattr(args, "tile", None) is not None:
-        kw["tile"] = args.tile or None
-    if getattr(args, "margin", None) is not None:
-        kw["margin"] = args.margin
-    if getattr(args, "threads", 0):
-        kw["threads"] = args.threads
-    if getattr(args, "fp16", False):
-        kw["fp16"] = True
-    if getattr(args, "device", None):
-        kw["device_id"] = args.device
-    return Upscaler(getattr(args, "model", None), **kw)
 
 
 class _Progress:
@@ -216,7 +201,7 @@ def run_stream(args: argparse.Namespace, source: Any | None = None) -> int:
                       retries=getattr(args, "retries", None), fps=getattr(args, "rate", None))
     sink = None
     try:
-        up = make_upscaler(args)
+        up = upscaler_from_args(args)
     except BaseException:
         src.close()
         raise

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..io.images import IMAGE_SUFFIXES  # tier 0 (numpy; Pillow only when reading or writing)
 from ..io.video import VIDEO_SUFFIXES  # PyAV is imported only when a video is opened
 from . import Command
+from ._common import add_model_options, upscaler_from_args
 
 DESCRIPTION = """\
 Upscale images with HAN (4x). INPUT: image files, folders (their images) or glob patterns.
@@ -33,22 +34,23 @@ image (or --tile 0) runs the whole image at once (more memory, no seams).
 """
 
 
+MODEL_HELP = {
+    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx",
+    "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
+    "tile": "tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)",
+    "margin": "context pixels around each tile, cropped after upscaling (default 8)",
+    "batch": "tiles per backend call (default 1)",
+    "threads": "CPU threads for CPU backends (default: all)",
+    "device": "CUDA device (GPU backends; default 0)",
+    "fp16": "torch backend on CUDA: half precision",
+}
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--output", "-o", required=True, metavar="PATH",
                    help="output file (one input) or folder (created if missing; names are kept)")
-    p.add_argument("--model", "-m", default=None,
-                   help="model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx")
-    p.add_argument("--backend", "-b", default="auto", choices=["auto", "trt", "ort-cuda", "ort-cpu", "torch"],
-                   help="inference backend (default auto: picks from the model and what is installed, and says why)")
-    p.add_argument("--tile", type=int, default=None, metavar="N",
-                   help="tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)")
-    p.add_argument("--margin", type=int, default=None, metavar="N",
-                   help="context pixels around each tile, cropped after upscaling (default 8)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="tiles per backend call (default 1)")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for CPU backends (default: all)")
-    p.add_argument("--device", type=int, default=0, metavar="ID", help="CUDA device (GPU backends; default 0)")
-    p.add_argument("--fp16", action="store_true", help="torch backend on CUDA: half precision")
+    add_model_options(p, MODEL_HELP, metavar={"tile": "N", "margin": "N", "batch": "N", "threads": "N", "device": "ID"})
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--compare", action="store_true",
                    help="also write NAME_compare.png: bicubic | hanrt side by side, with a zoomed crop")
@@ -151,7 +153,6 @@ def _progress_factory(quiet: bool):
 def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tuple[str, str]]) -> int:
     from ..errors import HanrtError, InputError, OutputError, UsageError
     from ..io.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
-    from ..upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
 
     mapping, folder = output_paths(files, args.output, len(args.inputs))
     if args.tile is not None and args.tile < 0:
@@ -186,10 +187,7 @@ def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tup
     ok = 0
     t0 = time.perf_counter()
     if todo:
-        with Upscaler(args.model, backend=args.backend,
-                      tile=DEFAULT_TILE if args.tile is None else args.tile,
-                      margin=DEFAULT_MARGIN if args.margin is None else args.margin,
-                      batch=args.batch, threads=args.threads, device_id=args.device, fp16=args.fp16) as up:
+        with upscaler_from_args(args) as up:
             if args.backend == "auto" and not getattr(args, "quiet", False) and up.model_path is not None:
                 from ..backends import choose_backend
 
@@ -254,22 +252,10 @@ def write_compare(path: Path, lr, sr, scale: int, *, overwrite: bool, zoom_crop:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from ..io.images import write_image
+    from ..io.images import to_rgb8, write_image
 
-    def rgb8(a):
-        a = np.asarray(a)
-        if a.dtype == np.uint16:
-            a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        if a.shape[2] in (2, 4):
-            a = a[..., :-1]
-        if a.shape[2] == 1:
-            a = np.repeat(a, 3, axis=2)
-        return Image.fromarray(np.ascontiguousarray(a))
-
-    small = rgb8(lr)
-    big = rgb8(sr)
+    small = Image.fromarray(to_rgb8(lr))
+    big = Image.fromarray(to_rgb8(sr))
     W, H = big.size
     bic = small.resize((W, H), Image.BICUBIC)
     f = min(1.0, 1024 / W)

@@ -12,9 +12,13 @@ Reading (:func:`read_image`) returns pixels as numpy ``HxW`` (grey), ``HxWx2`` (
   with one message that names the flag lifting it (``--max-pixels``);
 - missing, unreadable, truncated or non-image files raise :class:`~hanrt.errors.InputError`.
 
-Writing (:func:`write_image`) is atomic: a temporary file in the target folder, then a rename, so
-a failure leaves nothing half-written. PNGs are written by a small streaming encoder here
-(8 and 16 bits; Pillow cannot hold 16-bit colour, and would copy a large 8-bit image once more); 16-bit colour (and grey + alpha) TIFF needs OpenCV; JPEG,
+:func:`read_rgb8` reads the same way (same guards) and returns plain ``HxWx3`` ``uint8`` RGB, for
+callers that want nothing else (calibration, benchmarks, quality evaluation): grey is replicated,
+alpha dropped, 16 bits rounded to 8 (:func:`to_rgb8`).
+
+Writing (:func:`write_image`) is atomic (:func:`hanrt.io.atomic.atomic_output`): a temporary file
+in the target folder, flushed to disk, then a rename, so a failure leaves nothing half-written.
+PNGs are written by a small streaming encoder here (8 and 16 bits; Pillow cannot hold 16-bit colour, and would copy a large 8-bit image once more); 16-bit colour (and grey + alpha) TIFF needs OpenCV; JPEG,
 WebP and BMP are 8-bit formats (16-bit input is reduced with a warning).
 """
 
@@ -23,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import secrets
 import threading
 import warnings
 import zlib
@@ -33,10 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError, UsageError
+from .atomic import atomic_output
 
 __all__ = [
     "ImageData",
     "read_image",
+    "read_rgb8",
+    "to_rgb8",
     "write_image",
     "IMAGE_SUFFIXES",
     "DEFAULT_MAX_PIXELS",
@@ -159,6 +165,37 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     return ImageData(pixels, icc, fmt, bits, src)
 
 
+def read_rgb8(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image as ``HxWx3`` ``uint8`` RGB (C-contiguous, owned by the caller).
+
+    Reads through :func:`read_image` (EXIF orientation applied, ``max_pixels`` guard, the same
+    :class:`~hanrt.errors.InputError` for bad files), then :func:`to_rgb8`.
+    """
+    return to_rgb8(read_image(path, max_pixels=max_pixels).pixels)
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """``HxWx3`` ``uint8`` RGB from any shape/dtype :func:`read_image` returns: grey (``HxW``,
+    ``HxWx1``) is replicated to three channels, alpha (``HxWx2``, ``HxWx4``) is dropped (not
+    composited), 16-bit values are rounded to 8 bits (``v / 257``, so 65535 -> 255)."""
+    a = np.asarray(pixels)
+    if a.dtype == np.uint16:
+        a = _to_8bit(a)
+    elif a.dtype != np.uint8:
+        raise UsageError(f"expected uint8 or uint16 pixels, got {a.dtype}.")
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise UsageError(f"expected HxW or HxWxC (C = 1..4) pixels, got shape {a.shape}.")
+    a = a[..., :3] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2)
+    return np.ascontiguousarray(a)
+
+
+def _to_8bit(a: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8, rounded (``(v + 128) // 257``)."""
+    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def _rawmode(im) -> str:
     try:
         args = im.tile[0][3]
@@ -227,25 +264,6 @@ def _is_16bit_colour(im, path: Path, raw: str) -> np.ndarray | None:
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _atomic(path: Path, overwrite: bool):
-    if path.exists() and not overwrite:
-        raise OutputError(f"{str(path)!r} exists; pass --overwrite to replace it.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {str(path)!r}: folder {str(parent)!r} does not exist.")
-    for _ in range(100):
-        tmp = parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:  # os.open with 0o666 honours the umask (mkstemp would make it 0600)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(f"cannot write into {str(parent)!r}: {exc.strerror or exc}.") from None
-        os.close(fd)
-        return tmp
-    raise OutputError(f"cannot create a temporary file in {str(parent)!r}.")
-
-
 def write_image(
     path: str | os.PathLike,
     pixels: np.ndarray,
@@ -253,10 +271,14 @@ def write_image(
     icc_profile: bytes | None = None,
     overwrite: bool = False,
     quality: int = 95,
+    fsync: bool = True,
 ) -> None:
     """Write ``pixels`` (shapes/dtypes as :func:`read_image` returns) to ``path`` atomically.
 
     The format comes from the suffix (:data:`IMAGE_SUFFIXES`). ``quality``: JPEG/WebP quality.
+    ``fsync=False`` skips flushing to the disk before the rename (still never half-written for
+    readers; only a power cut may lose the newest file) — for video frames, where a flush per
+    frame costs throughput on SD cards.
     Raises OutputError if the file exists and ``overwrite`` is false, or it cannot be written.
     """
     from PIL import Image
@@ -270,42 +292,38 @@ def write_image(
         a = a[..., 0]
     if a.dtype == np.uint16 and fmt in ("JPEG", "WEBP", "BMP"):
         log.warning("%s holds 8 bits per channel: the 16-bit result is reduced to 8 bits (write .png or .tif to keep 16).", p.name)
-        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        a = _to_8bit(a)
     c = 1 if a.ndim == 2 else a.shape[2]
     if fmt == "JPEG" and c in (2, 4):
         log.warning("%s: JPEG has no alpha channel; the alpha is dropped (write .png/.webp/.tif to keep it).", p.name)
         a = a[..., 0] if c == 2 else a[..., :3]
         c = 1 if c == 2 else 3
-    tmp = _atomic(p, overwrite)
     try:
-        if fmt == "PNG":
-            with open(tmp, "wb") as f:
-                _write_png(f, np.ascontiguousarray(a), icc_profile)
-        elif a.dtype == np.uint16 and c != 1:
-            _write_tiff16_colour(tmp, a, p)
-        else:
-            if a.dtype == np.uint16:
-                im = Image.fromarray(np.ascontiguousarray(a))  # I;16 grey: PNG and TIFF keep 16 bits
-            elif c == 2:
-                im = Image.fromarray(np.ascontiguousarray(a), "LA")
-                if fmt in ("BMP", "WEBP"):
-                    im = im.convert("RGBA")
+        with atomic_output(p, overwrite=overwrite, fsync=fsync) as tmp:
+            if fmt == "PNG":
+                with open(tmp, "wb") as f:
+                    _write_png(f, np.ascontiguousarray(a), icc_profile)
+            elif a.dtype == np.uint16 and c != 1:
+                _write_tiff16_colour(tmp, a, p)
             else:
-                im = Image.fromarray(np.ascontiguousarray(a))
-            kw: dict = {}
-            if icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
-                kw["icc_profile"] = icc_profile
-            if fmt in ("JPEG", "WEBP"):
-                kw["quality"] = quality
-            im.save(tmp, format=fmt, **kw)
-        os.replace(tmp, p)
+                if a.dtype == np.uint16:
+                    im = Image.fromarray(np.ascontiguousarray(a))  # I;16 grey: PNG and TIFF keep 16 bits
+                elif c == 2:
+                    im = Image.fromarray(np.ascontiguousarray(a), "LA")
+                    if fmt in ("BMP", "WEBP"):
+                        im = im.convert("RGBA")
+                else:
+                    im = Image.fromarray(np.ascontiguousarray(a))
+                kw: dict = {}
+                if icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+                    kw["icc_profile"] = icc_profile
+                if fmt in ("JPEG", "WEBP"):
+                    kw["quality"] = quality
+                im.save(tmp, format=fmt, **kw)
     except OSError as exc:
         raise OutputError(f"cannot write {str(p)!r}: {exc.strerror or exc}.") from None
     except ValueError as exc:  # Pillow's encoders refuse some sizes/modes this way (WebP > 16383 px)
         raise OutputError(f"cannot encode {str(p)!r} as {fmt}: {exc}.") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

@@ -1,9 +1,11 @@
 """Image sequences as a frame source and a frame sink (Pillow; tier 0).
 
 A sequence is a folder of images (sorted by name, natural order: ``f2`` before ``f10``), a glob
-(``frames/*.png``) or a printf pattern (``frames/%05d.png``). Frames are HxWx3 uint8 RGB; images
-with alpha or grey are converted to RGB. The sink writes ``%06d.png`` (or the given pattern)
-atomically (temporary file, then rename), so a sequence never holds a half-written image.
+(``frames/*.png``) or a printf pattern (``frames/%05d.png``). Frames are HxWx3 uint8 RGB read by
+:func:`hanrt.io.images.read_rgb8` (EXIF orientation applied; grey replicated, alpha dropped,
+16 bits rounded to 8); an unreadable image, or one above the default size guard, is skipped and
+counted. The sink writes ``%06d.png`` (or the given pattern) atomically (temporary file, then
+rename), so a sequence never holds a half-written image.
 """
 
 from __future__ import annotations
@@ -18,11 +20,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from ..errors import InputError, OutputError, UsageError
 from .frames import Frame, SourceStats, as_rgb_uint8
-from .images import IMAGE_SUFFIXES, write_image
+from .images import IMAGE_SUFFIXES, read_rgb8, write_image
 
 __all__ = ["ImageSequenceSource", "ImageSequenceSink", "is_sequence_spec", "IMAGE_SUFFIXES"]
 
@@ -79,22 +79,19 @@ class ImageSequenceSource:
         self.stop = stop or threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
-        from PIL import Image, UnidentifiedImageError
-
         tb = 1 / self.fps if self.fps else Fraction(1, 25)
         index = 0
         for i, path in enumerate(self.files):
             if self.stop.is_set():
                 return
             try:
-                with Image.open(path) as im:
-                    rgb = np.asarray(im.convert("RGB"))
-            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                rgb = read_rgb8(path)
+            except InputError as exc:
                 self.stats.corrupt += 1
                 log.warning("skipped unreadable image %s (%s)", path, exc)
                 continue
             self.stats.frames += 1
-            yield Frame(image=np.ascontiguousarray(rgb), index=index, pts=i, time_base=tb,
+            yield Frame(image=rgb, index=index, pts=i, time_base=tb,
                         t_capture=time.perf_counter(), fps=self.fps)
             index += 1
 
@@ -126,7 +123,7 @@ class ImageSequenceSink:
     def write(self, frame: Frame) -> None:
         path = self.folder / (self.pattern % frame.index)
         # atomic (temporary file removed on any failure); OutputError if it exists without overwrite
-        write_image(path, as_rgb_uint8(frame.image), overwrite=self.overwrite)
+        write_image(path, as_rgb_uint8(frame.image), overwrite=self.overwrite, fsync=False)
         self.frames += 1
 
     def close(self) -> None:

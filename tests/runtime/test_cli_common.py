@@ -1,0 +1,70 @@
+"""hanrt.cli._common: the model options shared by ``upscale`` and ``stream``, the Upscaler made from
+them, and the one list of backend names behind every ``--backend``."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from hanrt.backends import BACKENDS
+from hanrt.cli import build_parser
+from hanrt.cli._common import MODEL_OPTIONS, add_model_options, upscaler_from_args
+
+HELP = {k: f"help for {k}" for k in MODEL_OPTIONS}
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def _option(p: argparse.ArgumentParser, flag: str) -> argparse.Action:
+    return next(a for a in p._actions if flag in a.option_strings)
+
+
+def test_options_defaults_and_help():
+    p = argparse.ArgumentParser()
+    add_model_options(p, HELP, metavar={"tile": "N"})
+    a = p.parse_args([])
+    assert vars(a) == {"model": None, "backend": "auto", "tile": None, "margin": None, "batch": 1,
+                       "threads": 0, "device": 0, "fp16": False}
+    a = p.parse_args(["-m", "x.onnx", "-b", "ort-cpu", "--tile", "0", "--margin", "4", "--batch", "2",
+                      "--threads", "3", "--device", "1", "--fp16"])
+    assert (a.model, a.backend, a.tile, a.margin, a.batch, a.threads, a.device, a.fp16) == \
+        ("x.onnx", "ort-cpu", 0, 4, 2, 3, 1, True)
+    assert _option(p, "--tile").metavar == "N" and _option(p, "--margin").metavar is None
+    assert all(_option(p, MODEL_OPTIONS[k][0][0]).help == HELP[k] for k in MODEL_OPTIONS)
+    with pytest.raises(ValueError, match="no help text"):
+        add_model_options(argparse.ArgumentParser(), {"model": "m"})
+
+
+@pytest.mark.parametrize("command", ["upscale", "stream", "eval", "bench"])
+def test_every_backend_option_offers_the_registry(command):
+    assert tuple(_option(_subparser(command), "--backend").choices) == BACKENDS
+
+
+def test_upscale_and_stream_share_the_model_options():
+    for command in ("upscale", "stream"):
+        p = _subparser(command)
+        for dest, (flags, kw) in MODEL_OPTIONS.items():
+            act = _option(p, flags[0])
+            assert act.dest == dest and tuple(act.option_strings) == flags
+            assert act.default == kw.get("default", False)
+
+
+def test_upscaler_from_args(tiny_onnx):
+    pytest.importorskip("onnxruntime")
+    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE
+
+    p = argparse.ArgumentParser()
+    add_model_options(p, HELP)
+    with upscaler_from_args(p.parse_args(["-m", str(tiny_onnx), "-b", "ort-cpu", "--threads", "1"])) as up:
+        assert (up.tile, up.margin, up.batch) == (DEFAULT_TILE, DEFAULT_MARGIN, 1)
+        assert up.backend.name == "ort-cpu"
+    with upscaler_from_args(p.parse_args(["-m", str(tiny_onnx), "--tile", "0", "--margin", "2", "--batch", "3",
+                                          "--threads", "1"])) as up:
+        assert (up.tile, up.margin, up.batch) == (None, 2, 3)  # tile 0: whole image
+    # options a namespace lacks take their defaults
+    with upscaler_from_args(argparse.Namespace(model=str(tiny_onnx), tile=32, threads=1)) as up:
+        assert (up.tile, up.margin, up.batch) == (32, DEFAULT_MARGIN, 1)
