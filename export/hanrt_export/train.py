@@ -94,13 +94,14 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 class PatchSampler:
     """Random (LR, HR) patch batches from shrunken photos; uint8 work in a background thread.
 
-    Each photo is shrunk ``versions`` times by factors drawn from ``shrink``; the bottom
-    ``val_fraction`` of every shrunken image is reserved for validation.
+    Each photo is shrunk ``versions`` times by factors drawn from ``shrink`` (from ``seed``, so
+    a resumed run validates on the same images); the bottom ``val_fraction`` of every shrunken
+    image is reserved for validation. ``stream_seed`` seeds the patch draws separately.
     """
 
     def __init__(self, files: list[Path], *, scale: int, patch: int, batch: int,
                  shrink: tuple[float, float], versions: int, val_fraction: float, seed: int,
-                 flat_std: float = 0.0, flat_keep: float = 1.0) -> None:
+                 flat_std: float = 0.0, flat_keep: float = 1.0, stream_seed: int | None = None) -> None:
         if not 0.0 <= flat_keep <= 1.0:
             raise UsageError(f"flat_keep must be within 0..1, got {flat_keep}.")
         self.scale, self.patch, self.batch = scale, patch, batch
@@ -128,6 +129,8 @@ class PatchSampler:
                     self.val_imgs.append(a[cut:])
         if not self.train_imgs:
             raise InputError(f"training images are too small for {hp}x{hp} HR patches.")
+        if stream_seed is not None:  # the patch stream moves on (e.g. after --resume); the split stays
+            self.rng = np.random.default_rng(stream_seed)
         areas = np.array([a.shape[0] * a.shape[1] for a in self.train_imgs], dtype=np.float64)
         self.p = areas / areas.sum()
         self._q: queue.Queue = queue.Queue(maxsize=4)
@@ -322,7 +325,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
 
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
                            shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
-                           seed=cfg.seed + start_step, flat_std=cfg.flat_std, flat_keep=cfg.flat_keep)
+                           seed=cfg.seed, stream_seed=cfg.seed + start_step, flat_std=cfg.flat_std,
+                           flat_keep=cfg.flat_keep)
     bic_val = _bicubic_val(sampler.val_imgs, model.scale)
     t0 = time.perf_counter()
     loss_avg = None

@@ -142,6 +142,20 @@ def test_texture_biased_sampling_skips_flat_patches(tmp_path):
         PatchSampler([tmp_path / "half.png"], **common, flat_std=5.0, flat_keep=1.5)
 
 
+def test_validation_split_survives_resume(photo_dir):
+    """A resumed run draws new patches but validates on the very same held-out strips."""
+    from hanrt_export.train import PatchSampler, find_images
+
+    common = dict(scale=2, patch=8, batch=2, shrink=(0.3, 0.9), versions=2, val_fraction=0.2, seed=5)
+    a = PatchSampler(find_images(photo_dir), **common, stream_seed=5)
+    b = PatchSampler(find_images(photo_dir), **common, stream_seed=905)
+    a.close()
+    b.close()
+    assert len(a.val_imgs) == len(b.val_imgs) > 0
+    assert all(np.array_equal(x, y) for x, y in zip(a.val_imgs, b.val_imgs))
+    assert not np.array_equal(a._one()[1], b._one()[1])
+
+
 def test_train_refuses_bad_data(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
