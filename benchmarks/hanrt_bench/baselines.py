@@ -11,7 +11,10 @@ Each method is a callable object ``run(image, timer) -> image`` on HxWx3 uint8 R
 - ``torch-tile``: a naive per-tile loop (Real-ESRGAN style): ``tile`` x ``tile`` input tiles, each
   widened by ``pad`` pixels of context where the image has them (edge tiles are ragged), one
   tile at a time, synchronous, the centre pasted.
-- ``hanrt``: :class:`hanrt.upscaler.Upscaler` (tiled, batched, through a hanrt backend).
+- ``hanrt``: :class:`hanrt.upscaler.Upscaler` (tiled, batched, through a hanrt backend), timed by
+  the Upscaler's own stages: ``prepare`` and ``gather`` (tiles into the backend's buffers) play
+  the baselines' ``preprocess``; ``compute`` is host time in the backend (for asynchronous
+  backends, time the host waited for the device); ``stitch`` and ``finish`` their ``stitch``.
 
 torch is imported lazily (only by the torch methods); where it is missing they are skipped by
 the caller with a message (a Jetson runtime-only install).
@@ -240,8 +243,13 @@ class HanrtMethod:
         self.backend_name = str(getattr(self.up.backend, "name", settings.backend))
 
     def __call__(self, img: np.ndarray, timer: StageTimer) -> np.ndarray:
-        with timer.stage("compute"):  # the whole upscale call; the backend's share is timed apart
-            return self.up.upscale(img)
+        """Upscale; the Upscaler's own stages (prepare, gather, compute, stitch, finish; see
+        :data:`hanrt.upscaler.STAGES`) are added to ``timer`` (host ``perf_counter`` time)."""
+        stages: dict[str, float] = {}
+        out = self.up.upscale(img, timings=stages)
+        for name, seconds in stages.items():
+            timer.add(name, seconds)
+        return out
 
     def close(self) -> None:
         self.up.close()

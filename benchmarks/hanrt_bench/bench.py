@@ -8,8 +8,14 @@ all on the same input frame. Every row carries:
   achieved ``gflops`` = useful FLOPs / mean latency, and ``frac_peak`` = gflops / measured peak;
 - ``executed_gflop``: FLOPs actually run, margins, overlaps and padding of tiles included;
   ``tiling_overhead`` = executed / useful (the price of tiling, separate from backend speed);
-- ``compute_ms``: time inside the backend (for hanrt: time spent in the backend's ``run``); and
-  ``backend_gflops`` = executed FLOPs / compute time (the backend's own speed);
+- ``compute_ms``: time inside the backend (the ``compute`` stage: for hanrt, host time in the
+  backend's ``submit``/``wait``, i.e. for asynchronous backends the time the host waited for the
+  device); and ``backend_gflops`` = executed FLOPs / compute time (the backend's own speed);
+- ``stages_ms``: mean ms per frame of each timed stage. Baselines: ``preprocess``, ``h2d``,
+  ``compute``, ``d2h``, ``stitch``; hanrt: the Upscaler's own ``prepare``, ``gather``,
+  ``compute``, ``stitch``, ``finish`` (:data:`hanrt.upscaler.STAGES`); both with ``decode`` and
+  ``encode`` when the input is a file. Stages do not overlap; the rest of ``mean_ms`` is untimed
+  overhead;
 - ``speedup_vs_<baseline>`` = baseline mean latency / this mean latency (> 1: faster).
 
 Input: a synthetic frame of the suite's size (speed does not depend on content) or an image
@@ -184,28 +190,6 @@ class BenchResult:
                 "rows": self.rows, "skipped": self.skipped}
 
 
-class _BackendTimer:
-    """Times the calls of an Upscaler's backend ``run`` (an instance attribute shadows the method)."""
-
-    def __init__(self, up: Any) -> None:
-        self.total = 0.0
-        self.backend = getattr(up, "backend", None) or getattr(up, "_backend", None)
-        self.ok = self.backend is not None and hasattr(self.backend, "run")
-        if self.ok:
-            import time
-
-            orig = self.backend.run
-
-            def timed(batch: np.ndarray) -> np.ndarray:
-                t0 = time.perf_counter()
-                try:
-                    return orig(batch)
-                finally:
-                    self.total += time.perf_counter() - t0
-
-            self.backend.run = timed
-
-
 def _executed_macs(method: str, shape: HANShape, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int]) -> int:  # noqa: ARG001
     """MACs actually computed by a method (tiles with their context; pieces with their overlap)."""
     if method == "torch-eager":
@@ -290,8 +274,7 @@ def run_bench(
                     Image.fromarray(out).save(io.BytesIO(), format="PNG")
         return step
 
-    def add_row(meas: Measurement, method: str, cfg: Config | None, backend: str, compute_s: float | None,
-                executed: int | None = None) -> dict[str, Any]:
+    def add_row(meas: Measurement, method: str, cfg: Config | None, backend: str, executed: int | None = None) -> dict[str, Any]:
         if executed is None:
             executed = _executed_macs(method, source.shape, h, w, cfg, torch_tile)
         row = meas.to_dict()
@@ -307,7 +290,7 @@ def run_bench(
             "tiling_overhead": executed / useful,
             "gflops": 2 * useful / mean / 1e9, "frac_peak": (2 * useful / mean / 1e9) / peak_g if peak else None,
         })
-        comp = compute_s if compute_s is not None else meas.stages_s.get("compute")
+        comp = meas.stages_s.get("compute")
         row["compute_ms"] = comp * 1e3 if comp else None
         row["backend_gflops"] = 2 * executed / comp / 1e9 if comp else None
         res.rows.append(row)
@@ -335,7 +318,7 @@ def run_bench(
         timer = StageTimer(cuda=device.startswith("cuda"))
         meas = measure(step_for(meth), name=name, timer=timer, **common)
         meth.close()
-        r = add_row(meas, name, None, f"torch-{device}", None)
+        r = add_row(meas, name, None, f"torch-{device}")
         say(f"  {name}: mean {r['mean_ms']:.1f} ms")
 
     # hanrt sweep
@@ -372,10 +355,8 @@ def run_bench(
             say(f"skip hanrt [{cfg.label}]: runs the same as [{measured[key]}]")
             continue
         measured[key] = cfg.label
-        bt = _BackendTimer(meth.up)
         say(f"measuring hanrt [{cfg.label}] ...")
         try:
-            bt.total = 0.0
             meas = measure(step_for(meth), name="hanrt", timer=StageTimer(), **common)
         except HanrtError as exc:
             res.skipped.append({"method": "hanrt", "config": cfg.label, "reason": str(exc)})
@@ -383,9 +364,7 @@ def run_bench(
             meth.close()
             continue
         meth.close()
-        n_calls = meas.warmup + meas.stats.n
-        compute = bt.total / n_calls if bt.ok and n_calls else None
-        r = add_row(meas, "hanrt", eff, meth.backend_name, compute, _plan_macs(source.shape, plan))
+        r = add_row(meas, "hanrt", eff, meth.backend_name, _plan_macs(source.shape, plan))
         r["tiles"] = plan.count
         say(f"  hanrt [{cfg.label}]: mean {r['mean_ms']:.1f} ms")
 

@@ -1,7 +1,9 @@
 """Latency measurement: warm-up, N timed iterations, order statistics, throughput, stages.
 
 Clocks: the wall time of each iteration is taken with :func:`time.perf_counter` (seconds).
-Stages inside an iteration (decode, pre-process, H2D, compute, D2H, stitch, encode) are timed
+Stages inside an iteration (decode, pre-process, H2D, compute, D2H, stitch, encode for the
+baselines; decode, prepare, gather, compute, stitch, finish, encode for hanrt, whose
+:class:`~hanrt.upscaler.Upscaler` reports its own, see :data:`hanrt.upscaler.STAGES`) are timed
 by a :class:`StageTimer`: ``perf_counter`` on CPUs; on CUDA, a timer created with
 ``cuda=True`` records ``torch.cuda.Event`` pairs on the current stream and reads them after the
 iteration has synchronised (GPU time of the work enqueued inside the stage, not host time).
@@ -26,7 +28,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LatencyStats", "StageTimer", "Measurement", "measure", "summarize"]
 
-STAGES = ("decode", "preprocess", "h2d", "compute", "d2h", "stitch", "encode")
+#: Stage names in pipeline order (a row has the ones its method times; hanrt's are the Upscaler's).
+STAGES = ("decode", "prepare", "preprocess", "gather", "h2d", "compute", "d2h", "stitch", "finish", "encode")
 
 
 @dataclass(frozen=True)

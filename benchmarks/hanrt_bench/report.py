@@ -1,4 +1,7 @@
-"""Benchmark outputs: JSON (everything), CSV (one row per measurement), a markdown table and PNG plots.
+"""Benchmark outputs: JSON (everything), CSV (one row per measurement), markdown tables and PNG plots.
+
+Stages (``stages_ms``: nested in JSON, ``stage_<name>_ms`` columns in CSV, a second markdown
+table) are rendered alike for every method; hanrt rows carry the Upscaler's own stages.
 
 Plots need matplotlib (``pip install 'hanrt[bench]'``); without it :func:`write_plots` returns
 an empty list and says why in the log, and the text outputs are still written.
@@ -78,7 +81,8 @@ def _tile_txt(r: Mapping[str, Any]) -> str:
 
 
 def markdown_table(result: Mapping[str, Any]) -> str:
-    """The bench result as markdown: a header (model, input, machine, peak) and one row per measurement.
+    """The bench result as markdown: a header (model, input, machine, peak) and one row per measurement,
+    then the stage breakdown (mean ms per stage and its share of the mean latency) of every row.
 
     Speedups are baseline mean latency / row mean latency (> 1: the row is faster).
     """
@@ -106,10 +110,39 @@ def markdown_table(result: Mapping[str, Any]) -> str:
                  _fmt(100 * fp if fp is not None else None), _fmt(r.get("tiling_overhead"), 2), _fmt(r.get("backend_gflops"))]
         cells += [f"{_fmt(r.get(f'speedup_vs_{b}'), 2)}×" for b in bases]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += _stage_table(rows)
     for s in result.get("skipped", []) or []:
         lines.append("")
         lines.append(f"- skipped {s.get('method')}{' [' + s['config'] + ']' if s.get('config') else ''}: {s.get('reason')}")
     return "\n".join(lines) + "\n"
+
+
+def _stage_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines of the stage breakdown: mean ms per frame of each stage (share of the mean
+    latency), one row per measurement that timed stages; no lines when none did."""
+    from .latency import STAGES
+
+    timed = [r for r in rows if r.get("stages_ms")]
+    seen = {k for r in timed for k in r["stages_ms"]}
+    names = [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+    if not names:
+        return []
+
+    def cell(r: Mapping[str, Any], name: str) -> str:
+        v, mean = r["stages_ms"].get(name), r.get("mean_ms")
+        if v is None:
+            return "–"
+        return f"{v:.2f} ({100 * v / mean:.0f}%)" if mean else f"{v:.2f}"
+
+    head = ["method", "backend", "prec", "tile/margin", "batch"] + names
+    lines = ["", "Stages: mean ms per frame (share of the mean latency); hanrt's are the Upscaler's own "
+             "(prepare, gather, compute = host time in the backend, stitch, finish).", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in timed:
+        cells = [r.get("method", "?"), r.get("backend", ""), r.get("precision", ""), _tile_txt(r),
+                 _fmt(r.get("batch"))] + [cell(r, n) for n in names]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
 
 
 def quality_key(precision: str, tiled: bool) -> str:

@@ -18,6 +18,25 @@ tiles -- never a full-size float copy.
 in place) or a new array the caller owns. **Thread safety**: one ``Upscaler`` may be shared
 between threads; calls are serialized by a lock (a backend runs one batch at a time). For
 parallel work open one ``Upscaler`` per thread (and per GPU).
+
+**Stage timings** (``upscale(..., timings=d)``): the call adds the seconds (``time.perf_counter``,
+host wall time) it spent in each stage of :data:`STAGES` to ``d``:
+
+- ``prepare``: input checks, output allocation, channel split, tile plan, slot (re)allocation;
+- ``gather``: cutting tiles out of the image into a slot's input buffer (dtype and layout
+  conversion, reflect padding, filler tiles);
+- ``compute``: host time inside the backend's ``submit`` and ``wait``. For synchronous backends
+  (ONNX Runtime, PyTorch) that is the inference itself. For asynchronous ones (TensorRT slots)
+  it is the time the host waited for the device: with two or more slots the device runs slot k
+  while the host gathers and stitches the others, so device time hidden behind host work is not
+  counted, and a small ``compute`` means the device is kept fed;
+- ``stitch``: writing the cropped tile outputs into the result (clamping and rounding, grey's
+  BT.601 luma and 16-bit scaling happen here, per tile);
+- ``finish``: what follows the tiles (the alpha channel's bicubic upscale; 0 without alpha).
+
+The stages do not overlap and lie inside the call, so their sum is at most its wall time; the
+rest is waiting for the lock (a shared Upscaler), ``progress`` callbacks and interpreter
+overhead. With ``timings=None`` (the default) no clock is read: the hot path is unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,7 +56,8 @@ from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
 from .tiling import TilePlan, describe, extract_tile, place_tile, plan_tiles
 
-__all__ = ["Upscaler", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL"]
+__all__ = ["Upscaler", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
+           "STAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +72,32 @@ DEFAULT_MARGIN = 8
 DEFAULT_MODEL = "hanrt_x4.onnx"
 
 Progress = Callable[[int, int], None]
+
+#: The stages ``Upscaler.upscale(..., timings=d)`` reports, in pipeline order (module docstring).
+STAGES = ("prepare", "gather", "compute", "stitch", "finish")
+
+
+class _Laps:
+    """Adds the time since the previous mark to a stage of ``sink`` (seconds, ``perf_counter``).
+
+    Stages are consecutive laps, so they never overlap; :meth:`skip` drops time that belongs
+    to no stage (lock waits, progress callbacks)."""
+
+    __slots__ = ("sink", "t")
+
+    def __init__(self, sink: dict[str, float]) -> None:
+        for name in STAGES:
+            sink.setdefault(name, 0.0)
+        self.sink = sink
+        self.t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.sink[stage] += now - self.t
+        self.t = now
+
+    def skip(self) -> None:
+        self.t = time.perf_counter()
 
 
 def default_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -186,12 +233,17 @@ class Upscaler:
         return (image_shape[0] * s, image_shape[1] * s, *image_shape[2:])
 
     # -- work -------------------------------------------------------------------------------
-    def upscale(self, image: np.ndarray, out: np.ndarray | None = None, *, progress: Progress | None = None) -> np.ndarray:
+    def upscale(self, image: np.ndarray, out: np.ndarray | None = None, *, progress: Progress | None = None,
+                timings: dict[str, float] | None = None) -> np.ndarray:
         """Upscale ``image`` (see the module docstring for shapes and dtypes); return the result.
 
         ``out``: optional caller buffer of shape ``(H*s, W*s[, C])`` and the image's dtype, written
         in place and returned. ``progress(done_tiles, total_tiles)`` is called after each batch.
+        ``timings``: a dict the call adds its seconds per stage to (every name of :data:`STAGES`
+        is set, missing ones start at 0, existing values are added to, so one dict can sum many
+        calls); see "Stage timings" in the module docstring. ``None``: nothing is timed.
         """
+        laps = None if timings is None else _Laps(timings)
         img = self._check_image(image)
         shape = self.output_shape(img.shape)
         if out is None:
@@ -209,12 +261,18 @@ class Upscaler:
         else:
             color = img[..., 0] if (img.ndim == 3 and c == 1) else img
             out_color = out[..., 0] if (img.ndim == 3 and c == 1) else out
+        if laps is not None:
+            laps.lap("prepare")
         with self._lock:
+            if laps is not None:
+                laps.skip()  # waiting for another thread's call is no stage of this one
             if self._closed:
                 raise UsageError("this Upscaler was closed.")
-            self._run_tiles(color, out_color, progress)
+            self._run_tiles(color, out_color, progress, laps)
         if alpha is not None:
             out[..., c - 1] = _resize_channel(alpha, self.scale)
+        if laps is not None:
+            laps.lap("finish")
         return out
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
@@ -230,7 +288,7 @@ class Upscaler:
             raise ModelError(f"the model has {self.info.n_colors} channels; hanrt upscales RGB models (3).")
         return image
 
-    def _run_tiles(self, image: np.ndarray, out: np.ndarray, progress: Progress | None) -> None:
+    def _run_tiles(self, image: np.ndarray, out: np.ndarray, progress: Progress | None, laps: _Laps | None) -> None:
         be = self._backend
         info = be.info
         layout = info.layout
@@ -251,27 +309,37 @@ class Upscaler:
         pending: list = [None] * len(slots)  # tiles in flight per slot
         done = 0
         k = 0
+        if laps is not None:
+            laps.lap("prepare")
         try:
             for group in plan.batches(batch):
                 slot = slots[k]
                 if pending[k] is not None:
-                    done += self._collect(slot, pending[k], plan, out, layout)
+                    done += self._collect(slot, pending[k], plan, out, layout, laps)
                     if progress:
                         progress(done, plan.count)
+                        if laps is not None:
+                            laps.skip()
                 for i, t in enumerate(group):
                     extract_tile(image, plan, t, slot.input[i], layout=layout)
                 n = max(len(group), min_batch)  # an engine profile may refuse a short last batch
                 if n > len(group):
                     slot.input[len(group):n] = 0  # filler tiles; their outputs are ignored
+                if laps is not None:
+                    laps.lap("gather")
                 be.submit(slot, n)
+                if laps is not None:
+                    laps.lap("compute")
                 pending[k] = group
                 k = (k + 1) % len(slots)
             for _ in range(len(slots)):
                 if pending[k] is not None:
-                    done += self._collect(slots[k], pending[k], plan, out, layout)
+                    done += self._collect(slots[k], pending[k], plan, out, layout, laps)
                     pending[k] = None
                     if progress:
                         progress(done, plan.count)
+                        if laps is not None:
+                            laps.skip()
                 k = (k + 1) % len(slots)
         except BaseException:
             for i, s in enumerate(slots):  # leave no slot pending for the next call
@@ -282,10 +350,14 @@ class Upscaler:
                         log.debug("discarding slot %d after an error", i)
             raise
 
-    def _collect(self, slot, group, plan: TilePlan, out: np.ndarray, layout: str) -> int:
+    def _collect(self, slot, group, plan: TilePlan, out: np.ndarray, layout: str, laps: _Laps | None) -> int:
         result = self._backend.wait(slot)
+        if laps is not None:
+            laps.lap("compute")
         for i, t in enumerate(group):
             place_tile(result[i], plan, t, out, layout=layout)
+        if laps is not None:
+            laps.lap("stitch")
         return len(group)
 
 

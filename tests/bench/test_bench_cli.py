@@ -50,7 +50,12 @@ def test_bench_image_file_times_decode_and_encode(tiny_onnx, tmp_path, photo_sma
     assert rc == 0, cap.err
     assert "skip torch-eager: MODEL is not a checkpoint" in cap.err
     row = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"][0]
-    assert {"decode", "compute", "encode"} <= set(row["stages_ms"]) and row["input_h"] == 61
+    assert row["method"] == "hanrt" and row["input_h"] == 61
+    # the Upscaler's own stages between decode and encode, in pipeline order
+    assert list(row["stages_ms"]) == ["decode", "prepare", "gather", "compute", "stitch", "finish", "encode"]
+    assert all(v >= 0 for v in row["stages_ms"].values()) and sum(row["stages_ms"].values()) <= row["mean_ms"]
+    assert row["compute_ms"] == row["stages_ms"]["compute"] > 0 and row["backend_gflops"] > 0
+    assert "| decode | prepare | gather | compute | stitch | finish | encode |" in cap.out  # markdown stage table
     assert not (tmp_path / "o" / "latency_vs_tile.png").exists()
 
 

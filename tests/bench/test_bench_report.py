@@ -54,6 +54,11 @@ def test_rows_and_accounting(bench_result):
     assert all(r["tiling_overhead"] == 1.0 and r["tiles"] == 1 for r in whole)
     # the backend's share is measured and never exceeds the whole call
     assert all(0 < r["compute_ms"] <= r["mean_ms"] * 1.05 for r in tiled)
+    # hanrt rows: the Upscaler's own stages, which lie inside the call; baselines keep theirs
+    for r in tiled + whole:
+        assert list(r["stages_ms"]) == ["prepare", "gather", "compute", "stitch", "finish"]
+        assert r["compute_ms"] == r["stages_ms"]["compute"] and sum(r["stages_ms"].values()) <= r["mean_ms"]
+    assert {"preprocess", "compute", "stitch"} <= set(eager["stages_ms"])
     assert bench_result["env"]["cpu_cores"] >= 1 and bench_result["peak"]["gflops"] > 0
 
 
@@ -67,9 +72,15 @@ def test_outputs_exist_and_parse(bench_result, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == len(bench_result["rows"])
     assert float(rows[0]["mean_ms"]) == pytest.approx(bench_result["rows"][0]["mean_ms"])
-    assert "stage_compute_ms" in rows[0]
+    assert "stage_compute_ms" in rows[0] and "stage_gather_ms" in rows[0]
+    hanrt_csv = [r for r in rows if r["method"] == "hanrt"]
+    assert hanrt_csv and all(float(r["stage_gather_ms"]) > 0 and r["stage_preprocess_ms"] == "" for r in hanrt_csv)
     md = files["md"].read_text()
-    assert md.count("\n| ") == len(bench_result["rows"]) + 1 and "vs torch-chop" in md
+    main_table, stage_table = md.split("\nStages: ")
+    assert main_table.count("\n| ") == len(bench_result["rows"]) + 1 and "vs torch-chop" in main_table
+    # every row again in the stage table: baselines' and hanrt's stages side by side, in pipeline order
+    assert stage_table.count("\n| ") == len(bench_result["rows"]) + 1
+    assert "| prepare | preprocess | gather | h2d | compute | d2h | stitch | finish |" in stage_table
     for name in ("latency_vs_tile", "throughput_vs_batch", "pareto"):
         with Image.open(files[name]) as im:
             assert im.format == "PNG" and im.size[0] > 300

@@ -155,6 +155,25 @@ def test_compare_picture(tmp_path, files, tiny_onnx):
     assert cmp.ndim == 3 and cmp.shape[1] >= 2 * 224  # two full-size panels side by side
 
 
+def test_timings_print_one_line_per_image(tmp_path, files, tiny_onnx, capsys):
+    import re
+
+    out = tmp_path / "o"
+    assert _run(files / "a.png", files / "alpha.png", "--output", out, "--model", tiny_onnx, "--timings", *COMMON) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("hanrt: timings ")]
+    assert [ln.split()[2] for ln in lines] == ["a.png:", "alpha.png:"]
+    for ln in lines:
+        total = float(re.search(r": upscale ([\d.]+) ms = ", ln).group(1))
+        stages = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) ms \(\d+%\)", ln))
+        assert list(stages) == ["prepare", "gather", "compute", "stitch", "finish", "other"]
+        assert stages["compute"] > 0 and sum(stages.values()) == pytest.approx(total, abs=0.35)  # 6 x 0.1 ms rounding
+        assert re.search(r"; read [\d.]+ ms, write [\d.]+ ms$", ln)
+    # without --timings nothing is printed, and the images are the same
+    assert _run(files / "a.png", "--output", tmp_path / "p.png", "--model", tiny_onnx, *COMMON) == 0
+    assert "timings" not in capsys.readouterr().err
+    np.testing.assert_array_equal(read_image(out / "a.png").pixels, read_image(tmp_path / "p.png").pixels)
+
+
 def test_bomb_guard_message(tmp_path, files, tiny_onnx, capsys):
     rc = _run(files / "a.png", "--output", tmp_path / "x.png", "--model", tiny_onnx, "--max-pixels", "100", *COMMON)
     assert rc == 3 and "--max-pixels 2240" in capsys.readouterr().err
@@ -178,7 +197,7 @@ def test_help_lists_the_options(capsys):
         main(["upscale", "--help"])
     assert e.value.code == 0
     h = capsys.readouterr().out
-    for opt in ("--model", "--backend", "--tile", "--margin", "--overwrite", "--compare", "--max-pixels"):
+    for opt in ("--model", "--backend", "--tile", "--margin", "--overwrite", "--compare", "--max-pixels", "--timings"):
         assert opt in h
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hanrt.errors import InputError, ModelError, UsageError
-from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler, default_model_path
+from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, STAGES, Upscaler, default_model_path
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -188,6 +188,37 @@ def test_progress_and_close(tiny_onnx, photo_small):
         up.upscale(photo_small)
 
 
+def _timed_call(up, img):
+    """``(result, timings, wall seconds)`` of one ``upscale`` call with stage timings on."""
+    import time
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    out = up.upscale(img, timings=timings)
+    return out, timings, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("kind,tile,batch", [("rgba", 24, 2), ("grey16", 24, 1), ("rgb", 0, 1)])
+def test_stage_timings_add_up_and_change_nothing(tiny_onnx, photo_small, kind, tile, batch):
+    img = {"rgba": np.dstack([photo_small, photo_small[..., 1]]),
+           "grey16": photo_small[..., 0].astype(np.uint16) * 256 + 3,
+           "rgb": photo_small}[kind]
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=tile, margin=4, batch=batch, slots=2, threads=1) as up:
+        assert (up.plan(61, 47).count > 1) == bool(tile)
+        plain = up.upscale(img)
+        out, t, wall = _timed_call(up, img)
+        np.testing.assert_array_equal(out, plain)  # bit-identical with timings on
+        np.testing.assert_array_equal(up.upscale(img), plain)  # ... and off again
+        assert tuple(t) == STAGES
+        assert all(t[k] > 0 for k in ("prepare", "gather", "compute", "stitch")) and t["finish"] >= 0
+        if kind == "rgba":
+            assert t["finish"] > 0  # the alpha channel's bicubic upscale
+        assert 0.5 * wall <= sum(t.values()) <= wall
+        before = dict(t)
+        up.upscale(img, timings=t)  # one dict sums several calls
+        assert all(t[k] >= before[k] for k in STAGES) and sum(t.values()) > sum(before.values())
+
+
 def test_backend_instance_is_not_closed(tiny_han, photo_small):
     be = TorchBackend(tiny_han)
     with Upscaler(be, tile=0) as up:
@@ -324,3 +355,29 @@ def test_slots_are_remade_when_the_slot_count_changes():
     up.upscale(_img(100, 100))  # many tiles of the same shape: two slots, transfers overlap compute
     up.upscale(_img(90, 90))
     assert be.slot_counts == [1, 2]
+
+
+class _ThreadedBackend(LocalBackend):
+    """LocalBackend with a truly asynchronous ``submit`` (a worker thread per slot), like TensorRT's slots."""
+
+    def submit(self, slot, n):
+        slot.n, slot.pending = n, True
+        slot.handle = threading.Thread(target=lambda: setattr(slot, "result", self.run(slot.input[:n])))
+        slot.handle.start()
+
+    def wait(self, slot):
+        slot.handle.join()
+        slot.pending = False
+        return slot.result
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_stage_timings_with_asynchronous_slots(slots):
+    img = _img(70, 90, 5)
+    up = Upscaler(_ThreadedBackend(radius=1), tile=32, margin=2, batch=2, slots=slots)
+    assert -(-up.plan(70, 90).count // 2) > slots  # every slot is reused while others are in flight
+    out, t, wall = _timed_call(up, img)
+    np.testing.assert_array_equal(out, _whole(img))
+    np.testing.assert_array_equal(up.upscale(img), out)
+    assert all(t[k] > 0 for k in ("prepare", "gather", "compute", "stitch"))
+    assert sum(t.values()) <= wall  # compute: the host's waits only, never counted twice

@@ -28,6 +28,7 @@ examples:
   hanrt upscale photo.jpg --output photo_x4.png
   hanrt upscale shots/ 'more/*.png' --output out/ --backend ort-cpu --tile 128 --margin 8
   hanrt upscale photo.png --output out/ --compare       # also out/photo_compare.png
+  hanrt upscale photo.png --output out/ --timings       # where the time goes, per image
 
 --tile N is the network input side in pixels, margin included; a tile at least as large as the
 image (or --tile 0) runs the whole image at once (more memory, no seams).
@@ -57,6 +58,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse inputs above N pixels (decompression-bomb guard; default 89478485; 0: no limit)")
     p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+    p.add_argument("--timings", action="store_true",
+                   help="print one line per image to stderr: ms per upscale stage (prepare, gather, compute, "
+                        "stitch, finish) and its share of the upscale call, plus read/write ms (images only)")
 
 
 # --- input expansion and output naming ---------------------------------------------------------
@@ -196,8 +200,13 @@ def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tup
             bar = tqdm(total=len(todo), unit="file", desc="upscale", disable=None) if (tqdm and len(todo) > 1) else None
             for src, dst in todo:
                 try:
-                    _one(up, src, dst, args, max_pixels, tqdm, read_image, write_image)
+                    line = _one(up, src, dst, args, max_pixels, tqdm, read_image, write_image)
                     ok += 1
+                    if line:
+                        if bar is not None:
+                            bar.write(line, file=sys.stderr)
+                        else:
+                            print(line, file=sys.stderr)
                 except (HanrtError, MemoryError) as e:
                     if isinstance(e, MemoryError):
                         e = InputError(f"not enough memory to upscale it ({e or 'MemoryError'}); use a smaller --tile or a smaller image.")
@@ -225,8 +234,30 @@ def _miss_error(arg: str, why: str):
     return InputError(f"{arg!r} {why}.")
 
 
-def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, write_image) -> None:
+def format_timings(name: str, total_s: float, stages: dict[str, float], **extra_s: float) -> str:
+    """The ``--timings`` line: ``hanrt: timings NAME: upscale T ms = stage ms (share %), ...``.
+
+    ``total_s``: the upscale call's wall time; ``stages``: seconds per stage (from
+    ``Upscaler.upscale(..., timings=)``), each shown with its share of ``total_s``; what the
+    stages leave of it is shown as ``other``. ``extra_s``: further named times (read, write)
+    outside the upscale call, in ms after a semicolon."""
+    def pct(v: float) -> str:
+        return f"{100 * v / total_s:.0f}%" if total_s > 0 else "-"
+
+    shown = {**stages, "other": max(0.0, total_s - sum(stages.values()))}
+    parts = [f"{k} {v * 1e3:.1f} ms ({pct(v)})" for k, v in shown.items()]
+    line = f"hanrt: timings {name}: upscale {total_s * 1e3:.1f} ms = " + ", ".join(parts)
+    if extra_s:
+        line += "; " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in extra_s.items())
+    return line
+
+
+def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, write_image) -> str | None:
+    """Upscale one image file; return the ``--timings`` line (``None`` without ``--timings``)."""
+    timed = getattr(args, "timings", False)
+    t0 = time.perf_counter()
     img = read_image(src, max_pixels=max_pixels)
+    t_read = time.perf_counter() - t0
     progress = None
     bar = None
     if tqdm is not None:
@@ -236,14 +267,22 @@ def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, writ
 
             def progress(done: int, total: int) -> None:
                 bar.update(done - bar.n)
+    stages: dict[str, float] | None = {} if timed else None
     try:
-        result = up.upscale(img.pixels, progress=progress)
+        t0 = time.perf_counter()
+        result = up.upscale(img.pixels, progress=progress, timings=stages)
+        t_up = time.perf_counter() - t0
     finally:
         if bar is not None:
             bar.close()
+    t0 = time.perf_counter()
     write_image(dst, result, icc_profile=img.icc_profile, overwrite=args.overwrite, quality=args.quality)
+    t_write = time.perf_counter() - t0
     if args.compare:
         write_compare(compare_path(dst), img.pixels, result, up.scale, overwrite=args.overwrite)
+    if stages is None:
+        return None
+    return format_timings(src.name, t_up, stages, read=t_read, write=t_write)
 
 
 def write_compare(path: Path, lr, sr, scale: int, *, overwrite: bool, zoom_crop: int = 256) -> None:
