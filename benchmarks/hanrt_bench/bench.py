@@ -292,7 +292,10 @@ def run_bench(
         })
         comp = meas.stages_s.get("compute")
         row["compute_ms"] = comp * 1e3 if comp else None
-        row["backend_gflops"] = 2 * executed / comp / 1e9 if comp else None
+        # For synchronous backends "compute" is the inference itself; for asynchronous ones (TensorRT
+        # slots) it is only the host's wait, so a FLOP rate from it would overstate the device.
+        sync_backend = not backend or not str(backend).startswith("trt")
+        row["backend_gflops"] = 2 * executed / comp / 1e9 if comp and sync_backend else None
         res.rows.append(row)
         return row
 

@@ -133,7 +133,9 @@ def _reproduce(stages: list[dict]) -> str:
             cmd += (f" --resgroups {c['n_resgroups']} --resblocks {c['n_resblocks']} --feats {c['n_feats']}"
                     f" --reduction {c['reduction']}")
         else:
-            cmd += f" --init stage{i}.pt"
+            prev = stages[i - 1]
+            cmd += (f" --init stage{i}.pt" if prev.get("step") is not None
+                    else f" --init PARENT.pt  # the checkpoint with sha256 {prev.get('source_sha256', '?')[:16]}")
             if tc.get("grow_blocks"):
                 cmd += f" --grow-blocks {tc['grow_blocks']}"
         cmd += (f" --batch {tc.get('batch', 16)} --patch {tc.get('patch', 48)} --lr {tc.get('lr', 5e-4)}"
@@ -183,7 +185,7 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
     src = load_checkpoint(checkpoint)
     meta = dict(src.meta)
     if parent is not None:
-        if meta.get("lineage"):
+        if "lineage" in meta:
             raise HanrtError(f"{checkpoint} already records its lineage; drop --parent.")
         meta["lineage"] = init_lineage(load_checkpoint(parent))
     # Save the shipped weights first and export every graph from that very file, so each graph's

@@ -74,7 +74,7 @@ class TrainConfig:
     # ``flat_std`` is kept only with probability ``flat_keep`` (else another is drawn). Flat
     # patches (sky, walls) teach little that bicubic does not already do; 0 turns this off.
     flat_std: float = 0.0
-    flat_keep: float = 1.0
+    flat_keep: float = 0.25
     # Optional wall-clock budget (seconds, counting resumed time): the schedule follows the
     # fraction of the budget spent instead of the step count, and training stops when it is spent.
     time_budget_s: float | None = None
@@ -194,7 +194,11 @@ class PatchSampler:
         return item
 
     def close(self) -> None:
+        """Stop the background thread and wait for it (it checks every 0.2 s), so the sampler's
+        random generator has one user again."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
 
 def patch_std(rgb: np.ndarray) -> float:
@@ -287,6 +291,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     opt_state = None
     history: list[dict] = []
     lineage: list[dict] = []
+    resumed_from: dict = {}
     elapsed0 = 0.0
     if cfg.resume:
         if not state_path.exists():
@@ -299,6 +304,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         lineage = list(ck.meta.get("lineage", []))
         elapsed0 = float(ck.meta.get("elapsed_s", 0.0))
         saved = ck.meta.get("train_config", {})
+        resumed_from = saved
         for k in ("scale", "patch", "batch"):
             if k in saved and saved[k] != getattr(cfg, k):
                 log.warning("resume: %s was %s, now %s", k, saved[k], getattr(cfg, k))
@@ -331,9 +337,14 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     t0 = time.perf_counter()
     loss_avg = None
 
+    recipe = _train_config_dict(cfg)
+    for k in ("init", "grow_blocks"):  # how the run began, even if --resume did not repeat it
+        if recipe.get(k) is None and resumed_from.get(k) is not None:
+            recipe[k] = resumed_from[k]
+
     def _save(path: Path, step: int) -> None:
         save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), history=history, lineage=lineage,
-                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=_train_config_dict(cfg))
+                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=recipe)
 
     try:
         step = start_step
@@ -376,7 +387,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                             "elapsed_s": elapsed0 + time.perf_counter() - t0})
         _save(state_path, done)
         model.eval()
-        save_checkpoint(model, out, step=done, history=history, train_config=_train_config_dict(cfg),
+        save_checkpoint(model, out, step=done, history=history, train_config=recipe,
                         lineage=lineage, elapsed_s=elapsed0 + time.perf_counter() - t0)
     finally:
         sampler.close()

@@ -117,6 +117,11 @@ def test_train_grow_blocks_from_the_command_line(tmp_path, photo_dir, capsys):
     assert "In all **4 steps" in text
     cmds = _reproduce(stages)
     assert "--resblocks 1" in cmds and "--init stage1.pt --grow-blocks 3" in cmds
+    # resuming without repeating --init/--grow-blocks keeps the recipe's record of them
+    assert main(_args(photo_dir, grown, "--steps", "3", "--resume")) == 0
+    resumed = load_checkpoint(grown)
+    assert resumed.meta["step"] == 3 and resumed.meta["train_config"]["grow_blocks"] == 3
+    assert resumed.meta["train_config"]["init"] == str(base) and len(resumed.meta["lineage"]) == 1
     assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "2", "--grow-blocks", "3")) == 2
     assert "--init" in capsys.readouterr().err
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, patch=args.patch, lr=args.lr, warmup=args.warmup, val_every=args.val_every,
         save_every=args.save_every, seed=args.seed, device=args.device, threads=args.threads,
         init=args.init, resume=args.resume, grow_blocks=args.grow_blocks,
-        flat_std=args.flat_std, flat_keep=args.flat_keep if args.flat_std > 0 else 1.0,
+        flat_std=args.flat_std, flat_keep=args.flat_keep,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
     bar = _progress(args.steps)

@@ -56,7 +56,7 @@ def _new_temp(p: Path, parent: Path) -> Path:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows needs write access
     try:
         os.fsync(fd)
     finally:

@@ -112,8 +112,9 @@ def apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
 def _bomb_message(path: str, w: int, h: int, limit: int) -> str:
     return (
         f"{path!r} is {w}x{h} = {w * h:,} pixels, above the limit of {limit:,} pixels (a guard "
-        f"against decompression bombs). If you trust this file, raise the limit with "
-        f"--max-pixels {w * h} (or --max-pixels 0 for no limit)."
+        f"against decompression bombs). If you trust this file, raise the limit: hanrt upscale "
+        f"--max-pixels {w * h} (0: no limit), or max_pixels= in Python; elsewhere, shrink or "
+        f"crop the image first."
     )
 
 
