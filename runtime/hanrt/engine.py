@@ -557,16 +557,25 @@ def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path
 # --- compatibility and refusal ----------------------------------------------------------------
 
 def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: str | None = None,
-                    slots: int | None = None) -> str:
+                    slots: int | None = None, force: bool = True) -> str:
     """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``.
 
     ``slots``: ask for that many slots instead of the engine's own (e.g. to name the fix when
     more concurrent contexts are wanted than the engine has profiles for); then ``--slots`` is
     written even when it is the default. Otherwise it is written when not the default.
+    ``force=False`` leaves ``--force`` out: the command that *reuses* the engine (same settings).
     """
-    args = ["hanrt", "build", onnx_path or sidecar.onnx_path or "MODEL.onnx"]
-    profs = sidecar.base_profiles
-    n_slots = sidecar.slots if slots is None else _check_slots(min(int(slots), MAX_SLOTS))
+    return _build_command(sidecar.fingerprint, onnx_path or sidecar.onnx_path or "MODEL.onnx", output=output,
+                          slots=slots, force=force)
+
+
+def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None, slots: int | None = None,
+                   force: bool = True) -> str:
+    """The ``hanrt build`` command whose options give fingerprint ``fp`` (for ``onnx_path`` on the
+    target it names); see :func:`rebuild_command`."""
+    args = ["hanrt", "build", onnx_path]
+    profs = base_profiles(tuple(Profile.from_json(p) for p in fp.profiles), fp.slots)
+    n_slots = fp.slots if slots is None else _check_slots(min(int(slots), MAX_SLOTS))
     simple = all(p.max == p.opt and p.min[1:] == p.opt[1:] for p in profs) and len({p.opt[0] for p in profs}) == 1 \
         and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1 \
         and len(set(profs)) == len(profs)  # --tile merges repeated shapes: duplicates need --min/--opt/--max
@@ -577,7 +586,6 @@ def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: s
     else:
         for p in profs:
             args += ["--min", _fmt(p.min), "--opt", _fmt(p.opt), "--max", _fmt(p.max)]
-    fp = sidecar.fingerprint
     if fp.opt_level != DEFAULT_OPT_LEVEL:
         args += ["--opt-level", str(fp.opt_level)]
     if fp.workspace != DEFAULT_WORKSPACE:
@@ -586,15 +594,18 @@ def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: s
         args += ["--slots", str(n_slots)]
     if output:
         args += ["--output", output]
-    args.append("--force")
+    if force:
+        args.append("--force")
     return shlex.join(args)
 
 
 def check_compatible(sidecar: Sidecar, running: Target, *, plan: str | os.PathLike = "",
-                     onnx_sha256: str | None = None) -> None:
+                     onnx_sha256: str | None = None, command: str | None = None) -> None:
     """Refuse (``EngineMismatchError``) an engine built for another TensorRT, GPU or ONNX file.
 
-    The message says what it was built for, what runs here and the command that rebuilds it.
+    The message says what it was built for, what runs here and the command that rebuilds it:
+    ``command`` if given (:func:`get_or_build` passes the settings it was asked for, which may
+    differ from the old engine's), else the one that rebuilds the sidecar's own settings.
     """
     built = sidecar.fingerprint.target
     why: list[str] = []
@@ -612,16 +623,16 @@ def check_compatible(sidecar: Sidecar, running: Target, *, plan: str | os.PathLi
         raise EngineMismatchError(
             f"{name} was built for {built.describe()}, this machine has {running.describe()} "
             f"({'; '.join(why)}). Engines are not portable; rebuild it here with: "
-            f"{rebuild_command(sidecar, output=out)}")
+            f"{command or rebuild_command(sidecar, output=out)}")
 
 
 def find_engine(plan: str | os.PathLike, running: Target, *, onnx_sha256: str | None = None,
-                verify_bytes: bool = False) -> Sidecar | None:
+                verify_bytes: bool = False, command: str | None = None) -> Sidecar | None:
     """Return the sidecar of a finished, compatible engine at ``plan``; ``None`` if absent.
 
     Absent means: no plan, no sidecar, or a plan whose size (or sha256 with ``verify_bytes``)
     differs from the sidecar (an interrupted write). A present but incompatible engine raises
-    :class:`EngineMismatchError`.
+    :class:`EngineMismatchError` (suggesting ``command``, see :func:`check_compatible`).
     """
     p = Path(plan)
     if not p.is_file() or not sidecar_path(p).is_file():
@@ -630,7 +641,7 @@ def find_engine(plan: str | os.PathLike, running: Target, *, onnx_sha256: str | 
     if p.stat().st_size != side.plan_bytes or (verify_bytes and sha256_file(p) != side.plan_sha256):
         log.warning("engine %s does not match its sidecar (interrupted write?); it will be rebuilt", p)
         return None
-    check_compatible(side, running, plan=p, onnx_sha256=onnx_sha256)
+    check_compatible(side, running, plan=p, onnx_sha256=onnx_sha256, command=command)
     return side
 
 
@@ -683,13 +694,13 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
     else:
         plan = engine_path(cache_dir if cache_dir is not None else default_cache_dir(), onnx, fp)
     if not force:
-        hit = _matching(plan, target, fp)
+        hit = _matching(plan, target, fp, onnx=onnx_path, output=output)
         if hit is not None:
             log.info("engine cache hit: %s", plan)
             return EngineResult(plan, hit, built=False)
     with file_lock(_lock_path(plan), timeout_s=lock_timeout_s):
         if not force:
-            hit = _matching(plan, target, fp)  # built by another process while we waited
+            hit = _matching(plan, target, fp, onnx=onnx_path, output=output)  # built by another process while we waited
             if hit is not None:
                 log.info("engine built by another process meanwhile: %s", plan)
                 return EngineResult(plan, hit, built=False)
@@ -708,17 +719,36 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
         return EngineResult(plan, side, built=True, build_s=build_s)
 
 
-def _matching(plan: Path, target: Target, fp: Fingerprint) -> Sidecar | None:
-    side = find_engine(plan, target, onnx_sha256=fp.onnx_sha256)
+def _matching(plan: Path, target: Target, fp: Fingerprint, *, onnx: str | os.PathLike,
+              output: str | os.PathLike | None) -> Sidecar | None:
+    """The sidecar of an engine at ``plan`` built exactly as ``fp`` asks; ``None`` if there is none.
+
+    EngineMismatchError for another one. Its suggested rebuild uses the settings *asked for*
+    (``fp``), not the existing engine's: rebuilding the old settings would only be refused again.
+    A settings mismatch also names the command that keeps the existing engine (e.g. ``--slots 1``
+    for one built before ``--slots`` existed).
+    """
+    out = None if output is None else str(plan)
+    wanted = _build_command(fp, str(onnx), output=out)
+    side = find_engine(plan, target, onnx_sha256=fp.onnx_sha256, command=wanted)
     if side is None:
         return None
-    if side.fingerprint != fp:
+    old = side.fingerprint
+    if old != fp:
+        keep = rebuild_command(side, onnx_path=str(onnx), output=out, slots=old.slots, force=False)
+        only_slots = old.slots != fp.slots and _diff(old, fp) == f"slots: {old.slots} -> {fp.slots}"
+        how = f"with --slots {old.slots}" if only_slots else "with the settings it was built with"
         raise EngineMismatchError(
-            f"{plan.name} exists but was built with other settings ({_diff(side.fingerprint, fp)}); "
-            f"rebuild it with: {rebuild_command(side, output=str(plan))} (or choose another --output).")
+            f"{plan.name} exists but was built with other settings ({_diff(old, fp)}); "
+            f"rebuild it as asked with: {wanted} (or choose another --output); "
+            f"or keep the existing engine {how}: {keep}")
     return side
 
 
 def _diff(a: Fingerprint, b: Fingerprint) -> str:
+    """``field: old -> new`` for each field that differs; ``profiles`` compared before replication
+    per slot, so an engine that differs only in ``slots`` reads ``slots: 1 -> 2``."""
     da, db = a.to_json(), b.to_json()
-    return ", ".join(f"{k}: {da[k]} -> {db[k]}" for k in sorted(da) if da[k] != db.get(k)) or "none"
+    for d, f in ((da, a), (db, b)):
+        d["profiles"] = [p.to_json() for p in base_profiles(tuple(Profile.from_json(p) for p in f.profiles), f.slots)]
+    return ", ".join(f"{k}: {da[k]} -> {db.get(k)}" for k in sorted(da) if da[k] != db.get(k)) or "none"

@@ -92,6 +92,11 @@ def test_build_help_without_tensorrt():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--tile" in r.stdout and "--workspace" in r.stdout
     assert "--slots" in r.stdout and "activation memory" in r.stdout
+    # accurate about sharing: live slots hold their profile copies, so one backend's users split N
+    out = " ".join(r.stdout.split())  # argparse wraps the option help
+    assert "several streams share the engine" not in out and "serve several streams" not in out
+    assert "Upscalers sharing one backend split the N between them" in out
+    assert "Upscalers sharing one backend split the N (default 2" in out
 
 
 def _args(*argv):

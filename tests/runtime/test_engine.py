@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -147,14 +148,20 @@ def test_fingerprint_key_is_stable_and_sensitive():
 
 
 def test_slots_1_keeps_the_key_of_engines_from_before_slots():
-    import hashlib
-
-    base = fp()
-    d = base.to_json()  # what a hanrt without --slots hashed: the same fields, no "slots"
-    assert d["slots"] == 1
-    del d["slots"]
-    legacy = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-    assert base.key == legacy and E.Fingerprint.from_json(d) == base  # an old fingerprint reads as slots=1
+    """Keys computed by hanrt before --slots existed (engine.py at commit 998a33c, run once on these
+    fingerprints), hard-coded: a slots=1 engine must keep its key so old cache entries stay valid."""
+    old_keys = {
+        "d9543b8ddf579239": opts(),  # hanrt build M --tile 96x96 --batch 4
+        "ce632031863ba3bb": opts((96, 96), (64, 128), batch=2, opt_level=5, workspace=512 << 20),
+    }
+    for key, o in old_keys.items():
+        f = fp(options=o)
+        assert f.slots == 1 and f.key == key
+        assert E.engine_path("/c", "han_fp16.onnx", f).name == f"han_fp16-fp16-{key}.plan"
+        d = f.to_json()
+        del d["slots"]  # the fingerprint as those versions wrote it in the sidecar
+        assert E.Fingerprint.from_json(d) == f and E.Fingerprint.from_json(d).key == key
+    assert fp(options=opts(slots=2)).key not in old_keys
 
 
 def test_cache_paths(tmp_path, monkeypatch):
@@ -334,6 +341,93 @@ def test_get_or_build_never_reuses_an_engine_with_other_slots(tmp_path, tiny_onn
     E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, output=out)
     with pytest.raises(EngineMismatchError, match="slots: 1 -> 2"):
         E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, output=out)
+
+
+def _follow(command: str, *, target=ORIN, builder=None) -> E.EngineResult:
+    """Run a suggested ``hanrt build`` command the way the CLI would (with a stand-in builder)."""
+    from hanrt.cli import build_parser
+    from hanrt.cli.build import build_options
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    o, cache = build_options(args)
+    return E.get_or_build(args.model, o, target=target, builder=builder or CountingBuilder(), cache_dir=cache,
+                          output=args.output, force=args.force)
+
+
+def _suggested(msg: str, after: str) -> str:
+    """The command in ``msg`` right after ``after`` (up to the next " (" or ";" or the end)."""
+    rest = msg.split(after, 1)[1].strip()
+    for stop in (" (or ", "; or "):
+        rest = rest.split(stop, 1)[0]
+    return rest
+
+
+def test_rerun_after_slots_default_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
+    """hanrt build --output han.plan for a plan built with --slots 1 (or before --slots existed),
+    re-run with the default --slots 2: the fix rebuilds as asked (following it does not loop) and
+    --slots 1 keeps the existing engine."""
+    b = CountingBuilder()
+    out = tmp_path / "han.plan"
+    onnx = str(tiny_onnx)
+    E.get_or_build(onnx, opts(slots=1), target=ORIN, builder=b, output=out)
+    with pytest.raises(EngineMismatchError) as ei:
+        E.get_or_build(onnx, opts(slots=2), target=ORIN, builder=b, output=out)
+    msg = str(ei.value)
+    assert "(slots: 1 -> 2)" in msg  # the profiles themselves did not change: not listed
+    rebuild = _suggested(msg, "rebuild it as asked with:")
+    assert rebuild == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--output", str(out),
+                                    "--force"])  # the default --slots 2, not the old engine's --slots 1
+    keep = _suggested(msg, "keep the existing engine with --slots 1:")
+    assert keep == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--slots", "1",
+                                 "--output", str(out)])
+    assert b.calls == 1
+    # keeping it: the --slots 1 command reuses the engine, builds nothing
+    kept = _follow(keep, builder=b)
+    assert not kept.built and kept.sidecar.slots == 1 and b.calls == 1
+    # the rebuild: builds the settings asked for; then the original command is a hit, not a loop
+    rebuilt = _follow(rebuild, builder=b)
+    assert rebuilt.built and rebuilt.sidecar.slots == 2 and b.calls == 2
+    again = E.get_or_build(onnx, opts(slots=2), target=ORIN, builder=b, output=out)
+    assert not again.built and b.calls == 2
+
+
+def test_other_settings_mismatch_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
+    b = CountingBuilder()
+    out = tmp_path / "han.plan"
+    onnx = str(tiny_onnx)
+    E.get_or_build(onnx, opts(slots=1, opt_level=5), target=ORIN, builder=b, output=out)
+    with pytest.raises(EngineMismatchError) as ei:
+        E.get_or_build(onnx, opts(batch=2, slots=2), target=ORIN, builder=b, output=out)
+    msg = str(ei.value)
+    assert "opt_level: 5 -> 3" in msg and "slots: 1 -> 2" in msg and "profiles:" in msg
+    rebuild = _suggested(msg, "rebuild it as asked with:")
+    assert rebuild.endswith(f"--tile 96x96 --batch 2 --output {out} --force") and "--opt-level" not in rebuild
+    keep = _suggested(msg, "keep the existing engine with the settings it was built with:")
+    assert keep.endswith(f"--tile 96x96 --batch 4 --opt-level 5 --slots 1 --output {out}")
+    assert not _follow(keep, builder=b).built
+    assert _follow(rebuild, builder=b).built
+    assert not E.get_or_build(onnx, opts(batch=2, slots=2), target=ORIN, builder=b, output=out).built
+
+
+def test_engine_for_another_gpu_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
+    """The not-portable refusal from get_or_build rebuilds with the settings asked for too."""
+    b = CountingBuilder()
+    out = tmp_path / "han.plan"
+    onnx = str(tiny_onnx)
+    E.get_or_build(onnx, opts(slots=1), target=ORIN, builder=b, output=out)
+    with pytest.raises(EngineMismatchError) as ei:
+        E.get_or_build(onnx, opts(slots=2), target=H100, builder=b, output=out)
+    msg = str(ei.value)
+    assert "Engines are not portable" in msg and "--slots 1" not in msg
+    rebuild = _suggested(msg, "rebuild it here with:")
+    assert rebuild == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--output", str(out),
+                                    "--force"])
+    assert _follow(rebuild, target=H100, builder=b).built
+    assert not E.get_or_build(onnx, opts(slots=2), target=H100, builder=b, output=out).built
+    # outside get_or_build (e.g. loading the engine) the refusal still rebuilds the engine's own settings
+    E.get_or_build(onnx, opts(slots=3), target=ORIN, builder=b, output=out, force=True)
+    with pytest.raises(EngineMismatchError, match=r"--slots 3 --output \S+ --force$"):
+        E.check_compatible(E.read_sidecar(out), H100, plan=out)
 
 
 def test_get_or_build_output_refuses_mismatch(tmp_path, tiny_onnx):

@@ -50,6 +50,14 @@ def test_pick_profile():
         T.pick_profile(ps, 1, 200, 200)
 
 
+def test_pick_profile_names_each_replicated_profile_once():
+    a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
+    with pytest.raises(UsageError) as ei:
+        T.pick_profile(E.replicate_profiles([a, b], 3), 1, 200, 200)  # hanrt build --slots 3
+    msg = str(ei.value)
+    assert f"[{a.describe()}; {b.describe()}]" in msg and msg.count(a.describe()) == 1
+
+
 def test_assign_profiles_gives_distinct_profiles_per_slot():
     a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
     two = E.replicate_profiles([a, b], 2)  # hanrt build --tile 96 --tile 64 --batch 4 --slots 2
@@ -67,6 +75,17 @@ def test_assign_profiles_gives_distinct_profiles_per_slot():
         T.assign_profiles(two, 2, 1, 48, 48)
     with pytest.raises(UsageError):
         T.assign_profiles(two, 0, 1, 96, 96)
+
+
+def test_assign_profiles_skips_the_profiles_in_use():
+    a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
+    three = E.replicate_profiles([a, b], 3)  # 96x96 at 0, 1, 2; 64x64 at 3, 4, 5
+    assert T.assign_profiles(three, 2, 4, 96, 96, in_use={0}) == [1, 2]
+    assert T.assign_profiles(three, 3, 4, 96, 96, in_use={1, 4}) == [0, 2]  # fewer: only two free
+    assert T.assign_profiles(three, 2, 4, 64, 64, in_use={0, 1, 2}) == [3, 4]  # other shapes' don't matter
+    assert T.assign_profiles(three, 2, 4, 96, 96, in_use=(0, 1, 2)) == []  # none free: the caller decides
+    with pytest.raises(UsageError, match="hanrt build --tile 48x48"):  # no profile at all: still UsageError
+        T.assign_profiles(three, 1, 1, 48, 48, in_use={0})
 
 
 def test_slot_nbytes():
@@ -140,6 +159,9 @@ def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, phot
             be.submit(slots[1], 1)
             a, b = be.wait(slots[0]).copy(), be.wait(slots[1]).copy()
             assert np.abs(a - ref).max() < 0.05 and np.abs(b - ref[1:]).max() < 0.05
+            with pytest.raises(BackendError, match="held by a live slot"):
+                be.run(x)  # both profiles are held by the slots: run() may not share one
+            be.release_slots(slots)
             assert np.abs(be.run(x) - ref).max() < 0.05
 
 
@@ -262,8 +284,10 @@ def test_engine_built_with_slots_gives_that_many_slots(live, caplog):
 def test_too_few_profiles_warn_once_naming_the_rebuild(live, caplog):
     be = _backend([P32, P16])  # built with --slots 1
     with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
-        assert len(be.make_slots(2, 2, 32, 32)) == 1
-        be.make_slots(2, 2, 32, 32)  # same shape: warned already
+        first = be.make_slots(2, 2, 32, 32)
+        assert len(first) == 1
+        be.release_slots(first)
+        be.release_slots(be.make_slots(2, 2, 32, 32))  # same shape: warned already
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 1 and "2 slots asked, but only 1" in msgs[0] and "no overlap" in msgs[0]
     assert msgs[0].endswith("Rebuild the engine with one profile per slot: hanrt build han.onnx "
@@ -300,9 +324,94 @@ def test_upscaler_runs_two_slots_on_an_engine_built_with_two(live):
 
 
 def test_make_slots_frees_what_it_made_on_failure(live):
-    be = _backend([P32, P32], engine=_Engine(fail_at=2))
+    be = _backend([P32, P32], engine=_Engine(fail_at=1))  # the first context fails: nothing to run on
     with pytest.raises(BackendError, match="execution context"):
         be.make_slots(2, 2, 32, 32)
+    assert not live and not be._owned
+
+    class _Refuses(_Ctx):
+        def set_optimization_profile_async(self, i, stream):
+            return i == 0
+
+    refusing = _Engine()
+    refusing.create_execution_context = _Refuses
+    be = _backend([P32, P32], engine=refusing)
+    with pytest.raises(BackendError, match="refused optimization profile 1"):
+        be.make_slots(2, 2, 32, 32)
+    assert not live and not be._owned
+
+
+@pytest.mark.parametrize("fail_at,kept", [(2, 1), (3, 2)])
+def test_a_later_context_failing_keeps_the_slots_made(live, caplog, fail_at, kept):
+    """Out of GPU memory for the 2nd or 3rd context (each has its own activation memory): run with fewer."""
+    be = _backend(E.replicate_profiles([P32], 3), engine=_Engine(fail_at=fail_at), slots=3)
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+        slots = be.make_slots(3, 2, 32, 32)
+    assert len(slots) == kept and [s.index for s in slots] == list(range(kept))
+    assert [s.handle["ctx"].profile for s in slots] == list(range(kept))
+    assert len(be._owned) == kept and len(live) == 6 * kept  # the failed slot's buffers are freed
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1
+    assert f"could not create execution context {fail_at} of 3" in msgs[0]
+    assert "out of GPU memory" in msgs[0] and "activation memory" in msgs[0]
+    assert f"Running with the {kept} slot(s) made" in msgs[0] and f"slots={kept}" in msgs[0]
+    assert msgs[0].endswith(f"--slots {kept} --output /engines/han.plan --force")
+    assert be.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3, 128, 128)  # on the profile left free
+    assert be._run_slot.handle["ctx"].profile == kept
+    be.release_slots(slots)
+    be.close()
+    assert not live and not be._owned
+
+
+def test_two_upscalers_sharing_a_backend_never_share_a_profile(live, caplog):
+    from hanrt.upscaler import Upscaler
+
+    be = _backend(E.replicate_profiles([P32], 3), slots=3)
+    img = np.zeros((96, 96, 3), np.uint8)
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+        one = Upscaler(be, tile=32, margin=4, batch=2, slots=2)
+        two = Upscaler(be, tile=32, margin=4, batch=2, slots=2)
+        one.upscale(img)
+        two.upscale(img)  # one's two slots stay live: one profile is left for two
+    a = [s.handle["ctx"].profile for s in one._slots]
+    b = [s.handle["ctx"].profile for s in two._slots]
+    assert a == [0, 1] and b == [2]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "2 slots asked, but only 1" in msgs[0]
+    assert "2 more held by other live slots of this backend" in msgs[0]
+    assert msgs[0].endswith("--slots 4 --output /engines/han.plan --force")  # 2 held + 2 asked
+    # a third Upscaler finds every profile for the shape held: a clear error, not a shared profile
+    three = Upscaler(be, tile=32, margin=4, batch=2, slots=2)
+    with pytest.raises(BackendError, match=r"held by a live slot of this backend .*--slots 5 "):
+        three.upscale(img)
+    one.close()  # frees profiles 0 and 1
+    three.upscale(img)
+    assert [s.handle["ctx"].profile for s in three._slots] == [0, 1]
+    for up in (two, three):
+        up.close()
+    be.close()
+    assert not live
+
+
+def test_run_alongside_slots_takes_a_free_profile(live):
+    be = _backend(E.replicate_profiles([P32], 2), slots=2)
+    be.run(np.zeros((1, 3, 32, 32), np.float32))
+    assert be._run_slot.handle["ctx"].profile == 0
+    slots = be.make_slots(2, 2, 32, 32)  # run()'s context still holds profile 0
+    assert [s.handle["ctx"].profile for s in slots] == [1]
+    be.release_slots(slots)
+    slots = be.make_slots(1, 2, 32, 32)
+    assert [s.handle["ctx"].profile for s in slots] == [1]
+    be.run(np.zeros((2, 3, 32, 32), np.float32))  # remade (bigger batch) on the profile slots don't hold
+    assert be._run_slot.handle["ctx"].profile == 0
+    with pytest.raises(BackendError, match="held by a live slot of this backend"):
+        be.make_slots(1, 2, 32, 32)  # both held now
+    be.release_slots(slots + [be._run_slot])
+    held = be.make_slots(2, 2, 32, 32)
+    with pytest.raises(BackendError, match="held by a live slot of this backend"):
+        be.run(np.zeros((1, 3, 32, 32), np.float32))  # run() does not take a profile a slot holds
+    be.release_slots(held)
+    be.close()
     assert not live and not be._owned
 
 

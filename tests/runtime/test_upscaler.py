@@ -348,6 +348,20 @@ def test_no_profile_fits_is_a_usage_error():
         Upscaler(be, tile=0, margin=8).plan(100, 100)
 
 
+def test_no_profile_fits_names_each_replicated_profile_once():
+    from hanrt.model_info import ModelInfo
+    from hanrt.upscaler import plan_for_profiles
+
+    small = E.Profile((1, 8, 8), (1, 16, 16), (1, 16, 16))
+    other = E.Profile((1, 8, 8), (1, 12, 12), (1, 12, 12))
+    profiles = E.replicate_profiles([small, other], 3)  # hanrt build --slots 3: each profile 3 times
+    with pytest.raises(UsageError) as ei:
+        plan_for_profiles(100, 100, profiles=profiles, tile=None, margin=8, batch=1, info=ModelInfo(scale=4))
+    msg = str(ei.value)
+    assert f"[{small.describe()}; {other.describe()}]" in msg
+    assert msg.count(small.describe()) == 1 and msg.count(other.describe()) == 1
+
+
 def test_slots_are_remade_when_the_slot_count_changes():
     be = ProfiledBackend(E.profiles_from_tiles([(32, 32)], 1))
     up = Upscaler(be, tile=32, margin=4, slots=2)

@@ -18,6 +18,7 @@ parts (profile choice, memory mode, buffer sizes, engine refusal) are tested on 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,22 +58,26 @@ def pick_profile(profiles: tuple[Profile, ...] | list[Profile], batch: int, h: i
     for i, p in enumerate(profiles):
         if p.accepts((batch, h, w)):
             return i
-    built = "; ".join(p.describe() for p in profiles)
+    built = "; ".join(dict.fromkeys(p.describe() for p in profiles))  # each replicated profile once
     raise UsageError(f"this engine takes batch x height x width in [{built}], not {batch}x{h}x{w}: "
                      f"use a matching --tile/--batch or rebuild with hanrt build --tile {h}x{w} --batch {batch}.")
 
 
-def assign_profiles(profiles: tuple[Profile, ...] | list[Profile], count: int, batch: int, h: int, w: int) -> list[int]:
+def assign_profiles(profiles: tuple[Profile, ...] | list[Profile], count: int, batch: int, h: int, w: int,
+                    in_use: Collection[int] = ()) -> list[int]:
     """Distinct profile indices for up to ``count`` concurrent slots of ``batch`` tiles of ``h x w``.
 
-    The first ``count`` profiles that accept the shape, in engine order; fewer when fewer accept
-    (an engine built with ``hanrt build --slots N`` has every shape N times, see
-    :func:`hanrt.engine.replicate_profiles`). UsageError (from :func:`pick_profile`) if none does.
+    The first ``count`` profiles that accept the shape and are not ``in_use`` (held by live
+    contexts: another Upscaler's slots on the same backend, or ``run()``'s), in engine order;
+    fewer when fewer are free -- possibly none (an engine built with ``hanrt build --slots N``
+    has every shape N times, see :func:`hanrt.engine.replicate_profiles`). UsageError (from
+    :func:`pick_profile`) if no profile accepts the shape at all.
     """
     if count < 1:
         raise UsageError(f"need >= 1 slot, got {count}.")
     pick_profile(profiles, batch, h, w)  # UsageError naming the built shapes
-    return [i for i, p in enumerate(profiles) if p.accepts((batch, h, w))][:count]
+    busy = set(in_use)
+    return [i for i, p in enumerate(profiles) if i not in busy and p.accepts((batch, h, w))][:count]
 
 
 def resolve_memory(mode: str, integrated: bool) -> str:
@@ -132,7 +137,7 @@ class TensorRTBackend(Backend):
         self._owned: list[Any] = []
         self._run_slot: Slot | None = None
         self._closed = False
-        self._warned_shapes: set[tuple[int, int, int, int]] = set()
+        self._warned_shapes: set[tuple[int, int, int, int, int]] = set()
 
     def describe(self) -> str:
         fp = self.sidecar.fingerprint
@@ -147,14 +152,30 @@ class TensorRTBackend(Backend):
         separate optimization profile" -- so slots never share a profile, and an engine with fewer
         matching profiles than ``count`` gets fewer slots (one profile: one slot, no overlap; build
         the same profile several times -- ``hanrt build --slots N`` -- to run several slots concurrently).
+        Profiles held by this backend's live slots (another Upscaler sharing it, ``run()``'s slot) are
+        skipped, so two live contexts never share one; none free is a BackendError.
         Fewer slots than asked log a warning (once per shape) with the command that rebuilds it so.
+        If TensorRT cannot create a second or later context (typically out of GPU memory: each
+        context allocates its own activation memory), the slots made so far are kept, with a
+        warning; the first one failing is a BackendError.
         """
         if count < 1 or batch < 1:
             raise UsageError(f"need >= 1 slot of >= 1 tile, got {count} slot(s) of {batch}.")
-        profs = assign_profiles(self.profiles, count, batch, tile_h, tile_w)
-        if len(profs) < count and (count, batch, tile_h, tile_w) not in self._warned_shapes:
-            self._warned_shapes.add((count, batch, tile_h, tile_w))
-            log.warning("%s", _few_profiles_message(self.sidecar, self.plan, count, len(profs), batch, tile_h, tile_w))
+        in_use = {h["profile"] for h in self._owned}
+        profs = assign_profiles(self.profiles, count, batch, tile_h, tile_w, in_use)
+        accepting = [i for i, p in enumerate(self.profiles) if p.accepts((batch, tile_h, tile_w))]
+        busy = sum(1 for i in accepting if i in in_use)
+        if not profs:
+            raise BackendError(
+                f"every optimization profile of this engine that accepts {batch}x{tile_h}x{tile_w} "
+                f"({len(accepting)} of them) is held by a live slot of this backend (another Upscaler sharing "
+                f"it, or run()), and TensorRT runs concurrent execution contexts on distinct profiles only: "
+                f"close the other Upscaler (or its slots) first, open a backend per user, or rebuild with one "
+                f"profile per slot: {self._rebuild(busy + count)}")
+        if len(profs) < count and (count, batch, tile_h, tile_w, busy) not in self._warned_shapes:
+            self._warned_shapes.add((count, batch, tile_h, tile_w, busy))
+            log.warning("%s", _few_profiles_message(self.sidecar, self.plan, count, len(profs), batch, tile_h, tile_w,
+                                                    busy=busy))
         cu = self._cuda
         mapped = self.memory == "mapped"
         slots: list[Slot] = []
@@ -172,7 +193,19 @@ class TensorRTBackend(Backend):
                     h["din"], h["dout"] = cu.DeviceBuffer(h["hin"].nbytes), cu.DeviceBuffer(h["hout"].nbytes)
                 ctx = h["ctx"] = self.engine.create_execution_context()
                 if ctx is None:
-                    raise BackendError("TensorRT could not create an execution context (out of GPU memory?).")
+                    if not slots:
+                        raise BackendError("TensorRT could not create an execution context (out of GPU memory?).")
+                    # a later context failing is most likely the activation memory each context
+                    # allocates: run with the slots made so far rather than not at all
+                    made.pop()
+                    _free_handle(h)
+                    log.warning("trt: TensorRT could not create execution context %d of %d for %dx%dx%d, "
+                                "most likely out of GPU memory: every execution context allocates its own "
+                                "activation memory. Running with the %d slot(s) made; to avoid this, ask for "
+                                "fewer slots (Upscaler(slots=%d) / TrtConfig(slots=%d)) or build the engine "
+                                "with fewer: %s", i + 1, len(profs), batch, tile_h, tile_w, len(slots),
+                                len(slots), len(slots), self._rebuild(len(slots)))
+                    break
                 if not ctx.set_optimization_profile_async(prof, h["stream"].ptr):
                     raise BackendError(f"TensorRT refused optimization profile {prof}.")
                 slots.append(Slot(i, h["hin"].array, h["hout"].array, handle=h))
@@ -185,6 +218,11 @@ class TensorRTBackend(Backend):
             raise
         self._owned.extend(made)
         return slots
+
+    def _rebuild(self, slots: int) -> str:
+        """The command that rebuilds this engine with ``slots`` slots (see :func:`_few_profiles_message`)."""
+        return rebuild_command(self.sidecar, output=None if _in_cache(self.sidecar, self.plan) else str(self.plan),
+                               slots=slots)
 
     def release_slots(self, slots: list[Slot]) -> None:
         """Free the slots' contexts, streams, events and buffers (waiting for work in flight first)."""
@@ -260,19 +298,27 @@ class TensorRTBackend(Backend):
         self._runtime = None
 
 
-def _few_profiles_message(sidecar: Sidecar, plan: str | Path, asked: int, got: int, batch: int, h: int,
-                          w: int) -> str:
-    """The warning for an engine with fewer matching profiles than slots asked: names the rebuild.
+def _in_cache(sidecar: Sidecar, plan: str | Path) -> bool:
+    """Whether ``plan`` is a cache entry (``<stem>-<precision>-<key>.plan``), not a path the user chose."""
+    return Path(plan).name.endswith(f"-{sidecar.key}.plan")
 
-    A cache entry (``<stem>-<precision>-<key>.plan``) is rebuilt into the cache (a new key, which
-    ``hanrt build`` prints); an engine at a path of the user's choosing is rebuilt in place.
+
+def _few_profiles_message(sidecar: Sidecar, plan: str | Path, asked: int, got: int, batch: int, h: int,
+                          w: int, *, busy: int = 0) -> str:
+    """The warning for an engine with fewer free matching profiles than slots asked: names the rebuild.
+
+    ``busy``: matching profiles held by other live slots of the backend. A cache entry is rebuilt
+    into the cache (a new key, which ``hanrt build`` prints); an engine at a path of the user's
+    choosing is rebuilt in place.
     """
-    in_cache = Path(plan).name.endswith(f"-{sidecar.key}.plan")
+    out = None if _in_cache(sidecar, plan) else str(plan)
     overlap = "no overlap of copies and compute" if got == 1 else f"only {got} batches in flight"
+    held = (f" ({busy} more held by other live slots of this backend: another Upscaler sharing it, or run())"
+            if busy else "")
     return (f"trt: {asked} slots asked, but only {got} of the engine's optimization profiles accept "
-            f"{batch}x{h}x{w} and TensorRT runs concurrent execution contexts on distinct profiles only, "
-            f"so {got} slot(s) run ({overlap}). Rebuild the engine with one profile per slot: "
-            f"{rebuild_command(sidecar, output=None if in_cache else str(plan), slots=asked)}")
+            f"{batch}x{h}x{w} and are free{held}, and TensorRT runs concurrent execution contexts on distinct "
+            f"profiles only, so {got} slot(s) run ({overlap}). Rebuild the engine with one profile per slot: "
+            f"{rebuild_command(sidecar, output=out, slots=asked + busy)}")
 
 
 def _free_handle(h: dict[str, Any]) -> None:

@@ -17,8 +17,10 @@ Shapes are in input pixels. --tile HxW --batch N makes one optimization profile 
 for several profiles).
 
 --slots N (default 2) builds every profile N times: TensorRT runs execution contexts concurrently
-only on distinct profiles, so N copies let N slots be in flight at once (the copies of one batch
-overlap the compute of another, or several streams share the engine). Each slot costs one
+only on distinct profiles, so N copies let one loaded engine keep N batches in flight at once (the
+copies of one batch overlap the compute of another). Each live slot holds one copy, so Upscalers
+sharing one backend split the N between them; every separately opened backend (another process,
+or another Upscaler('han.plan')) loads the engine again and has its own N. Each slot costs one
 execution context's activation memory; --slots 1 builds faster and gives a smaller engine, but
 runs one batch at a time.
 
@@ -45,10 +47,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max", dest="max_shape", action="append", default=[], metavar="NxHxW",
                    help="explicit profile maximum")
     p.add_argument("--slots", type=int, default=DEFAULT_SLOTS, metavar="N",
-                   help=f"build each profile N times so N execution contexts run concurrently, e.g. to "
-                   f"overlap copies with compute or to serve several streams (default {DEFAULT_SLOTS}; "
-                   f"1..{MAX_SLOTS}). Each slot costs one context's activation memory on the GPU; 1 saves "
-                   f"build time and engine size")
+                   help=f"build each profile N times so N execution contexts of the loaded engine run "
+                   f"concurrently, overlapping one batch's copies with another's compute; Upscalers sharing "
+                   f"one backend split the N (default {DEFAULT_SLOTS}; 1..{MAX_SLOTS}). Each slot costs one "
+                   f"context's activation memory on the GPU; 1 saves build time and engine size")
     p.add_argument("--opt-level", type=int, default=3, metavar="0-5",
                    help="TensorRT builder optimization level (default 3; higher builds longer)")
     p.add_argument("--workspace", default="1G", metavar="SIZE",
