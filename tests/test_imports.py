@@ -128,3 +128,9 @@ def test_missing_backend_package_names_the_extra(tmp_path):
                        capture_output=True, text=True, env=_env(), timeout=120)
     assert r.returncode == 5, (r.returncode, r.stderr)
     assert "hanrt[cpu]" in r.stderr
+
+
+def test_trt_lint_needs_no_torch():
+    """The TensorRT support table is pure data (no torch, no onnx); the lint needs onnx only."""
+    assert not _import_all(["hanrt_export.trt_ops"], TIER2 + TIER1)
+    assert not _import_all(["hanrt_export.trt_lint"], ["torch", "onnxslim", "modelopt"] + TIER1)

@@ -225,6 +225,8 @@ smaller hyperparameters: **{cfg.n_resgroups} residual groups x {cfg.n_resblocks}
 Files: `{f_float.name}` (float32 NCHW 0..255 I/O, {f_float.stat().st_size / 1e6:.2f} MB),
 `{f_u8.name}` (uint8 NHWC I/O), `{name}.pt` (PyTorch weights, hanrt checkpoint format){extra_files}.
 Export parity (ONNX Runtime vs PyTorch, max abs on 0..255): float {r1.max_abs_diff:.2g}, uint8 {r2.max_abs_diff:.2g}.
+Every graph passed `hanrt lint` when exported (TensorRT 10.3's documented ONNX support: a static
+check, not a build; `hanrt info` shows the result).
 
 ## Training data
 {len(TRAIN_PHOTOS)} photos (about 71 MP) from Debian's `{DEB_PACKAGE}` {DEB_VERSION}, CC-BY-4.0 and

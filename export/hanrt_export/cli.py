@@ -20,7 +20,11 @@ def run_export(args: argparse.Namespace) -> int:
         raise OutputError(f"{str(out)!r} exists; pass --overwrite to replace it.")
     hook = _precision_hook(args)
     ck = load_checkpoint(args.checkpoint, csam_conv2d=args.csam == "conv2d")
-    opts = ExportOptions(opset=args.opset, io=args.io, verify=not args.no_verify)
+    u8_act = getattr(args, "precision", "fp32") == "int8" and getattr(args, "int8_activations", "int8") == "uint8"
+    opts = ExportOptions(opset=args.opset, io=args.io, verify=not args.no_verify,
+                         trt_lint="record" if u8_act else "refuse",
+                         trt_note="--int8-activations uint8: asymmetric UINT8 activations for ONNX Runtime CPU"
+                         if u8_act else "")
     res = export_onnx(ck.model, out, options=opts, source_sha256=ck.sha256, source=ck.path,
                       overwrite=getattr(args, "overwrite", False), precision_hook=hook)
     c = ck.config
@@ -29,6 +33,7 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"exported HAN x{c.scale} ({c.n_resgroups}x{c.n_resblocks}x{c.n_feats}, io={args.io}, "
           f"csam={args.csam}, opset {args.opset}) to {res.path} in {res.export_s:.1f} s; "
           f"{res.nodes} nodes; parity {parity}", file=sys.stdout)
+    print(f"TensorRT: {res.info.trt_lint}", file=sys.stdout)
     if res.info.precision != "fp32":
         print(f"precision {res.info.precision}: {len(res.info.fp32_nodes)} node(s) kept FP32; "
               f"{res.info.precision_notes}", file=sys.stdout)

@@ -30,10 +30,13 @@ FP16 mixed (:func:`convert_fp16`, a hand-written pass)
 
 INT8 (:func:`quantize_int8`)
     ONNX Runtime ``quantize_static`` in QDQ format (explicit ``QuantizeLinear``/
-    ``DequantizeLinear`` pairs, which TensorRT builds strongly typed), calibrated on crops of a
-    folder of photos, per-channel symmetric INT8 weights; activations symmetric INT8 by default
+    ``DequantizeLinear`` pairs, the form a strongly typed TensorRT network reads; not yet built on a
+    GPU here), calibrated on crops of a
+    folder of photos, per-channel symmetric INT8 weights, float biases (``QuantizeBias=False``:
+    TensorRT's DequantizeLinear takes no INT32); activations symmetric INT8 by default
     (zero point 0: what TensorRT requires) or asymmetric UINT8 (ONNX Runtime CPU's U8S8 path,
-    not TensorRT-buildable). Only the 3x3 body convolutions are quantized: the layer attention, the channel
+    not TensorRT-buildable by design: the export records that instead of refusing). The export
+    lints the result (:mod:`hanrt_export.trt_lint`). Only the 3x3 body convolutions are quantized: the layer attention, the channel
     attention's 1x1 convolutions (no compute to save), the mean shifts and the first and last
     convolutions (whose ranges set the output precision) stay FP32.
 
@@ -218,21 +221,10 @@ def _ensure_names(model) -> None:
 
 def _float_types(model) -> dict[str, int]:
     """Tensor name -> ONNX elem_type for every typed tensor of the graph (after shape inference)."""
-    onnx = _onnx()
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types: dict[str, int] = {}
-    g = inferred.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in g.initializer:
-        types[init.name] = init.data_type
-    for n in g.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    types[n.output[0]] = a.t.data_type
-    return types
+    _onnx()
+    from .trt_lint import tensor_types
+
+    return tensor_types(model)
 
 
 def _producers(model) -> dict[str, Any]:
@@ -611,8 +603,8 @@ class Int8Options:
     - ``percentile``: for ``method='percentile'``.
     - ``keep_edges``: keep the first (head) and last (tail) convolutions FP32.
     - ``activations``: ``"int8"`` — symmetric INT8 activations (zero point 0), the only Q/DQ form
-      TensorRT builds; ``"uint8"`` — asymmetric UINT8 activations, ONNX Runtime CPU's U8S8 fast
-      path (not buildable by TensorRT).
+      TensorRT accepts; ``"uint8"`` — asymmetric UINT8 activations, ONNX Runtime CPU's U8S8 fast
+      path (TensorRT cannot build it; ``hanrt export`` records that in the metadata).
     """
 
     calib_size: int = 48
@@ -692,7 +684,10 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib: Sequenc
             return None if x is None else {in_name: x}
 
     s8 = options.activations == "int8"
-    extra: dict[str, Any] = {"ActivationSymmetric": s8, "WeightSymmetric": True}
+    # QuantizeBias=False: biases stay float. quantize_static's default quantizes them to INT32
+    # behind a DequantizeLinear, which TensorRT cannot parse (it dequantizes INT8/FP8/INT4 only:
+    # onnxruntime #14229, onnx-tensorrt #850); TensorRT fuses a float bias into the INT8 conv.
+    extra: dict[str, Any] = {"ActivationSymmetric": s8, "WeightSymmetric": True, "QuantizeBias": False}
     if options.method == "percentile":
         extra["CalibPercentile"] = options.percentile
     chatter = _io.StringIO()  # quantize_static prints its progress; keep it in the log instead
@@ -740,9 +735,9 @@ def make_int8(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[n
                               f"{min_psnr:g} dB; nothing was written.")
         m = onnx.load(str(out))
         nq = sum(1 for n in m.graph.node if n.op_type == "QuantizeLinear")
-        act = ("symmetric INT8 activations (TensorRT-buildable)" if options.activations == "int8"
+        act = ("symmetric INT8 activations" if options.activations == "int8"
                else "asymmetric UINT8 activations (ONNX Runtime CPU; not TensorRT-buildable)")
-        notes = (f"INT8 Q/DQ (ONNX Runtime quantize_static, QDQ, per-channel INT8 weights, {act}, "
+        notes = (f"INT8 Q/DQ (ONNX Runtime quantize_static, QDQ, per-channel INT8 weights, float biases, {act}, "
                  f"{options.method} calibration on {calibration or f'{len(calib)} photo crops'}) "
                  f"of the 3x3 convolutions; {len(excluded)} node(s) left FP32: layer attention, 1x1 and "
                  f"3-D convolutions{', first and last convolution' if options.keep_edges else ''}; "

@@ -9,8 +9,9 @@ needs no post-processing. If a future torch drops it, the
 dynamo exporter needs ``dynamic_shapes`` for batch/height/width (not wired yet).
 
 Steps: build the wrapper for the I/O kind -> export to a temporary file beside the output ->
-onnxslim -> write ``metadata_props`` -> parity gate (ONNX Runtime CPU vs PyTorch) -> rename
-into place. The output appears only when the gate passes.
+onnxslim -> write ``metadata_props`` -> parity gate (ONNX Runtime CPU vs PyTorch) -> precision
+pass (optional) -> TensorRT lint gate (:mod:`hanrt_export.trt_lint`, on the final graph) -> rename
+into place. The output appears only when the gates pass.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hanrt.errors import MissingDependencyError, OutputError, ParityError, UsageError
+from hanrt.errors import MissingDependencyError, ModelError, OutputError, ParityError, UsageError
 from hanrt.io.atomic import atomic_output, check_output_path
 from hanrt.model_info import ModelInfo
 
@@ -36,21 +37,26 @@ from .han import HAN
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportOptions", "ExportResult", "export_onnx", "Uint8IO", "parity_check"]
+__all__ = ["ExportOptions", "ExportResult", "export_onnx", "Uint8IO", "parity_check", "trt_lint_gate"]
 
 PARITY_TOL = 1e-2  # max abs difference on the 0..255 scale
 
 
 class Uint8IO(nn.Module):
-    """Wrap HAN with uint8 NHWC I/O: cast+transpose in, clamp+round+cast+transpose out."""
+    """Wrap HAN with uint8 NHWC I/O: cast then transpose in; clamp, round, transpose, then cast out.
+
+    The casts sit at the very edges so that UINT8 exists only as the graph's input and output,
+    each touching nothing but a Cast: the only UINT8 TensorRT accepts (TensorRT issue #3985;
+    :mod:`hanrt_export.trt_lint` checks the final file).
+    """
 
     def __init__(self, model: HAN) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.model(x.permute(0, 3, 1, 2).to(torch.float32))
-        return torch.round(torch.clamp(y, 0.0, 255.0)).to(torch.uint8).permute(0, 2, 3, 1)
+        y = self.model(x.to(torch.float32).permute(0, 3, 1, 2))
+        return torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1).to(torch.uint8)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +67,11 @@ class ExportOptions:
     simplify: bool = True
     parity_shape: tuple[int, int] = (48, 40)  # H, W of the random parity input
     seed: int = 0
+    # TensorRT lint on the final graph: "refuse" a graph with findings (the default), or only
+    # "record" them in the metadata with a warning (graphs that are not for TensorRT by design:
+    # --int8-activations uint8). ``trt_note`` says why, for the record.
+    trt_lint: Literal["refuse", "record"] = "refuse"
+    trt_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class ExportResult:
     mean_abs_diff: float | None
     nodes: int
     parity_note: str = ""
+    trt_findings: tuple = ()  # hanrt_export.trt_lint.Finding, recorded with trt_lint="record"
 
 
 def _check_output_path(out: Path, overwrite: bool) -> None:
@@ -182,8 +194,40 @@ def export_onnx(
             # The FP32 graph passed its gate; the precision pass rewrites it and runs its own gate.
             info = precision_hook(tmp, info)
             export_s = time.perf_counter() - t0
+        info, findings = trt_lint_gate(tmp, info, options=options, name=out.name)
         nodes = len(onnx.load(str(tmp), load_external_data=False).graph.node)
-    return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note)
+    return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note, tuple(findings))
+
+
+def trt_lint_gate(path: str | os.PathLike, info: ModelInfo, *, options: ExportOptions = ExportOptions(),
+                  name: str = "the graph") -> tuple[ModelInfo, list]:
+    """Lint the graph at ``path`` for TensorRT and record the result in its metadata, in place.
+
+    With ``options.trt_lint == "refuse"`` any finding raises :class:`ModelError` listing them
+    (the caller's temporary file is then discarded: nothing is written). With ``"record"`` the
+    findings are logged as a warning and the graph is marked ``trt_buildable=False``.
+    """
+    import onnx
+
+    from .trt_lint import format_findings, lint, summary
+
+    m = onnx.load(str(path))
+    findings = lint(m)
+    if findings and options.trt_lint == "refuse":
+        raise ModelError(f"TensorRT lint gate failed, {name} was not written: {format_findings(findings)}")
+    if findings:
+        counts = ", ".join(f"{k} x{v}" for k, v in summary(findings).items())
+        text = (f"not TensorRT-buildable{' by design (' + options.trt_note + ')' if options.trt_note else ''}: "
+                f"{len(findings)} lint finding(s) ({counts}); runs on ONNX Runtime")
+        log.warning("%s: %s", name, text)
+    else:
+        from .trt_ops import TRT_VERSION
+
+        text = f"lint clean against TensorRT {TRT_VERSION}'s ONNX operator table (not a build)"
+    info = info.with_(trt_buildable=not findings, trt_lint=text)
+    _set_metadata(m, info)
+    onnx.save(m, str(path))
+    return info, findings
 
 
 def _set_metadata(m, info: ModelInfo) -> None:

@@ -48,6 +48,10 @@ class ModelInfo:
     - ``min_tile``: smallest input side the graph accepts; ``tile_multiple``: input sides must
       be multiples of this (1 for HAN: no down-sampling inside).
     - ``precision`` and ``fp32_nodes``: the precision recipe (which nodes stay FP32 and why).
+    - ``trt_buildable``: the result of the TensorRT lint (``hanrt lint``, run by ``hanrt export``
+      on the graph it wrote): ``True`` no rule fired, ``False`` the graph is knowingly not
+      TensorRT-buildable (``trt_lint`` says why), ``None`` not checked (older graphs, engines).
+      The lint checks TensorRT 10.3's documented limits; it is not a build.
     """
 
     scale: int
@@ -67,6 +71,8 @@ class ModelInfo:
     source: str = ""
     hanrt_version: str = ""
     opset: int = 0
+    trt_buildable: bool | None = None
+    trt_lint: str = ""
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

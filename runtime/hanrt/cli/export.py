@@ -9,7 +9,8 @@ from . import Command
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="HAN checkpoint (.pt): official HAN_BIX*.pt or hanrt's own")
-    p.add_argument("--output", "-o", required=True, help="output .onnx path (written only if the parity gate passes)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output .onnx path (written only if the parity gate and the TensorRT lint pass)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
     p.add_argument("--io", choices=["float", "uint8"], default="float",
                    help="float: float32 NCHW 0..255 in/out; uint8: uint8 NHWC in/out with cast, "
@@ -26,8 +27,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "fp16 to check activation ranges (without it fp16 checks extreme inputs only). "
                    "Never calibrate on your evaluation photos")
     p.add_argument("--int8-activations", choices=["int8", "uint8"], default="int8",
-                   help="int8 (default): symmetric INT8 activations, buildable by TensorRT; uint8: "
-                   "asymmetric UINT8, ONNX Runtime CPU's U8S8 path (TensorRT cannot build it)")
+                   help="int8 (default): symmetric INT8 activations, the Q/DQ form TensorRT accepts; uint8: "
+                   "asymmetric UINT8, ONNX Runtime CPU's U8S8 path (TensorRT cannot build it: the export "
+                   "warns and records that in the model's metadata instead of refusing)")
     p.add_argument("--calib-count", type=int, default=16, metavar="N",
                    help="number of calibration crops (default 16)")
     p.add_argument("--calib-size", type=int, default=48, metavar="PX",

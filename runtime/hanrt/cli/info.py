@@ -61,6 +61,11 @@ def format_text(d: dict) -> str:
             lines.append(f"  notes        {mi['precision_notes']}")
     if mi.get("source"):
         lines.append(f"  source       {mi['source']} (sha256 {mi.get('source_sha256', '')[:16]})")
+    if d["kind"] == "onnx":
+        tb = mi.get("trt_buildable")
+        lines.append("  TensorRT     " + ("not checked (exported before hanrt linted graphs; run hanrt lint)"
+                                        if tb is None else mi.get("trt_lint") or ("lint clean" if tb else
+                                                                                 "not buildable")))
     if d["kind"] != "onnx":
         e = d["engine"]
         fp = e["fingerprint"]
