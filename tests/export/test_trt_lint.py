@@ -254,6 +254,10 @@ def test_int8_uint8_activations_are_written_but_marked_not_buildable(tmp_path, t
     assert main(["lint", str(out), "--json"]) == 1
     rules = {f["rule"] for f in json.loads(capsys.readouterr().out)}
     assert {"q-type", "dq-type", "qdq-zero-point"} <= rules
+    # hanrt build refuses it up front, before looking for TensorRT
+    assert main(["build", str(out), "--tile", "32x32", "--cache-dir", str(tmp_path / "cache")]) == 6
+    assert "is not a graph for TensorRT: not TensorRT-buildable by design" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
 
 
 def test_lint_cli_exit_codes(tmp_path, capsys):

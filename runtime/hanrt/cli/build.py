@@ -102,7 +102,13 @@ def run(args: argparse.Namespace) -> int:
     from ..model_info import read_model_info
 
     options, cache_dir = build_options(args)
-    read_model_info(args.model)  # fail fast (and without TensorRT) on a non-hanrt graph
+    info = read_model_info(args.model)  # fail fast (and without TensorRT) on a non-hanrt graph
+    if info.trt_buildable is False:  # recorded by hanrt export's TensorRT lint
+        from ..errors import ModelError
+
+        raise ModelError(f"{args.model} is not a graph for TensorRT: {info.trt_lint}. Export one with "
+                         "symmetric INT8 activations (hanrt export --precision int8 --int8-activations int8) "
+                         "or use the FP16/FP32 graph; hanrt lint MODEL lists the findings.")
     from .. import _tensorrt
 
     target = _tensorrt.running_target(args.device)
