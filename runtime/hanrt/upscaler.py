@@ -365,7 +365,7 @@ def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int 
                       batch: int, info: ModelInfo) -> tuple[TilePlan, int, int]:
     """Plan tiles within an engine's optimization profiles (pure; sizes in input pixels).
 
-    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`~hanrt.engine.Profile`).
+    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`~hanrt.backends.tensorrt.Profile`).
     ``tile``: the asked tile side (``None``: whole image). Per profile, the wanted tile (the asked
     one, or the image's own size when the tile covers it) is clamped into the profile's H and W
     range: a larger image is tiled with the profile's largest tile, a smaller one is

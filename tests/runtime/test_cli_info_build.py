@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hanrt import engine as E
+from hanrt.backends import tensorrt as E
 from hanrt.cli import main
 from hanrt.model_info import ModelInfo
 

@@ -261,8 +261,8 @@ def _actions(mod):
 # --- planning within an engine's profiles (a numpy stand-in: TensorRT cannot run here) -----------
 
 from _local_backend import LocalBackend  # noqa: E402
-from hanrt import engine as E  # noqa: E402
-from hanrt.backends.trt import pick_profile  # noqa: E402
+from hanrt.backends import tensorrt as E  # noqa: E402
+from hanrt.backends.tensorrt import pick_profile  # noqa: E402
 
 
 class ProfiledBackend(LocalBackend):

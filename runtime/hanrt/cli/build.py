@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine import DEFAULT_SLOTS, MAX_SLOTS
+from ..backends.tensorrt.profiles import DEFAULT_SLOTS, MAX_SLOTS
 from . import Command
 
 DESCRIPTION = """\
@@ -68,7 +68,7 @@ def build_options(args: argparse.Namespace):
     """BuildOptions from parsed arguments (pure; raises UsageError on bad shapes)."""
     from pathlib import Path
 
-    from ..engine import BuildOptions, Profile, default_cache_dir, parse_hw, parse_nhw, parse_size, \
+    from ..backends.tensorrt import BuildOptions, Profile, default_cache_dir, parse_hw, parse_nhw, parse_size, \
         profiles_from_tiles, replicate_profiles
     from ..errors import UsageError
 
@@ -98,14 +98,13 @@ def build_options(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..engine import get_or_build
+    from ..backends.tensorrt import build as trt_build
+    from ..backends.tensorrt import get_or_build
     from ..model_info import read_model_info
 
     options, cache_dir = build_options(args)
     read_model_info(args.model)  # fail fast (and without TensorRT) on a non-hanrt graph
-    from .. import _tensorrt
-
-    target = _tensorrt.running_target(args.device)
+    target = trt_build.running_target(args.device)
     print(f"target: {target.describe()}", file=sys.stderr)
     last: dict[str, int] = {}
 
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
 
     def builder(onnx_path, info, opts):
-        return _tensorrt.build_plan(onnx_path, info, opts, progress=progress, device=args.device)
+        return trt_build.build_plan(onnx_path, info, opts, progress=progress, device=args.device)
 
     res = get_or_build(args.model, options, target=target, builder=builder, cache_dir=cache_dir,
                        output=Path(args.output) if args.output else None, force=args.force)

@@ -18,7 +18,7 @@ def describe(path: str) -> dict:
     """The description of a model or engine as a dict (keys: kind, model_info, engine, file)."""
     from pathlib import Path
 
-    from ..engine import read_sidecar, sidecar_path
+    from ..backends.tensorrt.cache import read_sidecar, sidecar_path
     from ..errors import InputError
     from ..model_info import read_model_info
 

@@ -1,4 +1,4 @@
-"""TensorRT engines: shapes, fingerprint, cache, sidecar, locking and refusal — the pure part.
+"""TensorRT engines: fingerprint, cache, sidecar, locking and refusal -- the pure part.
 
 An engine (serialized TensorRT plan) is bound to its GPU model, its TensorRT version, its ONNX
 graph, its precision recipe and its shapes. hanrt therefore builds engines **on the target**,
@@ -6,8 +6,8 @@ stores each under a key made of everything that invalidates it, and refuses an e
 not match the running machine, naming the command that rebuilds it.
 
 This module is stdlib + :mod:`hanrt.model_info` only and runs anywhere; every call into
-``tensorrt`` lives in :mod:`hanrt._tensorrt` and is injected into :func:`get_or_build` as the
-``builder`` / ``target`` arguments.
+``tensorrt`` lives in :mod:`hanrt.backends.tensorrt.build` and is injected into
+:func:`get_or_build` as the ``builder`` / ``target`` arguments.
 
 Layout on disk (cache directory ``$HANRT_CACHE_DIR`` or ``~/.cache/hanrt/engines``)::
 
@@ -16,10 +16,9 @@ Layout on disk (cache directory ``$HANRT_CACHE_DIR`` or ``~/.cache/hanrt/engines
     <stem>-<precision>-<key>.lock        lock file (fcntl.flock) held while building
 
 Writers take the lock, re-check for a finished engine (another process may have built it
-while they waited), write plan and sidecar to temporary files in the same folder and rename
-them into place (plan first, sidecar last): an engine counts as present only when its sidecar
-exists and records the plan's size, so a crash never leaves a half-written engine that looks
-valid.
+while they waited), write plan and sidecar through :func:`hanrt.io.atomic.atomic_output`
+(plan first, sidecar last): an engine counts as present only when its sidecar exists and
+records the plan's size, so a crash never leaves a half-written engine that looks valid.
 """
 
 from __future__ import annotations
@@ -31,38 +30,33 @@ import logging
 import os
 import re
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
-from .model_info import ModelInfo, read_model_info
+from ...errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
+from ...io.atomic import atomic_output
+from ...io.digest import sha256_file
+from ...model_info import ModelInfo, read_model_info
+from .profiles import DEFAULT_SLOTS, MAX_SLOTS, Profile, _check_slots, _fmt, base_profiles, check_profiles
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Shape3",
-    "Profile",
-    "parse_hw",
-    "parse_nhw",
-    "parse_size",
-    "profiles_from_tiles",
-    "replicate_profiles",
-    "base_profiles",
-    "check_profiles",
     "BuildOptions",
     "Target",
     "Fingerprint",
     "Sidecar",
     "SIDECAR_FORMAT",
+    "BuiltPlan",
+    "EngineResult",
     "default_cache_dir",
     "engine_path",
     "sidecar_path",
-    "sha256_file",
     "file_lock",
+    "write_bytes_atomic",
     "read_sidecar",
     "write_engine",
     "check_compatible",
@@ -75,172 +69,6 @@ SIDECAR_FORMAT = "hanrt-trt-engine"
 SIDECAR_SCHEMA = 1
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: 8 GB Jetson boards run out of memory with TensorRT's default
 DEFAULT_OPT_LEVEL = 3
-DEFAULT_SLOTS = 2  # hanrt build --slots: two execution contexts overlap copies with compute
-MAX_SLOTS = 16  # a sanity cap: every slot is one more profile to build and one more context's memory
-
-Shape3 = tuple[int, int, int]  # (batch N, height H, width W) of the input tile, in pixels
-
-
-# --- shapes and profiles ----------------------------------------------------------------------
-
-_HW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-_NHW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"96x128"`` -> ``(96, 128)`` (height, width in input pixels); ``"96"`` means 96x96."""
-    t = str(text).strip()
-    if t.isdigit():
-        v = int(t)
-        if v < 1:
-            raise UsageError(f"tile size must be >= 1, got {text!r}.")
-        return v, v
-    m = _HW.match(t)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise UsageError(f"expected a tile size HxW such as 96x96, got {text!r}.")
-    return int(m.group(1)), int(m.group(2))
-
-
-def parse_nhw(text: str) -> Shape3:
-    """``"4x96x96"`` -> ``(4, 96, 96)`` (batch, height, width)."""
-    m = _NHW.match(str(text))
-    if not m or min(int(g) for g in m.groups()) < 1:
-        raise UsageError(f"expected a shape NxHxW (batch x height x width) such as 4x96x96, got {text!r}.")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"1073741824"`` (binary units)."""
-    if isinstance(text, int):
-        v = text
-    else:
-        m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$", str(text))
-        if not m:
-            raise UsageError(f"expected a size such as 512M or 2G, got {text!r}.")
-        mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-        v = int(float(m.group(1)) * mult)
-    if v < 1 << 20:
-        raise UsageError(f"workspace must be at least 1M, got {text!r}.")
-    return v
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One TensorRT optimization profile for the image input: min/opt/max (N, H, W).
-
-    Sizes are in input pixels; the engine accepts any batch and tile between ``min`` and ``max``
-    (inclusive, per dimension) and is tuned for ``opt``.
-    """
-
-    min: Shape3
-    opt: Shape3
-    max: Shape3
-
-    def __post_init__(self) -> None:
-        for name in ("min", "opt", "max"):
-            v = getattr(self, name)
-            if len(v) != 3 or any(int(x) < 1 for x in v):
-                raise UsageError(f"profile {name} must be three positive ints (N, H, W), got {v}.")
-        for i, dim in enumerate(("batch", "height", "width")):
-            if not self.min[i] <= self.opt[i] <= self.max[i]:
-                raise UsageError(
-                    f"profile {dim} must satisfy min <= opt <= max, got {self.min[i]} / {self.opt[i]} / "
-                    f"{self.max[i]} (from min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}).")
-
-    def input_shapes(self, info: ModelInfo) -> dict[str, tuple[int, ...]]:
-        """Full input shapes for TensorRT, in the graph's layout (NCHW float, NHWC uint8)."""
-        return {k: _layout_shape(v, info) for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))}
-
-    def output_shape(self, nhw: Shape3, info: ModelInfo) -> tuple[int, ...]:
-        n, h, w = nhw
-        return _layout_shape((n, h * info.scale, w * info.scale), info)
-
-    def accepts(self, nhw: Shape3) -> bool:
-        return all(self.min[i] <= nhw[i] <= self.max[i] for i in range(3))
-
-    def describe(self) -> str:
-        if self.min == self.opt == self.max:
-            return _fmt(self.opt)
-        return f"min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}"
-
-    def to_json(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Sequence[int]]) -> "Profile":
-        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
-
-
-def _fmt(s: Sequence[int]) -> str:
-    return "x".join(str(int(v)) for v in s)
-
-
-def _layout_shape(nhw: Shape3, info: ModelInfo) -> tuple[int, ...]:
-    n, h, w = (int(v) for v in nhw)
-    return (n, h, w, info.n_colors) if info.layout == "NHWC" else (n, info.n_colors, h, w)
-
-
-def profiles_from_tiles(tiles: Sequence[tuple[int, int]], batch: int, *, min_batch: int = 1) -> list[Profile]:
-    """One profile per tile shape: batch ``min_batch..batch`` (opt = ``batch``), fixed H and W.
-
-    The tiler sends full-size tiles only (edge tiles are padded), so H and W are fixed per
-    profile; a partial last batch uses a smaller N.
-    """
-    if batch < 1 or min_batch < 1 or min_batch > batch:
-        raise UsageError(f"--batch must be >= 1 (and >= the minimum batch {min_batch}), got {batch}.")
-    if not tiles:
-        raise UsageError("give at least one --tile HxW (or --min/--opt/--max).")
-    seen: list[Profile] = []
-    for h, w in tiles:
-        p = Profile((min_batch, h, w), (batch, h, w), (batch, h, w))
-        if p not in seen:
-            seen.append(p)
-    return seen
-
-
-def replicate_profiles(profiles: Sequence[Profile], slots: int) -> list[Profile]:
-    """Each profile repeated ``slots`` times in a row: slot ``k`` of profile ``t`` is at index
-    ``t * slots + k``.
-
-    TensorRT runs execution contexts concurrently only on distinct optimization profiles, so an
-    engine whose callers keep ``slots`` batches in flight (copies of one overlapping compute of
-    another, or several streams) needs every tile shape ``slots`` times. ``slots=1`` returns the
-    profiles unchanged. :func:`base_profiles` is the inverse.
-    """
-    n = _check_slots(slots)
-    return [p for p in profiles for _ in range(n)]
-
-
-def base_profiles(profiles: Sequence[Profile], slots: int) -> tuple[Profile, ...]:
-    """The profiles as asked, before :func:`replicate_profiles` (one per group of ``slots``).
-
-    UsageError if ``profiles`` is not such a replication (not ``slots`` equal profiles in a row).
-    """
-    n = _check_slots(slots)
-    base = tuple(profiles[::n])
-    if len(profiles) % n or replicate_profiles(base, n) != list(profiles):
-        raise UsageError(f"with {n} slots every optimization profile must appear {n} times in a row "
-                         f"(got {len(profiles)} profile(s): {'; '.join(p.describe() for p in profiles)}); "
-                         f"make them with replicate_profiles(profiles, {n}).")
-    return base
-
-
-def _check_slots(slots: int) -> int:
-    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-        raise UsageError(f"--slots must be an integer 1..{MAX_SLOTS} (concurrent execution contexts per "
-                         f"tile shape), got {slots!r}.")
-    return slots
-
-
-def check_profiles(profiles: Sequence[Profile], info: ModelInfo) -> None:
-    """Refuse shapes the model cannot take (``min_tile``, ``tile_multiple`` of its description)."""
-    for p in profiles:
-        for nhw in (p.min, p.max):
-            for side in nhw[1:]:
-                if side < info.min_tile:
-                    raise UsageError(f"tile side {side} is below the model's minimum {info.min_tile}.")
-                if side % max(1, info.tile_multiple):
-                    raise UsageError(f"tile side {side} is not a multiple of {info.tile_multiple}.")
 
 
 # --- build options, target, fingerprint -------------------------------------------------------
@@ -393,14 +221,6 @@ def _lock_path(plan: Path) -> Path:
     return plan.with_suffix(".lock")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, *, timeout_s: float | None = None) -> Iterator[None]:
     """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the ``with`` block.
@@ -520,18 +340,10 @@ def read_sidecar(plan: str | os.PathLike) -> Sidecar:
         raise ModelError(f"sidecar {str(side)!r} is malformed ({exc}).") from None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`hanrt.io.atomic.atomic_output` (temp file, fsync, rename)."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path:
@@ -547,8 +359,8 @@ def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path
         side = sidecar_path(p)
         with contextlib.suppress(FileNotFoundError):
             side.unlink()  # an old sidecar must not vouch for the new plan while it is written
-        _atomic_write(p, data)
-        _atomic_write(side, sidecar.to_json().encode())
+        write_bytes_atomic(p, data)
+        write_bytes_atomic(side, sidecar.to_json().encode())
     except OSError as exc:
         raise OutputError(f"cannot write engine {str(p)!r} ({exc}).") from None
     return p
@@ -676,7 +488,7 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
     fingerprint is reused unless ``force``; an incompatible one at ``output`` is refused unless
     ``force`` (cache entries are keyed by the fingerprint, so they never mismatch by design).
     ``builder(onnx_path, info, options) -> BuiltPlan`` does the TensorRT work
-    (:func:`hanrt._tensorrt.build_plan` in production).
+    (:func:`hanrt.backends.tensorrt.build.build_plan` in production).
     """
     onnx = Path(onnx_path)
     if not onnx.is_file():

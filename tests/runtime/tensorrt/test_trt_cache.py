@@ -1,8 +1,8 @@
-"""TensorRT engine logic that runs anywhere: shapes, fingerprint, cache, sidecar, lock, refusal.
+"""The engine cache (hanrt.backends.tensorrt.cache) on any machine: fingerprint, sidecar, lock, refusal.
 
 The builder passed to get_or_build here is a stand-in that writes known bytes: TensorRT cannot
 run on this machine, and these tests are about what surrounds it (the real build is covered by
-the ``trt``-marked test in test_trt_backend.py).
+the ``trt``-marked test in test_trt_backend.py and the conformance suite).
 """
 
 from __future__ import annotations
@@ -19,106 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from hanrt import engine as E
+from hanrt.backends import tensorrt as E
+from hanrt.io.digest import sha256_file
 from hanrt.errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
 from hanrt.model_info import ModelInfo, read_model_info
 
-ORIN = E.Target("10.3.0", "Orin", (8, 7))
-H100 = E.Target("10.7.0", "NVIDIA H100 80GB HBM3", (9, 0))
-INFO = ModelInfo(scale=4, precision="fp16", fp32_nodes=("/la/MatMul", "/la/Softmax"))
-INFO_U8 = ModelInfo(scale=4, io="uint8")
-ROOT = Path(__file__).resolve().parents[2]
+from _trt_common import H100, INFO, INFO_U8, ORIN, fp, opts  # noqa: E402
 
-
-def opts(*tiles, batch=4, slots=1, **kw):
-    base = E.profiles_from_tiles(list(tiles) or [(96, 96)], batch)
-    return E.BuildOptions(profiles=tuple(E.replicate_profiles(base, slots)), slots=slots, **kw)
-
-
-def fp(target=ORIN, sha="a" * 64, info=INFO, options=None):
-    return E.Fingerprint.make(target=target, onnx_sha256=sha, info=info, options=options or opts())
-
-
-# --- parsing and profiles ---------------------------------------------------------------------
-
-def test_parse_shapes_and_sizes():
-    assert E.parse_hw("96x128") == (96, 128) and E.parse_hw("64") == (64, 64) and E.parse_hw(" 8X4 ") == (8, 4)
-    assert E.parse_nhw("4x96x96") == (4, 96, 96)
-    assert E.parse_size("512M") == 512 << 20 and E.parse_size("2G") == 2 << 30
-    assert E.parse_size("1.5GiB") == int(1.5 * (1 << 30)) and E.parse_size("1048576") == 1 << 20
-    for bad in ("96x", "0x4", "axb", "-1"):
-        with pytest.raises(UsageError):
-            E.parse_hw(bad)
-    with pytest.raises(UsageError):
-        E.parse_nhw("96x96")
-    for bad in ("lots", "12K", "-3G"):
-        with pytest.raises(UsageError):
-            E.parse_size(bad)
-
-
-def test_profiles_from_tiles():
-    ps = E.profiles_from_tiles([(96, 96), (64, 128), (96, 96)], 4)
-    assert ps == [E.Profile((1, 96, 96), (4, 96, 96), (4, 96, 96)), E.Profile((1, 64, 128), (4, 64, 128), (4, 64, 128))]
-    assert ps[0].accepts((3, 96, 96)) and not ps[0].accepts((5, 96, 96)) and not ps[0].accepts((1, 96, 95))
-    with pytest.raises(UsageError):
-        E.profiles_from_tiles([(96, 96)], 0)
-    with pytest.raises(UsageError):
-        E.profiles_from_tiles([], 2)
-
-
-def test_replicate_profiles_groups_the_slots_of_each_shape():
-    a, b = E.profiles_from_tiles([(96, 96), (64, 128)], 4)
-    assert E.replicate_profiles([a, b], 1) == [a, b]
-    r = E.replicate_profiles([a, b], 3)
-    assert r == [a, a, a, b, b, b]
-    assert all(r[t * 3 + k] == (a, b)[t] for t in range(2) for k in range(3))  # slot k of shape t
-    assert E.base_profiles(r, 3) == (a, b) and E.base_profiles([a, b], 1) == (a, b)
-    assert E.base_profiles([a, a], 1) == (a, a)  # explicit duplicates at slots=1 are kept as given
-    for bad in (0, -1, E.MAX_SLOTS + 1, 1.5, True, "2"):
-        with pytest.raises(UsageError, match="--slots must be an integer"):
-            E.replicate_profiles([a], bad)
-    for not_replicated in ([a, b], [a, a, b], [a, b, a, b]):
-        with pytest.raises(UsageError, match="replicate_profiles"):
-            E.base_profiles(not_replicated, 2)
-
-
-def test_profile_arithmetic_and_layouts():
-    p = E.Profile((1, 64, 64), (4, 96, 96), (8, 128, 160))
-    assert p.input_shapes(INFO) == {"min": (1, 3, 64, 64), "opt": (4, 3, 96, 96), "max": (8, 3, 128, 160)}
-    assert p.input_shapes(INFO_U8)["max"] == (8, 128, 160, 3)
-    assert p.output_shape((2, 96, 80), INFO) == (2, 3, 384, 320)
-    assert p.output_shape((2, 96, 80), INFO_U8) == (2, 384, 320, 3)
-    assert p.describe() == "min 1x64x64, opt 4x96x96, max 8x128x160"
-    assert E.Profile.from_json(p.to_json()) == p
-    with pytest.raises(UsageError, match="min <= opt <= max"):
-        E.Profile((1, 64, 64), (4, 32, 96), (8, 128, 160))
-    with pytest.raises(UsageError):
-        E.Profile((0, 64, 64), (4, 96, 96), (8, 128, 160))
-
-
-def test_build_options_validation():
-    with pytest.raises(UsageError):
-        E.BuildOptions(profiles=())
-    with pytest.raises(UsageError):
-        opts(opt_level=6)
-    with pytest.raises(UsageError):
-        opts(workspace=1000)
-    o = opts((96, 96), (64, 64), slots=2)
-    assert o.slots == 2 and len(o.profiles) == 4 and o.base_profiles == opts((96, 96), (64, 64)).profiles
-    assert opts().slots == 1 and opts().base_profiles == opts().profiles
-    a = opts().profiles[0]
-    with pytest.raises(UsageError, match="appear 2 times in a row"):
-        E.BuildOptions(profiles=(a,), slots=2)  # not replicated
-    with pytest.raises(UsageError, match="--slots"):
-        E.BuildOptions(profiles=(a,), slots=0)
-
-
-def test_check_profiles_against_model_rules():
-    E.check_profiles(opts().profiles, INFO)
-    with pytest.raises(UsageError, match="multiple of 8"):
-        E.check_profiles(opts((90, 96)).profiles, INFO.with_(tile_multiple=8))
-    with pytest.raises(UsageError, match="minimum 16"):
-        E.check_profiles(opts((8, 8)).profiles, INFO.with_(min_tile=16))
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # --- fingerprint and paths --------------------------------------------------------------------
@@ -319,7 +227,7 @@ def test_get_or_build_hit_miss_force(tmp_path, tiny_onnx):
     cache = tmp_path / "cache"
     r1 = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, cache_dir=cache)
     assert r1.built and b.calls == 1 and r1.plan.parent == cache
-    assert r1.sidecar.fingerprint.onnx_sha256 == E.sha256_file(tiny_onnx)
+    assert r1.sidecar.fingerprint.onnx_sha256 == sha256_file(tiny_onnx)
     r2 = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, cache_dir=cache)
     assert not r2.built and b.calls == 1 and r2.plan == r1.plan
     r3 = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, cache_dir=cache, force=True)
@@ -481,7 +389,7 @@ def test_builder_failure_leaves_nothing(tmp_path, tiny_onnx):
 _CHILD = textwrap.dedent("""
     import sys, time
     sys.path[:0] = {paths!r}
-    from hanrt import engine as E
+    from hanrt.backends import tensorrt as E
     target = E.Target("10.3.0", "Orin", (8, 7))
     def builder(onnx_path, info, options):
         with open({log!r}, "a") as f:
@@ -515,7 +423,7 @@ def test_file_lock_times_out_while_held(tmp_path):
     lock = tmp_path / "k.lock"
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import sys,time; sys.path[:0]=[{str(ROOT / 'runtime')!r}]\n"
-         f"from hanrt.engine import file_lock\nwith file_lock({str(lock)!r}):\n"
+         f"from hanrt.backends.tensorrt.cache import file_lock\nwith file_lock({str(lock)!r}):\n"
          f"    print('held', flush=True); time.sleep(3)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -532,108 +440,3 @@ def test_file_lock_times_out_while_held(tmp_path):
     assert os.path.exists(lock)
 
 
-# --- the device a build runs on (hanrt build --device N) -----------------------------------------
-
-class _Stop(Exception):
-    pass
-
-
-def _fake_cudart(calls):
-    import types
-
-    return types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=0),
-                                 cudaSetDevice=lambda d: (calls.append(d), (0,))[1])
-
-
-def test_build_plan_makes_the_device_current_first(monkeypatch, tmp_path):
-    import types
-
-    from hanrt import _tensorrt
-    from hanrt.backends import _cuda
-
-    calls: list[int] = []
-
-    def builder(logger):  # the first TensorRT object: the device must already be current
-        calls.append("Builder")
-        raise _Stop
-
-    monkeypatch.setattr(_tensorrt, "trt", lambda: types.SimpleNamespace(Builder=builder, ILogger=object))
-    monkeypatch.setattr(_tensorrt._Logger, "make", staticmethod(lambda: None))
-    monkeypatch.setattr(_cuda, "_CUDART", _fake_cudart(calls))
-    with pytest.raises(_Stop):
-        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts(), device=1)
-    assert calls == [1, "Builder"]
-    calls.clear()
-    with pytest.raises(_Stop):
-        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts())  # None: leave the current device
-    assert calls == ["Builder"]
-
-
-def test_build_plan_adds_every_profile_of_the_options(monkeypatch, tmp_path):
-    """Replication at the options level is enough: build_plan adds each profile, duplicates too."""
-    import types
-
-    from hanrt import _tensorrt
-
-    added: list[tuple] = []
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            self.shape = (name, lo, opt, hi)
-
-    class Config:
-        def set_memory_pool_limit(self, pool, size):
-            pass
-
-        def add_optimization_profile(self, p):
-            added.append(p.shape)
-            return len(added) - 1
-
-        def create_timing_cache(self, blob):
-            return None
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            pass
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return types.SimpleNamespace(get_input=lambda i: types.SimpleNamespace(name="input"))
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            raise _Stop
-
-    fake = types.SimpleNamespace(
-        Builder=Builder, MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
-        OnnxParser=lambda network, logger: types.SimpleNamespace(parse_from_file=lambda path: True))
-    monkeypatch.setattr(_tensorrt, "trt", lambda: fake)
-    monkeypatch.setattr(_tensorrt._Logger, "make", staticmethod(lambda: None))
-    o = opts((96, 96), (64, 64), slots=2)
-    with pytest.raises(_Stop):
-        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, o)
-    want = [("input", *(p.input_shapes(INFO)[k] for k in ("min", "opt", "max"))) for p in o.profiles]
-    assert added == want and len(added) == 4 and added[0] == added[1] != added[2] == added[3]
-
-
-def test_cli_build_passes_the_device_to_the_builder(monkeypatch, tmp_path, tiny_onnx, capsys):
-    from hanrt import _tensorrt
-    from hanrt.cli import main
-
-    seen: dict[str, object] = {}
-
-    def build_plan(onnx_path, info, options, *, progress=None, device=None):
-        seen["device"] = device
-        return E.BuiltPlan(b"PLAN", ({"name": "input", "mode": "input"},))
-
-    monkeypatch.setattr(_tensorrt, "running_target", lambda device=0: seen.setdefault("target", device) and ORIN)
-    monkeypatch.setattr(_tensorrt, "build_plan", build_plan)
-    rc = main(["build", str(tiny_onnx), "--tile", "32x32", "--device", "1", "--cache-dir", str(tmp_path)])
-    assert rc == 0 and seen == {"target": 1, "device": 1}

@@ -18,67 +18,22 @@ parts (profile choice, memory mode, buffer sizes, engine refusal) are tested on 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from ..engine import Profile, Sidecar, check_compatible, read_sidecar, rebuild_command
-from ..errors import BackendError, InputError, UsageError
-from ..model_info import ModelInfo
-from .base import Backend, Slot, TrtConfig as _BaseTrtConfig, batch_shape, check_batch
+from ...errors import BackendError, InputError, UsageError
+from ...model_info import ModelInfo
+from ..base import Backend, Slot, TrtConfig, batch_shape, check_batch
+from . import build as _build
+from . import cuda as _cuda
+from .cache import Sidecar, check_compatible, read_sidecar, rebuild_command
+from .profiles import assign_profiles
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrtConfig", "TensorRTBackend", "pick_profile", "assign_profiles", "resolve_memory", "slot_nbytes"]
-
-MemoryMode = Literal["auto", "copy", "mapped"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrtConfig(_BaseTrtConfig):
-    """:class:`hanrt.backends.base.TrtConfig` plus ``memory``: ``auto`` (mapped on integrated
-    GPUs such as Jetson, copy elsewhere), ``copy`` (pinned host + device buffers, async copies)
-    or ``mapped`` (zero-copy pinned host memory the GPU accesses directly)."""
-
-    memory: MemoryMode = "auto"
-
-    def __post_init__(self) -> None:
-        if self.memory not in ("auto", "copy", "mapped"):
-            raise UsageError(f"TensorRT memory mode must be auto, copy or mapped, got {self.memory!r}.")
-        if self.slots < 1:
-            raise UsageError(f"TensorRT slots must be >= 1, got {self.slots}.")
-
-
-def pick_profile(profiles: tuple[Profile, ...] | list[Profile], batch: int, h: int, w: int) -> int:
-    """Index of the first profile accepting ``batch`` tiles of ``h x w``; UsageError naming the
-    shapes the engine was built for otherwise."""
-    for i, p in enumerate(profiles):
-        if p.accepts((batch, h, w)):
-            return i
-    built = "; ".join(dict.fromkeys(p.describe() for p in profiles))  # each replicated profile once
-    raise UsageError(f"this engine takes batch x height x width in [{built}], not {batch}x{h}x{w}: "
-                     f"use a matching --tile/--batch or rebuild with hanrt build --tile {h}x{w} --batch {batch}.")
-
-
-def assign_profiles(profiles: tuple[Profile, ...] | list[Profile], count: int, batch: int, h: int, w: int,
-                    in_use: Collection[int] = ()) -> list[int]:
-    """Distinct profile indices for up to ``count`` concurrent slots of ``batch`` tiles of ``h x w``.
-
-    The first ``count`` profiles that accept the shape and are not ``in_use`` (held by live
-    contexts: another Upscaler's slots on the same backend, or ``run()``'s), in engine order;
-    fewer when fewer are free -- possibly none (an engine built with ``hanrt build --slots N``
-    has every shape N times, see :func:`hanrt.engine.replicate_profiles`). UsageError (from
-    :func:`pick_profile`) if no profile accepts the shape at all.
-    """
-    if count < 1:
-        raise UsageError(f"need >= 1 slot, got {count}.")
-    pick_profile(profiles, batch, h, w)  # UsageError naming the built shapes
-    busy = set(in_use)
-    return [i for i, p in enumerate(profiles) if i not in busy and p.accepts((batch, h, w))][:count]
-
+__all__ = ["TensorRTBackend", "resolve_memory", "slot_nbytes"]
 
 def resolve_memory(mode: str, integrated: bool) -> str:
     """``copy`` or ``mapped`` for a configured mode on a GPU that is (not) integrated."""
@@ -100,17 +55,14 @@ def slot_nbytes(info: ModelInfo, batch: int, h: int, w: int) -> tuple[int, int]:
 class TensorRTBackend(Backend):
     """Run a hanrt-built TensorRT engine. ``plan_path``: the ``.plan`` (its sidecar beside it).
 
-    ``profiles``: the engine's optimization profiles (:class:`~hanrt.engine.Profile`, min/opt/max
+    ``profiles``: the engine's optimization profiles (:class:`~hanrt.backends.tensorrt.profiles.Profile`, min/opt/max
     ``(N, H, W)`` in input pixels) -- the only tile shapes and batches it accepts; the
     :class:`~hanrt.upscaler.Upscaler` plans its tiles within them.
     """
 
     name = "trt"
 
-    def __init__(self, plan_path: str, *, config: _BaseTrtConfig = TrtConfig()) -> None:
-        from .. import _tensorrt
-        from . import _cuda
-
+    def __init__(self, plan_path: str, *, config: TrtConfig = TrtConfig()) -> None:
         self._cuda = _cuda
         self.config = config
         self.plan = Path(plan_path)
@@ -121,12 +73,12 @@ class TensorRTBackend(Backend):
         self.profiles = self.sidecar.profiles
         rt = _cuda.cudart()
         _cuda.check(rt.cudaSetDevice(int(config.device_id)), f"cudaSetDevice({config.device_id})", rt)
-        if getattr(config, "check_fingerprint", True):
-            check_compatible(self.sidecar, _tensorrt.running_target(config.device_id), plan=self.plan)
+        if config.check_fingerprint:
+            check_compatible(self.sidecar, _build.running_target(config.device_id), plan=self.plan)
         _, _, integrated = _cuda.device_properties(config.device_id)
-        self.memory = resolve_memory(getattr(config, "memory", "auto"), integrated)
-        self._runtime, self.engine = _tensorrt.load_engine(self.plan.read_bytes())
-        t = _tensorrt.trt()
+        self.memory = resolve_memory(config.memory, integrated)
+        self._runtime, self.engine = _build.load_engine(self.plan.read_bytes())
+        t = _build.trt()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._in = next(n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.INPUT)
         self._out = next(n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.OUTPUT)

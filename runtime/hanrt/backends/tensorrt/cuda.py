@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, MissingDependencyError
+from ...errors import BackendError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Every call into the ``tensorrt`` Python package: target query, engine build, engine load.
 
 Small on purpose: the logic around it (shapes, fingerprint, cache, lock, sidecar, refusal) is in
-:mod:`hanrt.engine` and tested on the CPU. **This module has not yet run on a GPU** (no machine
+:mod:`.cache` and :mod:`.profiles` and tested on the CPU. **This module has not yet run on a GPU** (no machine
 available to the project has TensorRT); it follows the documented TensorRT 10.x and 11.x Python
 APIs: a strongly typed network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` on 10.x, where
 it must be asked for; on 11.x strong typing is always on and the flag is ignored or absent), the
@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .engine import BuildOptions, BuiltPlan, Target, _atomic_write, file_lock
-from .errors import BackendError, ModelError
-from .model_info import ModelInfo
+from ...errors import BackendError, ModelError
+from ...model_info import ModelInfo
+from . import cuda as _cuda
+from .cache import BuildOptions, BuiltPlan, Target, file_lock, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 def trt() -> Any:
     """The ``tensorrt`` module, or MissingDependencyError naming the extra (JetPack on Jetson)."""
-    from .errors import require
+    from ...errors import require
 
     return require("tensorrt", extra="trt", purpose="TensorRT engines")
 
@@ -57,10 +58,8 @@ class _Logger:
 
 def running_target(device: int = 0) -> Target:
     """TensorRT version and the GPU (name, compute capability) of CUDA device ``device``."""
-    from .backends._cuda import device_properties
-
     t = trt()
-    name, cc, _ = device_properties(device)
+    name, cc, _ = _cuda.device_properties(device)
     return Target(str(t.__version__), name, cc)
 
 
@@ -100,8 +99,6 @@ def build_plan(onnx_path: Path, info: ModelInfo, options: BuildOptions, *,
     ``device`` (made current with ``cudaSetDevice`` first; ``None``: the current device)."""
     t = trt()
     if device is not None:
-        from .backends import _cuda
-
         rt = _cuda.cudart()
         _cuda.check(rt.cudaSetDevice(int(device)), f"cudaSetDevice({device})", rt)
     logger = _Logger.make()
@@ -133,7 +130,7 @@ def build_plan(onnx_path: Path, info: ModelInfo, options: BuildOptions, *,
     data = bytes(memoryview(plan))
     if cache_path is not None:
         with file_lock(cache_path.with_name(cache_path.name + ".lock")):
-            _atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+            write_bytes_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     _runtime, engine = load_engine(data)
     return BuiltPlan(data, tuple(io_tensors(engine, info)))
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from hanrt.backends import base
-from hanrt.backends import trt as T
-from hanrt.backends import _cuda
-from hanrt import engine as E
+from hanrt.backends import tensorrt as E
+from hanrt.backends.tensorrt import backend as T
+from hanrt.backends.tensorrt import cuda as _cuda
 from hanrt.errors import BackendError, InputError, MissingDependencyError, UsageError
 from hanrt.model_info import ModelInfo
 
@@ -22,16 +22,16 @@ INFO_U8 = ModelInfo(scale=4, io="uint8")
 
 
 def test_config_is_frozen_keyword_only_and_extends_base():
-    c = T.TrtConfig(device_id=1, slots=3, memory="mapped")
+    c = E.TrtConfig(device_id=1, slots=3, memory="mapped")
     assert isinstance(c, base.TrtConfig) and c.check_fingerprint
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.slots = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
-        T.TrtConfig(0)  # type: ignore[misc]
+        E.TrtConfig(0)  # type: ignore[misc]
     with pytest.raises(UsageError):
-        T.TrtConfig(memory="unified")  # type: ignore[arg-type]
+        E.TrtConfig(memory="unified")  # type: ignore[arg-type]
     with pytest.raises(UsageError):
-        T.TrtConfig(slots=0)
+        E.TrtConfig(slots=0)
 
 
 def test_resolve_memory():
@@ -44,16 +44,16 @@ def test_resolve_memory():
 
 def test_pick_profile():
     ps = (E.Profile((1, 96, 96), (4, 96, 96), (4, 96, 96)), E.Profile((1, 64, 64), (8, 128, 128), (8, 128, 128)))
-    assert T.pick_profile(ps, 4, 96, 96) == 0
-    assert T.pick_profile(ps, 6, 100, 120) == 1
+    assert E.pick_profile(ps, 4, 96, 96) == 0
+    assert E.pick_profile(ps, 6, 100, 120) == 1
     with pytest.raises(UsageError, match="hanrt build --tile 200x200 --batch 1"):
-        T.pick_profile(ps, 1, 200, 200)
+        E.pick_profile(ps, 1, 200, 200)
 
 
 def test_pick_profile_names_each_replicated_profile_once():
     a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
     with pytest.raises(UsageError) as ei:
-        T.pick_profile(E.replicate_profiles([a, b], 3), 1, 200, 200)  # hanrt build --slots 3
+        E.pick_profile(E.replicate_profiles([a, b], 3), 1, 200, 200)  # hanrt build --slots 3
     msg = str(ei.value)
     assert f"[{a.describe()}; {b.describe()}]" in msg and msg.count(a.describe()) == 1
 
@@ -61,31 +61,31 @@ def test_pick_profile_names_each_replicated_profile_once():
 def test_assign_profiles_gives_distinct_profiles_per_slot():
     a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
     two = E.replicate_profiles([a, b], 2)  # hanrt build --tile 96 --tile 64 --batch 4 --slots 2
-    assert T.assign_profiles(two, 2, 4, 96, 96) == [0, 1]
-    assert T.assign_profiles(two, 2, 3, 64, 64) == [2, 3]
-    assert T.assign_profiles(two, 3, 1, 64, 64) == [2, 3]  # only as many as the engine has
-    assert T.assign_profiles(two, 1, 4, 64, 64) == [2]
-    assert T.assign_profiles([a, b], 2, 4, 96, 96) == [0]  # --slots 1: one context at a time
+    assert E.assign_profiles(two, 2, 4, 96, 96) == [0, 1]
+    assert E.assign_profiles(two, 2, 3, 64, 64) == [2, 3]
+    assert E.assign_profiles(two, 3, 1, 64, 64) == [2, 3]  # only as many as the engine has
+    assert E.assign_profiles(two, 1, 4, 64, 64) == [2]
+    assert E.assign_profiles([a, b], 2, 4, 96, 96) == [0]  # --slots 1: one context at a time
     for n in (1, 2, 3, 5):
-        idx = T.assign_profiles(E.replicate_profiles([a, b], n), n, 2, 64, 64)
+        idx = E.assign_profiles(E.replicate_profiles([a, b], n), n, 2, 64, 64)
         assert len(set(idx)) == len(idx) == n
     wide = E.Profile((1, 32, 32), (2, 96, 96), (4, 128, 128))  # a range profile also takes 96x96
-    assert T.assign_profiles([wide, a, a], 3, 2, 96, 96) == [0, 1, 2]
+    assert E.assign_profiles([wide, a, a], 3, 2, 96, 96) == [0, 1, 2]
     with pytest.raises(UsageError, match="hanrt build --tile 48x48"):
-        T.assign_profiles(two, 2, 1, 48, 48)
+        E.assign_profiles(two, 2, 1, 48, 48)
     with pytest.raises(UsageError):
-        T.assign_profiles(two, 0, 1, 96, 96)
+        E.assign_profiles(two, 0, 1, 96, 96)
 
 
 def test_assign_profiles_skips_the_profiles_in_use():
     a, b = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
     three = E.replicate_profiles([a, b], 3)  # 96x96 at 0, 1, 2; 64x64 at 3, 4, 5
-    assert T.assign_profiles(three, 2, 4, 96, 96, in_use={0}) == [1, 2]
-    assert T.assign_profiles(three, 3, 4, 96, 96, in_use={1, 4}) == [0, 2]  # fewer: only two free
-    assert T.assign_profiles(three, 2, 4, 64, 64, in_use={0, 1, 2}) == [3, 4]  # other shapes' don't matter
-    assert T.assign_profiles(three, 2, 4, 96, 96, in_use=(0, 1, 2)) == []  # none free: the caller decides
+    assert E.assign_profiles(three, 2, 4, 96, 96, in_use={0}) == [1, 2]
+    assert E.assign_profiles(three, 3, 4, 96, 96, in_use={1, 4}) == [0, 2]  # fewer: only two free
+    assert E.assign_profiles(three, 2, 4, 64, 64, in_use={0, 1, 2}) == [3, 4]  # other shapes' don't matter
+    assert E.assign_profiles(three, 2, 4, 96, 96, in_use=(0, 1, 2)) == []  # none free: the caller decides
     with pytest.raises(UsageError, match="hanrt build --tile 48x48"):  # no profile at all: still UsageError
-        T.assign_profiles(three, 1, 1, 48, 48, in_use={0})
+        E.assign_profiles(three, 1, 1, 48, 48, in_use={0})
 
 
 def test_slot_nbytes():
@@ -125,7 +125,7 @@ def test_cuda_python_missing_is_a_clear_error():
 
 
 def test_network_flags_for_tensorrt_10_and_11():
-    from hanrt._tensorrt import _network_flags
+    from hanrt.backends.tensorrt.build import _network_flags
 
     v10 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1))
     v11 = types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace())
@@ -136,7 +136,7 @@ def test_network_flags_for_tensorrt_10_and_11():
 def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, photo):
     """On a GPU with TensorRT: build, reuse from the cache, run through slots, compare with ORT."""
     ort = pytest.importorskip("onnxruntime")
-    from hanrt import _tensorrt
+    from hanrt.backends.tensorrt import build as _tensorrt
 
     target = _tensorrt.running_target(0)
     p = E.profiles_from_tiles([(32, 32)], 2)[0]  # twice: two slots in flight need two profiles
@@ -150,7 +150,7 @@ def test_build_and_run_tiny_engine_matches_onnxruntime(tmp_path, tiny_onnx, phot
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {"input": x})[0]
     for memory in ("copy", "mapped"):
-        with T.TensorRTBackend(str(r.plan), config=T.TrtConfig(memory=memory)) as be:
+        with T.TensorRTBackend(str(r.plan), config=E.TrtConfig(memory=memory)) as be:
             assert be.fixed_tile_shape == (32, 32) and be.max_batch == 2
             slots = be.make_slots(2, 2, 32, 32)
             slots[0].input[:] = x
@@ -272,7 +272,7 @@ def test_one_profile_gives_one_slot(live):
 
 def test_engine_built_with_slots_gives_that_many_slots(live, caplog):
     be = _backend(E.replicate_profiles([P32, P16], 2), slots=2)
-    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.tensorrt.backend"):
         a = be.make_slots(2, 2, 32, 32)
         b = be.make_slots(2, 4, 16, 16)
     assert [s.handle["ctx"].profile for s in a] == [0, 1] and [s.handle["ctx"].profile for s in b] == [2, 3]
@@ -283,7 +283,7 @@ def test_engine_built_with_slots_gives_that_many_slots(live, caplog):
 
 def test_too_few_profiles_warn_once_naming_the_rebuild(live, caplog):
     be = _backend([P32, P16])  # built with --slots 1
-    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.tensorrt.backend"):
         first = be.make_slots(2, 2, 32, 32)
         assert len(first) == 1
         be.release_slots(first)
@@ -294,14 +294,14 @@ def test_too_few_profiles_warn_once_naming_the_rebuild(live, caplog):
                             "--min 1x32x32 --opt 2x32x32 --max 2x32x32 --min 1x16x16 --opt 4x16x16 --max 4x16x16 "
                             "--slots 2 --output /engines/han.plan --force")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.tensorrt.backend"):
         be.make_slots(3, 2, 32, 32)
     assert "--slots 3 --output /engines/han.plan --force" in caplog.records[0].getMessage()
     be.close()
     # a cache entry is rebuilt into the cache (a new key), not over the old key's file
     cached = _backend([P32])
     cached.plan = Path(f"/c/han-fp32-{cached.sidecar.key}.plan")
-    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.tensorrt.backend"):
         cached.make_slots(2, 1, 32, 32)
     assert caplog.records[-1].getMessage().endswith("hanrt build han.onnx --tile 32x32 --batch 2 --slots 2 --force")
     cached.close()
@@ -345,7 +345,7 @@ def test_make_slots_frees_what_it_made_on_failure(live):
 def test_a_later_context_failing_keeps_the_slots_made(live, caplog, fail_at, kept):
     """Out of GPU memory for the 2nd or 3rd context (each has its own activation memory): run with fewer."""
     be = _backend(E.replicate_profiles([P32], 3), engine=_Engine(fail_at=fail_at), slots=3)
-    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.tensorrt.backend"):
         slots = be.make_slots(3, 2, 32, 32)
     assert len(slots) == kept and [s.index for s in slots] == list(range(kept))
     assert [s.handle["ctx"].profile for s in slots] == list(range(kept))
@@ -368,7 +368,7 @@ def test_two_upscalers_sharing_a_backend_never_share_a_profile(live, caplog):
 
     be = _backend(E.replicate_profiles([P32], 3), slots=3)
     img = np.zeros((96, 96, 3), np.uint8)
-    with caplog.at_level(logging.WARNING, logger="hanrt.backends.trt"):
+    with caplog.at_level(logging.WARNING, logger="hanrt.backends.tensorrt.backend"):
         one = Upscaler(be, tile=32, margin=4, batch=2, slots=2)
         two = Upscaler(be, tile=32, margin=4, batch=2, slots=2)
         one.upscale(img)
