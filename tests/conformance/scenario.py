@@ -217,8 +217,29 @@ class Runner:
         self.build("float", "--timing-cache", str(cache), "--force")
 
 
+    def step_no_driver(self) -> None:
+        """No usable driver (every call fails as the real module's does): a clear error and exit code."""
+        from hanrt.backends import open_backend
+        from hanrt.cli import main
+        from hanrt.errors import BackendError
+
+        self.fx.sim.driver = False
+        try:
+            rc = main(["build", str(self.onnx["float"]), "--tile", "16x16", "--cache-dir", str(self.work / "nodrv")])
+            self.results["no_driver_build_rc"] = rc
+            assert rc == BackendError.exit_code, f"hanrt build without a driver exited {rc}"
+            try:
+                open_backend(self.plan, "trt", device_id=0, slots=1).close()
+            except BackendError as exc:
+                assert "cudaErrorInsufficientDriver" in str(exc), exc
+            else:
+                raise AssertionError("open_backend worked without a driver")
+        finally:
+            self.fx.sim.driver = True
+
+
 STEPS = ("build_and_cache", "slots", "run_in_thread", "device1_from_thread", "uint8", "run_while_slots_alive",
-         "timing_cache_two_gpus")
+         "timing_cache_two_gpus", "no_driver")
 
 
 def main(argv: list[str]) -> int:

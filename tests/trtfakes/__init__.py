@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .cuda import CudaSim, _CudartModule, make_cudart
-from .spec import LOG, Checked, Log
+from .spec import LOG, PROCEED, Checked, Log
 from .trt import make_trt
 
-__all__ = ["install", "Fakes", "load_spec", "reset_hanrt_caches", "LOG"]
+__all__ = ["install", "Fakes", "load_spec", "reset_hanrt_caches", "LOG", "PROCEED"]
 
 _SPECS: dict[tuple[str, str], dict] = {}
 
@@ -67,7 +67,7 @@ def install(trt_version: str, cuda_version: str, *, real_cuda: bool = False, log
             legacy: bool = False) -> Iterator[Fakes]:
     """Install the fakes in ``sys.modules`` (``legacy``: as the old ``cuda.cudart`` module only)."""
     log.reset()
-    sim = CudaSim(log=log)
+    sim = CudaSim(log=log, legacy=legacy)
     real = importlib.import_module("cuda.bindings.runtime") if real_cuda else None
     trt = make_trt(load_spec("trt", trt_version), sim, log=log)
     cudart = make_cudart(load_spec("cuda", cuda_version), sim, real, log=log)

@@ -58,6 +58,12 @@ class CudaSim:
     _local: threading.local = field(default_factory=threading.local)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _handles: int = 0x5000
+    #: False: no usable driver, every call fails as on a machine without one (the real module's
+    #: result in live mode; legacy cuda.cudart raises RuntimeError as cuda-python <= 12.2 did)
+    driver: bool = True
+    legacy: bool = False
+    #: failure injection: function name -> cudaError_t member name it returns instead of simulating
+    fail: dict = field(default_factory=dict)
 
     def violation(self, msg: str) -> None:
         self.log.violation(msg)
@@ -309,12 +315,13 @@ def make_cudart(spec: dict, sim: CudaSim, real: Any = None, *, log: Log = LOG) -
 
     for name, fn in sims.items():
         if name in spec["functions"]:
-            mod.__dict__[name] = _checked(name, fn, api, sim, real, spec["probes"].get(name, {}))
+            mod.__dict__[name] = _checked(name, fn, api, sim, real, spec["probes"].get(name, {}), err_t)
     return mod
 
 
-def _checked(name: str, fn, api: Api, sim: CudaSim, real: Any, probe: dict):
-    """``name`` as hanrt sees it: argument check (real call or spec), then the simulation."""
+def _checked(name: str, fn, api: Api, sim: CudaSim, real: Any, probe: dict, err_t: Any):
+    """``name`` as hanrt sees it: argument check (real call or spec), then the simulation (or the
+    failure a missing driver or an injected error gives)."""
 
     def call(*args, **kwargs):
         api.log.touch(f"cudart.{name}")
@@ -329,6 +336,13 @@ def _checked(name: str, fn, api: Api, sim: CudaSim, real: Any, probe: dict):
             want = len(ret) if isinstance(ret, tuple) else 1
         else:
             api.check_call("", name, args, kwargs)
+            ret = None
+        if not sim.driver and name != "cudaGetErrorName":
+            if sim.legacy:
+                raise RuntimeError("Failed to dlopen libcuda.so.1")
+            return ret if ret is not None else (err_t.cudaErrorInsufficientDriver,) + (None,) * ((want or 1) - 1)
+        if name in sim.fail:
+            return (getattr(err_t, sim.fail[name]),) + (None,) * ((want or 1) - 1)
         out = fn(*args, **kwargs)
         if want is not None and len(out) != want:
             raise AssertionError(f"fake {name} returns {len(out)} values, the real one {want}: fix tests/trtfakes")

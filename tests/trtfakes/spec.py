@@ -16,7 +16,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LOG", "Log", "Param", "Signature", "parse_signature", "Api", "FakeGap", "Violation"]
+__all__ = ["PROCEED", "LOG", "Log", "Param", "Signature", "parse_signature", "Api", "FakeGap", "Violation"]
+
+
+PROCEED = object()  # a failure injector's "behave normally this time"
 
 
 class Violation(Exception):
@@ -252,6 +255,9 @@ class Api:
         self.enums: dict[str, type] = {}
         self._sigs: dict[tuple[str, str], list[Signature]] = {}
         self.impls: dict[str, type] = {}
+        #: failure injection: "Class.method" -> fn(*args) giving the value TensorRT returns on failure
+        #: (None from create_execution_context, -1 from add_optimization_profile...), or PROCEED
+        self.fail: dict[str, Any] = {}
         for q, c in spec["classes"].items():
             if c.get("kind") == "enum":
                 vals = {n: m["value"] for n, m in c["members"].items()
@@ -440,6 +446,11 @@ class Checked:
         if m.get("kind") == "method" and callable(val):
             def call(*args, **kwargs):
                 api.check_call(q, name, args, kwargs)
+                inject = api.fail.get(f"{q}.{name}")
+                if inject is not None:
+                    got = inject(*args, **kwargs)
+                    if got is not PROCEED:
+                        return got
                 return val(*args, **kwargs)
 
             call.__name__ = name
