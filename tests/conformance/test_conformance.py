@@ -191,8 +191,8 @@ def test_swapped_copy_arguments_fail(runner, monkeypatch):
     cu = _hanrt_attr("Stream", *CUDA_MODULES)
 
     def h2d(self, dst, src, nbytes):
-        rt = self._rt
-        cu.check(rt.cudaMemcpyAsync(src, dst, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.handle), "swapped", rt)
+        cu.call("cudaMemcpyAsync", src, dst, nbytes, cu.cudart().cudaMemcpyKind.cudaMemcpyHostToDevice, self.handle,
+                what="swapped")
 
     monkeypatch.setattr(cu.Stream, "h2d", h2d)
     with pytest.raises(Exception, match="cudaErrorInvalidValue"):
