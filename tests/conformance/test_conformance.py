@@ -249,3 +249,14 @@ def test_the_real_cuda_binding_checks_arguments_first(real_modules, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=u.env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "cudaMalloc" in r.stdout and "the real cuda-bindings 13.5.0 refused" in r.stdout
+
+
+def test_a_missing_synchronize_fails_the_output_comparison(runner, monkeypatch):
+    """Work runs on the simulated stream only when the host waits: reading a slot's output without
+    synchronizing its event gives stale bytes, as on a GPU, and the comparison catches it."""
+    r = runner()
+    r.step_build_and_cache()
+    cu = _hanrt_attr("Event", *CUDA_MODULES)
+    monkeypatch.setattr(cu.Event, "synchronize", lambda self: None)
+    with pytest.raises(AssertionError, match="output differs from nearest x4"):
+        r.step_slots()

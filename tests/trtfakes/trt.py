@@ -339,6 +339,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
             self._io = [(n, "INPUT", dt, s) for n, dt, s in plan["inputs"]] + \
                        [(n, "OUTPUT", dt, s) for n, dt, s in plan["outputs"]]
             self._session = None
+            self._shapes_seen: dict = {}
 
         def _tensor(self, name):
             for t in self._io:
@@ -379,6 +380,30 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
             ctx = api.new("IExecutionContext", engine=self)
             ft.contexts.add(ctx)
             return ctx
+
+        def _output_shape(self, name: str, in_shapes: dict) -> tuple:
+            """The output's shape for the given input shapes (ONNX shape inference on the graph)."""
+            key = (name, tuple(sorted(in_shapes.items())))
+            if key not in self._shapes_seen:
+                self._shapes_seen[key] = self._infer(name, in_shapes)
+            return self._shapes_seen[key]
+
+        def _infer(self, name: str, in_shapes: dict) -> tuple:
+            import onnx
+
+            m = onnx.load_from_string(bytes.fromhex(self._plan["onnx"]))
+            for vi in m.graph.input:
+                if vi.name in in_shapes:
+                    for d, v in zip(vi.type.tensor_type.shape.dim, in_shapes[vi.name]):
+                        d.Clear()
+                        d.dim_value = int(v)
+            del m.graph.output[:]
+            m.graph.output.extend([onnx.helper.make_empty_tensor_value_info(name)])
+            m = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+            for vi in list(m.graph.output) + list(m.graph.value_info):
+                if vi.name == name:
+                    return tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+            raise AssertionError(f"cannot infer the shape of {name}")
 
         def _run(self, feeds: dict) -> dict:
             import onnxruntime as ort
@@ -449,21 +474,34 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
                 if lacks:
                     api.log.violation(f"{where}: {mode.lower()} {n!r} has no {lacks}")
                     return False
-            feeds = {}
+            views = {}
             for n, mode, dt, _ in eng._io:
                 if mode == "INPUT":
-                    npt = np.dtype(spec["nptype"][dt])
-                    shape = self._shapes[n]
+                    npt, shape = np.dtype(spec["nptype"][dt]), self._shapes[n]
                     nbytes = int(np.prod(shape)) * npt.itemsize
-                    buf = sim.device_view(self._addr[n], nbytes, f"{where} input {n!r}", device=eng._device)
-                    feeds[n] = np.frombuffer(buf, dtype=npt).reshape(shape).copy()
-            outs = eng._run(feeds)
+                    views[n] = (sim.device_view(self._addr[n], nbytes, f"{where} input {n!r}", device=eng._device),
+                                npt, shape)
+            in_shapes = {n: v[2] for n, v in views.items()}
+            out_views = {}
             for n, mode, dt, _ in eng._io:
-                if mode != "OUTPUT":
-                    continue
-                arr = np.ascontiguousarray(outs[n], dtype=np.dtype(spec["nptype"][dt]))
-                buf = sim.device_view(self._addr[n], arr.nbytes, f"{where} output {n!r}", device=eng._device)
-                buf[:] = arr.view(np.uint8).reshape(-1)
+                if mode == "OUTPUT":
+                    npt = np.dtype(spec["nptype"][dt])
+                    shape = eng._output_shape(n, in_shapes)
+                    nbytes = int(np.prod(shape)) * npt.itemsize
+                    out_views[n] = (sim.device_view(self._addr[n], nbytes, f"{where} output {n!r}", device=eng._device),
+                                    npt)
+
+            def run() -> None:  # on the stream: reads the inputs when it runs, as the GPU does
+                feeds = {n: np.frombuffer(b, dtype=t).reshape(sh).copy() for n, (b, t, sh) in views.items()}
+                outs = eng._run(feeds)
+                for n, (b, t) in out_views.items():
+                    arr = np.ascontiguousarray(outs[n], dtype=t).view(np.uint8).reshape(-1)
+                    if arr.size != b.size:
+                        api.log.violation(f"{where}: output {n!r} is {arr.size} bytes, {b.size} expected")
+                        continue
+                    b[:] = arr
+
+            sim.enqueue(int(stream_handle), run)
             return True
 
     impls = {"ILogger": ILogger, "Logger": Logger, "IProgressMonitor": IProgressMonitor, "ITensor": ITensor,
