@@ -125,9 +125,8 @@ class Upscaler:
     whole-image inference; with an engine it is clamped into the shapes the engine was built for,
     see :func:`plan_for_profiles`).
     ``margin``: context pixels cropped on every interior tile side.
-    ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); a
-    TensorRT engine runs at most as many as it has profiles for the tile shape, i.e. the
-    ``hanrt build --slots N`` it was built with (fewer: a warning names the rebuild).
+    ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); with a
+    TensorRT engine each is one execution context, all sharing the engine's profile for the tile.
     """
 
     def __init__(

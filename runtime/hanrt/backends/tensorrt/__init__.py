@@ -20,9 +20,9 @@ from ..base import TrtConfig
 from .backend import TensorRTBackend, resolve_memory, slot_nbytes
 from .cache import (SIDECAR_FORMAT, BuildOptions, BuiltPlan, EngineResult, Fingerprint, Sidecar, Target,
                     check_compatible, default_cache_dir, engine_path, file_lock, find_engine, get_or_build,
-                    read_sidecar, rebuild_command, sidecar_path, write_engine)
-from .profiles import (DEFAULT_SLOTS, MAX_SLOTS, Profile, assign_profiles, base_profiles, check_profiles,
-                       parse_hw, parse_nhw, parse_size, pick_profile, profiles_from_tiles, replicate_profiles)
+                    read_sidecar, rebuild_command, sidecar_path, timing_cache_file, write_engine)
+from .profiles import (Profile, base_profiles, check_profiles, parse_hw, parse_nhw, parse_size, pick_profile,
+                       profiles_from_tiles)
 
 __all__ = [
     "TrtConfig",
@@ -45,11 +45,9 @@ __all__ = [
     "read_sidecar",
     "rebuild_command",
     "sidecar_path",
+    "timing_cache_file",
     "write_engine",
-    "DEFAULT_SLOTS",
-    "MAX_SLOTS",
     "Profile",
-    "assign_profiles",
     "base_profiles",
     "check_profiles",
     "parse_hw",
@@ -57,5 +55,4 @@ __all__ = [
     "parse_size",
     "pick_profile",
     "profiles_from_tiles",
-    "replicate_profiles",
 ]

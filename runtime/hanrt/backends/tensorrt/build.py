@@ -4,15 +4,17 @@ Small on purpose: the logic around it (shapes, fingerprint, cache, lock, sidecar
 :mod:`.cache` and :mod:`.profiles` and tested on the CPU. **This module has not yet run on a GPU** (no machine
 available to the project has TensorRT); it follows the documented TensorRT 10.x and 11.x Python
 APIs: a strongly typed network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` on 10.x, where
-it must be asked for; on 11.x strong typing is always on and the flag is ignored or absent), the
-ONNX parser, one optimization profile per tile shape and slot, ``builder_optimization_level``, a
-workspace memory-pool cap, a persistent timing cache and an ``IProgressMonitor``.
+it must be asked for; on 11.x strong typing is always on and the flag is deprecated), the
+ONNX parser, one optimization profile per tile shape (shared by every execution context),
+``builder_optimization_level``, a workspace memory-pool cap, a persistent timing cache per
+TensorRT version and GPU, one process-wide logger and an ``IProgressMonitor``.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
-import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,11 @@ from typing import Any
 from ...errors import BackendError, ModelError
 from ...model_info import ModelInfo
 from . import cuda as _cuda
-from .cache import BuildOptions, BuiltPlan, Target, file_lock, write_bytes_atomic
+from .cache import BuildOptions, BuiltPlan, Target, file_lock, timing_cache_file, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["trt", "running_target", "build_plan", "load_engine", "io_tensors", "ProgressFn", "env_timing_cache"]
+__all__ = ["trt", "logger", "running_target", "build_plan", "load_engine", "network_io", "ProgressFn"]
 
 #: progress(phase, step, steps): called from TensorRT's builder threads.
 ProgressFn = Callable[[str, int, int], None]
@@ -37,23 +39,36 @@ def trt() -> Any:
     return require("tensorrt", extra="trt", purpose="TensorRT engines")
 
 
-class _Logger:
-    """A TensorRT ILogger forwarding to :mod:`logging` (built lazily: needs tensorrt)."""
+_LOGGER: Any = None
+_LOGGER_LOCK = threading.Lock()
+_LEVELS = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING}
 
-    @staticmethod
-    def make() -> Any:
-        t = trt()
 
-        class L(t.ILogger):
-            def __init__(self) -> None:
-                t.ILogger.__init__(self)
+def logger() -> Any:
+    """The one TensorRT ``ILogger`` of the process, forwarding to :mod:`logging` (made on first use).
 
-            def log(self, severity: Any, msg: str) -> None:
-                level = {t.ILogger.INTERNAL_ERROR: logging.ERROR, t.ILogger.ERROR: logging.ERROR,
-                         t.ILogger.WARNING: logging.WARNING, t.ILogger.INFO: logging.DEBUG}.get(severity, logging.DEBUG)
-                log.log(level, "TensorRT: %s", msg)
+    TensorRT keeps a single process-wide logger: the first Builder/Runtime's logger is the one it
+    uses, and a later one that differs is reported ("The logger passed into createInferRuntime
+    differs from one already provided", TensorRT issue #1475), while the Python binding ties each
+    logger's life to its own Builder/Runtime only -- after a build the global pointer could dangle
+    while an engine lives. Like NVIDIA's samples, every Builder, OnnxParser and Runtime here gets
+    this one module-level logger, which lives as long as the process.
+    """
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None:
+            t = trt()
+            levels = {getattr(t.ILogger, k): v for k, v in _LEVELS.items() if hasattr(t.ILogger, k)}
 
-        return L()
+            class Logger(t.ILogger):
+                def __init__(self) -> None:
+                    t.ILogger.__init__(self)
+
+                def log(self, severity: Any, msg: str) -> None:
+                    log.log(levels.get(severity, logging.DEBUG), "TensorRT: %s", msg)
+
+            _LOGGER = Logger()
+        return _LOGGER
 
 
 def running_target(device: int = 0) -> Target:
@@ -89,25 +104,46 @@ def _progress_monitor(progress: ProgressFn) -> Any:
 
 
 def _network_flags(t: Any) -> int:
+    """``create_network`` flags for a strongly typed network.
+
+    TensorRT 10.x: ``STRONGLY_TYPED`` (value 1) must be asked for. 11.x: strong typing is always on;
+    the flag is still there but deprecated (value 0), so nothing is passed.
+    """
+    if _major(t) >= 11:
+        return 0
     flag = getattr(getattr(t, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
-    return 0 if flag is None else 1 << int(flag)  # absent on 11.x: always strongly typed
+    return 0 if flag is None else 1 << int(flag)
+
+
+def _major(t: Any) -> int:
+    try:
+        return int(str(t.__version__).split(".")[0])
+    except (AttributeError, ValueError):
+        return 10
 
 
 def build_plan(onnx_path: Path, info: ModelInfo, options: BuildOptions, *,
-               progress: ProgressFn | None = None, device: int | None = None) -> BuiltPlan:
+               progress: ProgressFn | None = None, device: int | None = None,
+               target: Target | None = None) -> BuiltPlan:
     """Parse ``onnx_path`` into a strongly typed network and build a serialized plan on CUDA device
-    ``device`` (made current with ``cudaSetDevice`` first; ``None``: the current device)."""
+    ``device`` (made current with ``cudaSetDevice`` first; ``None``: the current device).
+
+    ``target``: the TensorRT/GPU this runs on (``None``: asked); it names the timing cache file
+    (:func:`~hanrt.backends.tensorrt.cache.timing_cache_file` of ``options.timing_cache``). The plan is
+    not deserialized here: the I/O description comes from the parsed network, and the Builder,
+    network and parser are released before returning (an 8 GB Jetson has no memory for two copies).
+    """
     t = trt()
     if device is not None:
-        rt = _cuda.cudart()
-        _cuda.check(rt.cudaSetDevice(int(device)), f"cudaSetDevice({device})", rt)
-    logger = _Logger.make()
-    builder = t.Builder(logger)
+        _cuda.set_device(int(device))
+    lg = logger()
+    builder = t.Builder(lg)
     network = builder.create_network(_network_flags(t))
-    parser = t.OnnxParser(network, logger)
+    parser = t.OnnxParser(network, lg)
     if not parser.parse_from_file(str(onnx_path)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"TensorRT's ONNX parser refused {onnx_path.name}: {errs}")
+    io = tuple(network_io(t, network, info))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(t.MemoryPoolType.WORKSPACE, int(options.workspace))
     config.builder_optimization_level = int(options.opt_level)
@@ -115,51 +151,94 @@ def build_plan(onnx_path: Path, info: ModelInfo, options: BuildOptions, *,
     if monitor is not None:
         config.progress_monitor = monitor
     inp = network.get_input(0)
-    for prof in options.profiles:  # all of them: replicated per slot by hanrt build --slots
+    for prof in options.profiles:  # each once: execution contexts share profiles (TensorRT >= 10)
         p = builder.create_optimization_profile()
         s = prof.input_shapes(info)
         p.set_shape(inp.name, s["min"], s["opt"], s["max"])
-        config.add_optimization_profile(p)
-    cache_path = Path(options.timing_cache) if options.timing_cache else None
-    blob = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
-    cache = config.create_timing_cache(blob)
-    config.set_timing_cache(cache, ignore_mismatch=True)
+        if config.add_optimization_profile(p) < 0:
+            raise BackendError(f"TensorRT refused optimization profile {prof.describe()} for input {inp.name!r} "
+                               f"(shapes {s['min']} / {s['opt']} / {s['max']}; see the log with -vv).")
+    cache_path = None
+    if options.timing_cache:
+        if target is None:
+            target = running_target(_cuda.current_device() if device is None else int(device))
+        cache_path = timing_cache_file(options.timing_cache, target)
+    loaded = _use_timing_cache(config, cache_path)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BackendError(f"TensorRT could not build an engine from {onnx_path.name} (see the log with -vv).")
     data = bytes(memoryview(plan))
+    del plan, parser, network
     if cache_path is not None:
-        with file_lock(cache_path.with_name(cache_path.name + ".lock")):
-            write_bytes_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
-    _runtime, engine = load_engine(data)
-    return BuiltPlan(data, tuple(io_tensors(engine, info)))
+        _save_timing_cache(config, cache_path, loaded)
+    del config, builder, monitor
+    gc.collect()  # TensorRT objects hold native memory: free it before the caller loads anything
+    return BuiltPlan(data, io)
+
+
+def _lock(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _use_timing_cache(config: Any, path: Path | None) -> bytes:
+    """Give ``config`` the timing cache at ``path`` (read under its lock), loaded strictly.
+
+    A file TensorRT refuses (``set_timing_cache`` returns False: another TensorRT or GPU wrote it,
+    or it is damaged) is replaced by an empty cache, with a warning; it is overwritten after the
+    build. Returns the bytes loaded (``b""``: none), so that the save can tell whether another
+    build wrote the file meanwhile.
+    """
+    blob = b""
+    if path is not None and path.is_file():
+        with file_lock(_lock(path)):
+            blob = path.read_bytes()
+    cache = config.create_timing_cache(blob)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return blob
+    if blob:
+        log.warning("timing cache %s does not match this TensorRT and GPU (or is damaged): building "
+                    "without it; it will be replaced", path)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise BackendError("TensorRT refused an empty timing cache (see the log with -vv).")
+    return b""
+
+
+def _save_timing_cache(config: Any, path: Path, loaded: bytes) -> None:
+    """Write the build's timing cache to ``path`` (atomically, under its lock), first merging what
+    another build wrote there since ours read it."""
+    ours = config.get_timing_cache()
+    if ours is None:
+        return
+    with file_lock(_lock(path)):
+        current = path.read_bytes() if path.is_file() else b""
+        if current and current != loaded:
+            theirs = config.create_timing_cache(current)
+            if theirs is None or not ours.combine(theirs, False):
+                log.warning("timing cache %s was rewritten during this build and cannot be merged "
+                            "(another TensorRT or GPU?); keeping this build's", path)
+        write_bytes_atomic(path, bytes(memoryview(ours.serialize())))
 
 
 def load_engine(data: bytes) -> tuple[Any, Any]:
     """Deserialize a plan (bytes): returns ``(runtime, engine)``; keep the runtime alive as long as
     the engine. BackendError if TensorRT refuses the plan."""
     t = trt()
-    runtime = t.Runtime(_Logger.make())
+    runtime = t.Runtime(logger())
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise BackendError("TensorRT could not deserialize the engine (built by another TensorRT or GPU?).")
     return runtime, engine
 
 
-def io_tensors(engine: Any, info: ModelInfo) -> list[dict[str, Any]]:
-    """Name, mode, dtype and layout of every I/O tensor of ``engine`` (for the sidecar)."""
-    t = trt()
+def network_io(t: Any, network: Any, info: ModelInfo) -> list[dict[str, Any]]:
+    """Name, mode, dtype, layout and shape (``-1``: dynamic) of every input and output of a parsed
+    network (for the sidecar): a strongly typed network's I/O is the engine's."""
     out = []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        mode = "input" if engine.get_tensor_mode(name) == t.TensorIOMode.INPUT else "output"
-        dtype = t.nptype(engine.get_tensor_dtype(name)).__name__
-        out.append({"name": name, "mode": mode, "dtype": dtype, "layout": info.layout,
-                    "shape": [int(d) for d in engine.get_tensor_shape(name)]})
+    for mode, n, get in (("input", network.num_inputs, network.get_input),
+                         ("output", network.num_outputs, network.get_output)):
+        for i in range(n):
+            tensor = get(i)
+            out.append({"name": tensor.name, "mode": mode, "dtype": t.nptype(tensor.dtype).__name__,
+                        "layout": info.layout, "shape": [int(d) for d in tensor.shape]})
     return out
-
-
-def env_timing_cache() -> str | None:
-    """``$HANRT_TIMING_CACHE`` if set (a default for ``hanrt build --timing-cache``)."""
-    return os.environ.get("HANRT_TIMING_CACHE") or None
-

@@ -24,6 +24,7 @@ records the plan's size, so a crash never leaves a half-written engine that look
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,7 +41,7 @@ from ...errors import EngineMismatchError, InputError, ModelError, OutputError, 
 from ...io.atomic import atomic_output
 from ...io.digest import sha256_file
 from ...model_info import ModelInfo, read_model_info
-from .profiles import DEFAULT_SLOTS, MAX_SLOTS, Profile, _check_slots, _fmt, base_profiles, check_profiles
+from .profiles import Profile, _fmt, base_profiles, check_profiles
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ __all__ = [
     "engine_path",
     "sidecar_path",
     "file_lock",
+    "timing_cache_file",
     "write_bytes_atomic",
     "read_sidecar",
     "write_engine",
@@ -77,35 +79,32 @@ DEFAULT_OPT_LEVEL = 3
 class BuildOptions:
     """How an engine is built (all of it enters the fingerprint).
 
-    - ``profiles``: one or more optimization profiles (input pixels), exactly as the engine gets
-      them: with ``slots > 1`` each one repeated ``slots`` times in a row
-      (:func:`replicate_profiles`; :attr:`base_profiles` undoes it).
-    - ``slots``: how many execution contexts can run each tile shape concurrently (TensorRT
-      needs a distinct profile per concurrent context); each costs one context's activation memory.
+    - ``profiles``: one or more distinct optimization profiles (input pixels), one per tile shape
+      (or ``--min/--opt/--max`` triple). Each is built once: since TensorRT 10.0 execution contexts
+      share optimization profiles (see :mod:`hanrt.backends.tensorrt.profiles`), so any number of
+      slots runs on one profile.
     - ``opt_level``: TensorRT builder optimization level 0..5 (higher: longer build, maybe faster).
     - ``workspace``: cap of TensorRT's workspace memory pool, bytes.
-    - ``timing_cache``: file that keeps kernel timings across builds (not part of the key).
+    - ``timing_cache``: the timing cache's base file name (not part of the key): the file used is
+      :func:`timing_cache_file` of it, one per TensorRT version, GPU and compute capability.
     """
 
     profiles: tuple[Profile, ...]
     opt_level: int = DEFAULT_OPT_LEVEL
     workspace: int = DEFAULT_WORKSPACE
     timing_cache: str | None = None
-    slots: int = 1
 
     def __post_init__(self) -> None:
         if not self.profiles:
             raise UsageError("at least one optimization profile is needed.")
-        base_profiles(self.profiles, self.slots)  # UsageError unless a replication
+        twice = [p.describe() for i, p in enumerate(self.profiles) if p in self.profiles[:i]]
+        if twice:
+            raise UsageError(f"optimization profile {twice[0]} is given twice: every execution context "
+                             f"shares the engine's profiles (TensorRT >= 10), so one of each is enough.")
         if not 0 <= int(self.opt_level) <= 5:
             raise UsageError(f"--opt-level must be 0..5, got {self.opt_level}.")
         if int(self.workspace) < 1 << 20:
             raise UsageError(f"workspace must be at least 1 MiB, got {self.workspace} bytes.")
-
-    @property
-    def base_profiles(self) -> tuple[Profile, ...]:
-        """The profiles before replication: one per tile shape (or ``--min/--opt/--max`` triple)."""
-        return base_profiles(self.profiles, self.slots)
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,11 @@ class Target:
 class Fingerprint:
     """Everything that makes an engine valid or not. ``key`` is a 16-hex digest of it.
 
-    ``profiles`` lists every profile of the engine (replicated ``slots`` times, see
-    :func:`replicate_profiles`). ``slots`` is absent from sidecars written before ``--slots``
-    existed; they read as ``slots=1`` (one context per profile), and a ``slots=1`` fingerprint
-    keeps the key those versions computed, so their cached engines stay valid.
+    ``profiles`` lists every profile of the engine, in TensorRT's order. ``slots`` describes
+    engines of earlier hanrt versions, whose ``hanrt build --slots N`` built every profile N times in
+    a row (TensorRT 8.x ran concurrent contexts on distinct profiles only): their sidecars still
+    read, and :attr:`Sidecar.base_profiles` gives one of each. hanrt builds every profile once now
+    (``slots=1``, which is left out of the key, so keys are those of every ``slots=1`` engine before).
     """
 
     tensorrt: str
@@ -157,7 +157,7 @@ class Fingerprint:
             precision_recipe_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
             io=info.io, layout=info.layout,
             profiles=tuple(p.to_json() for p in options.profiles),
-            opt_level=int(options.opt_level), workspace=int(options.workspace), slots=int(options.slots),
+            opt_level=int(options.opt_level), workspace=int(options.workspace),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -176,11 +176,19 @@ class Fingerprint:
         dd["slots"] = int(dd.get("slots", 1))
         return cls(**dd)
 
+    def one_of_each(self) -> "Fingerprint":
+        """This fingerprint with each profile once (``slots=1``): what hanrt builds today for the
+        same settings. An engine of an earlier hanrt with replicated profiles works the same."""
+        if self.slots == 1:
+            return self
+        profs = base_profiles(tuple(Profile.from_json(p) for p in self.profiles), self.slots)
+        return dataclasses.replace(self, profiles=tuple(p.to_json() for p in profs), slots=1)
+
     @property
     def key(self) -> str:
         d = self.to_json()
         if d["slots"] == 1:
-            del d["slots"]  # the key engines had before --slots existed (they all are slots=1)
+            del d["slots"]  # the key of every slots=1 engine, before and after --slots
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -215,6 +223,18 @@ def sidecar_path(plan: str | os.PathLike) -> Path:
     """The sidecar of a plan: ``<plan>.json`` (what :func:`hanrt.model_info.read_model_info` reads)."""
     p = Path(plan)
     return p.with_name(p.name + ".json")
+
+
+def timing_cache_file(base: str | os.PathLike, target: Target) -> Path:
+    """The timing cache file for ``target``: ``base`` with the TensorRT version, GPU name and compute
+    capability added to its name (``timing.cache`` -> ``timing-10.3.0-Orin-sm87.cache``).
+
+    A timing cache holds kernel timings of one GPU under one TensorRT version; TensorRT refuses a
+    cache from another (hanrt loads it strictly), so every target keeps its own file.
+    """
+    b = Path(base)
+    cc = f"sm{target.compute_capability[0]}{target.compute_capability[1]}"
+    return b.with_name(f"{b.stem}-{_safe_stem(target.tensorrt)}-{_safe_stem(target.gpu)}-{cc}{b.suffix}")
 
 
 def _lock_path(plan: Path) -> Path:
@@ -301,12 +321,13 @@ class Sidecar:
 
     @property
     def slots(self) -> int:
-        """How many times each profile was built (``hanrt build --slots``; 1 for older sidecars)."""
+        """How many times each profile was built: 1, except for engines of earlier hanrt versions
+        built with ``hanrt build --slots N`` (see :class:`Fingerprint`)."""
         return self.fingerprint.slots
 
     @property
     def base_profiles(self) -> tuple[Profile, ...]:
-        """The profiles as asked (before replication): ``profiles[t * slots]`` for tile shape ``t``."""
+        """Each profile once: ``profiles[t * slots]`` for tile shape ``t``."""
         return base_profiles(self.profiles, self.slots)
 
 
@@ -369,28 +390,23 @@ def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path
 # --- compatibility and refusal ----------------------------------------------------------------
 
 def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: str | None = None,
-                    slots: int | None = None, force: bool = True) -> str:
-    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``.
+                    force: bool = True) -> str:
+    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``
+    (each profile once, also for an engine of an earlier hanrt built with ``--slots N``).
 
-    ``slots``: ask for that many slots instead of the engine's own (e.g. to name the fix when
-    more concurrent contexts are wanted than the engine has profiles for); then ``--slots`` is
-    written even when it is the default. Otherwise it is written when not the default.
     ``force=False`` leaves ``--force`` out: the command that *reuses* the engine (same settings).
     """
     return _build_command(sidecar.fingerprint, onnx_path or sidecar.onnx_path or "MODEL.onnx", output=output,
-                          slots=slots, force=force)
+                          force=force)
 
 
-def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None, slots: int | None = None,
-                   force: bool = True) -> str:
+def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None, force: bool = True) -> str:
     """The ``hanrt build`` command whose options give fingerprint ``fp`` (for ``onnx_path`` on the
     target it names); see :func:`rebuild_command`."""
     args = ["hanrt", "build", onnx_path]
-    profs = base_profiles(tuple(Profile.from_json(p) for p in fp.profiles), fp.slots)
-    n_slots = fp.slots if slots is None else _check_slots(min(int(slots), MAX_SLOTS))
+    profs = tuple(Profile.from_json(p) for p in fp.one_of_each().profiles)
     simple = all(p.max == p.opt and p.min[1:] == p.opt[1:] for p in profs) and len({p.opt[0] for p in profs}) == 1 \
-        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1 \
-        and len(set(profs)) == len(profs)  # --tile merges repeated shapes: duplicates need --min/--opt/--max
+        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1
     if simple:
         for p in profs:
             args += ["--tile", f"{p.opt[1]}x{p.opt[2]}"]
@@ -402,8 +418,6 @@ def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None
         args += ["--opt-level", str(fp.opt_level)]
     if fp.workspace != DEFAULT_WORKSPACE:
         args += ["--workspace", f"{fp.workspace >> 20}M"]
-    if n_slots != DEFAULT_SLOTS or slots is not None:
-        args += ["--slots", str(n_slots)]
     if output:
         args += ["--output", output]
     if force:
@@ -516,8 +530,7 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
             if hit is not None:
                 log.info("engine built by another process meanwhile: %s", plan)
                 return EngineResult(plan, hit, built=False)
-        log.info("building engine %s (%s; %d slot(s) each)", plan.name,
-                 "; ".join(p.describe() for p in options.base_profiles), options.slots)
+        log.info("building engine %s (%s)", plan.name, "; ".join(p.describe() for p in options.profiles))
         t0 = time.perf_counter()
         built = builder(onnx, info, options)
         build_s = time.perf_counter() - t0
@@ -533,34 +546,30 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
 
 def _matching(plan: Path, target: Target, fp: Fingerprint, *, onnx: str | os.PathLike,
               output: str | os.PathLike | None) -> Sidecar | None:
-    """The sidecar of an engine at ``plan`` built exactly as ``fp`` asks; ``None`` if there is none.
+    """The sidecar of an engine at ``plan`` built as ``fp`` asks; ``None`` if there is none.
 
-    EngineMismatchError for another one. Its suggested rebuild uses the settings *asked for*
-    (``fp``), not the existing engine's: rebuilding the old settings would only be refused again.
-    A settings mismatch also names the command that keeps the existing engine (e.g. ``--slots 1``
-    for one built before ``--slots`` existed).
+    An engine of an earlier hanrt that differs only in having its profiles replicated per slot
+    (``hanrt build --slots N``) counts as built as asked: it runs the same. EngineMismatchError for
+    another one. Its suggested rebuild uses the settings *asked for* (``fp``), not the existing
+    engine's: rebuilding the old settings would only be refused again; it also names the command
+    that keeps the existing engine.
     """
     out = None if output is None else str(plan)
     wanted = _build_command(fp, str(onnx), output=out)
     side = find_engine(plan, target, onnx_sha256=fp.onnx_sha256, command=wanted)
     if side is None:
         return None
-    old = side.fingerprint
+    old = side.fingerprint.one_of_each()
     if old != fp:
-        keep = rebuild_command(side, onnx_path=str(onnx), output=out, slots=old.slots, force=False)
-        only_slots = old.slots != fp.slots and _diff(old, fp) == f"slots: {old.slots} -> {fp.slots}"
-        how = f"with --slots {old.slots}" if only_slots else "with the settings it was built with"
+        keep = rebuild_command(side, onnx_path=str(onnx), output=out, force=False)
         raise EngineMismatchError(
             f"{plan.name} exists but was built with other settings ({_diff(old, fp)}); "
             f"rebuild it as asked with: {wanted} (or choose another --output); "
-            f"or keep the existing engine {how}: {keep}")
+            f"or keep the existing engine with the settings it was built with: {keep}")
     return side
 
 
 def _diff(a: Fingerprint, b: Fingerprint) -> str:
-    """``field: old -> new`` for each field that differs; ``profiles`` compared before replication
-    per slot, so an engine that differs only in ``slots`` reads ``slots: 1 -> 2``."""
+    """``field: old -> new`` for each field that differs."""
     da, db = a.to_json(), b.to_json()
-    for d, f in ((da, a), (db, b)):
-        d["profiles"] = [p.to_json() for p in base_profiles(tuple(Profile.from_json(p) for p in f.profiles), f.slots)]
     return ", ".join(f"{k}: {da[k]} -> {db.get(k)}" for k in sorted(da) if da[k] != db.get(k)) or "none"

@@ -1,12 +1,28 @@
 """Optimization profiles: tile shapes and batches a TensorRT engine accepts (pure, stdlib only).
 
 Sizes are in input pixels, ``(N, H, W)``; :class:`Profile` converts them to the graph's layout.
+
+**Execution contexts share profiles.** hanrt builds each profile once and runs every slot's
+execution context on the same one. TensorRT 8.6 added this as the preview feature
+``kPROFILE_SHARING_0806``; TensorRT 10.0 turned it on for good. The Python API's own text
+(NVIDIA/TensorRT, ``python/docstrings/infer/pyCoreDoc.h``, ``PreviewFeature.PROFILE_SHARING_0806``):
+"[DEPRECATED] Allows optimization profiles to be shared across execution contexts. The default value
+for this flag is on in TensorRT 10.0. Turning if off is deprecated." -- and trtexec
+(``samples/common/sampleOptions.cpp``): "profileSharing0806 is on by default in TensorRT 10.0. This
+flag is deprecated and has no effect." TensorRT 11 removed the flag. The sentence still in
+``NvInferRuntime.h`` (class IExecutionContext), "If the engine supports dynamic shapes, each execution
+context in concurrent use must use a separate optimization profile", predates that and was not
+updated. hanrt needs TensorRT >= 10, so it relies on sharing; ``benchmarks/gpu_check.sh`` runs two
+contexts on one profile concurrently and compares their outputs (not yet run on a GPU with TensorRT).
+
+Engines built by earlier hanrt versions with ``hanrt build --slots N`` have every profile N times
+in a row; :func:`base_profiles` reads one of each from their sidecars, and they still load and run.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...errors import UsageError
@@ -15,21 +31,17 @@ from ...model_info import ModelInfo
 __all__ = [
     "Shape3",
     "Profile",
-    "DEFAULT_SLOTS",
     "MAX_SLOTS",
     "parse_hw",
     "parse_nhw",
     "parse_size",
     "profiles_from_tiles",
-    "replicate_profiles",
     "base_profiles",
     "check_profiles",
     "pick_profile",
-    "assign_profiles",
 ]
 
-DEFAULT_SLOTS = 2  # hanrt build --slots: two execution contexts overlap copies with compute
-MAX_SLOTS = 16  # a sanity cap: every slot is one more profile to build and one more context's memory
+MAX_SLOTS = 16  # the most copies per profile an earlier hanrt's hanrt build --slots wrote
 
 Shape3 = tuple[int, int, int]  # (batch N, height H, width W) of the input tile, in pixels
 
@@ -149,37 +161,24 @@ def profiles_from_tiles(tiles: Sequence[tuple[int, int]], batch: int, *, min_bat
     return seen
 
 
-def replicate_profiles(profiles: Sequence[Profile], slots: int) -> list[Profile]:
-    """Each profile repeated ``slots`` times in a row: slot ``k`` of profile ``t`` is at index
-    ``t * slots + k``.
-
-    TensorRT runs execution contexts concurrently only on distinct optimization profiles, so an
-    engine whose callers keep ``slots`` batches in flight (copies of one overlapping compute of
-    another, or several streams) needs every tile shape ``slots`` times. ``slots=1`` returns the
-    profiles unchanged. :func:`base_profiles` is the inverse.
-    """
-    n = _check_slots(slots)
-    return [p for p in profiles for _ in range(n)]
-
-
 def base_profiles(profiles: Sequence[Profile], slots: int) -> tuple[Profile, ...]:
-    """The profiles as asked, before :func:`replicate_profiles` (one per group of ``slots``).
+    """One of each profile of an engine whose profiles appear ``slots`` times in a row (an earlier
+    hanrt's ``hanrt build --slots N``; ``slots=1``: the profiles unchanged).
 
     UsageError if ``profiles`` is not such a replication (not ``slots`` equal profiles in a row).
     """
     n = _check_slots(slots)
     base = tuple(profiles[::n])
-    if len(profiles) % n or replicate_profiles(base, n) != list(profiles):
+    if len(profiles) % n or [p for p in base for _ in range(n)] != list(profiles):
         raise UsageError(f"with {n} slots every optimization profile must appear {n} times in a row "
-                         f"(got {len(profiles)} profile(s): {'; '.join(p.describe() for p in profiles)}); "
-                         f"make them with replicate_profiles(profiles, {n}).")
+                         f"(got {len(profiles)} profile(s): {'; '.join(p.describe() for p in profiles)}).")
     return base
 
 
 def _check_slots(slots: int) -> int:
     if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-        raise UsageError(f"--slots must be an integer 1..{MAX_SLOTS} (concurrent execution contexts per "
-                         f"tile shape), got {slots!r}.")
+        raise UsageError(f"slots must be an integer 1..{MAX_SLOTS} (copies of each profile in an engine of "
+                         f"an earlier hanrt), got {slots!r}.")
     return slots
 
 
@@ -200,23 +199,6 @@ def pick_profile(profiles: tuple[Profile, ...] | list[Profile], batch: int, h: i
     for i, p in enumerate(profiles):
         if p.accepts((batch, h, w)):
             return i
-    built = "; ".join(dict.fromkeys(p.describe() for p in profiles))  # each replicated profile once
+    built = "; ".join(dict.fromkeys(p.describe() for p in profiles))  # each profile once (old engines: copies)
     raise UsageError(f"this engine takes batch x height x width in [{built}], not {batch}x{h}x{w}: "
                      f"use a matching --tile/--batch or rebuild with hanrt build --tile {h}x{w} --batch {batch}.")
-
-
-def assign_profiles(profiles: tuple[Profile, ...] | list[Profile], count: int, batch: int, h: int, w: int,
-                    in_use: Collection[int] = ()) -> list[int]:
-    """Distinct profile indices for up to ``count`` concurrent slots of ``batch`` tiles of ``h x w``.
-
-    The first ``count`` profiles that accept the shape and are not ``in_use`` (held by live
-    contexts: another Upscaler's slots on the same backend, or ``run()``'s), in engine order;
-    fewer when fewer are free -- possibly none (an engine built with ``hanrt build --slots N``
-    has every shape N times, see :func:`replicate_profiles`). UsageError (from
-    :func:`pick_profile`) if no profile accepts the shape at all.
-    """
-    if count < 1:
-        raise UsageError(f"need >= 1 slot, got {count}.")
-    pick_profile(profiles, batch, h, w)  # UsageError naming the built shapes
-    busy = set(in_use)
-    return [i for i, p in enumerate(profiles) if i not in busy and p.accepts((batch, h, w))][:count]

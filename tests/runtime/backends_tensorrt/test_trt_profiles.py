@@ -1,4 +1,4 @@
-"""Optimization profiles (hanrt.backends.tensorrt.profiles): parsing, replication, validation."""
+"""Optimization profiles (hanrt.backends.tensorrt.profiles): parsing, choice, validation."""
 
 from __future__ import annotations
 
@@ -37,20 +37,24 @@ def test_profiles_from_tiles():
         E.profiles_from_tiles([], 2)
 
 
-def test_replicate_profiles_groups_the_slots_of_each_shape():
+def test_base_profiles_reads_engines_of_an_earlier_hanrt_with_slots():
+    """hanrt build --slots N of earlier versions built each profile N times in a row."""
     a, b = E.profiles_from_tiles([(96, 96), (64, 128)], 4)
-    assert E.replicate_profiles([a, b], 1) == [a, b]
-    r = E.replicate_profiles([a, b], 3)
-    assert r == [a, a, a, b, b, b]
-    assert all(r[t * 3 + k] == (a, b)[t] for t in range(2) for k in range(3))  # slot k of shape t
-    assert E.base_profiles(r, 3) == (a, b) and E.base_profiles([a, b], 1) == (a, b)
-    assert E.base_profiles([a, a], 1) == (a, a)  # explicit duplicates at slots=1 are kept as given
-    for bad in (0, -1, E.MAX_SLOTS + 1, 1.5, True, "2"):
-        with pytest.raises(UsageError, match="--slots must be an integer"):
-            E.replicate_profiles([a], bad)
+    assert E.base_profiles([a, a, a, b, b, b], 3) == (a, b) and E.base_profiles([a, b], 1) == (a, b)
+    for bad in (0, -1, 17, 1.5, True, "2"):
+        with pytest.raises(UsageError, match="slots must be an integer"):
+            E.base_profiles([a], bad)
     for not_replicated in ([a, b], [a, a, b], [a, b, a, b]):
-        with pytest.raises(UsageError, match="replicate_profiles"):
+        with pytest.raises(UsageError, match="must appear 2 times in a row"):
             E.base_profiles(not_replicated, 2)
+
+
+def test_pick_profile():
+    ps = E.profiles_from_tiles([(96, 96), (64, 64)], 4)
+    assert E.pick_profile(ps, 4, 64, 64) == 1 and E.pick_profile(ps, 1, 96, 96) == 0
+    assert E.pick_profile(ps + ps, 2, 64, 64) == 1  # an earlier hanrt's copies: the first one
+    with pytest.raises(UsageError, match=r"not 5x96x96.*--tile 96x96 --batch 5"):
+        E.pick_profile(ps, 5, 96, 96)
 
 
 def test_profile_arithmetic_and_layouts():
@@ -74,14 +78,11 @@ def test_build_options_validation():
         opts(opt_level=6)
     with pytest.raises(UsageError):
         opts(workspace=1000)
-    o = opts((96, 96), (64, 64), slots=2)
-    assert o.slots == 2 and len(o.profiles) == 4 and o.base_profiles == opts((96, 96), (64, 64)).profiles
-    assert opts().slots == 1 and opts().base_profiles == opts().profiles
-    a = opts().profiles[0]
-    with pytest.raises(UsageError, match="appear 2 times in a row"):
-        E.BuildOptions(profiles=(a,), slots=2)  # not replicated
-    with pytest.raises(UsageError, match="--slots"):
-        E.BuildOptions(profiles=(a,), slots=0)
+    a, b = opts((96, 96), (64, 64)).profiles
+    with pytest.raises(UsageError, match=r"profile min 1x96x96, opt 4x96x96, max 4x96x96 is given twice"):
+        E.BuildOptions(profiles=(a, b, a))  # contexts share profiles: one of each is enough
+    with pytest.raises(TypeError):
+        E.BuildOptions(profiles=(a,), slots=2)  # no slots: every profile is built once
 
 
 def test_check_profiles_against_model_rules():

@@ -41,17 +41,15 @@ def test_fingerprint_key_is_stable_and_sensitive():
         fp(info=INFO.with_(precision="int8")), fp(info=INFO.with_(fp32_nodes=("/la/MatMul",))),
         fp(info=INFO.with_(io="uint8")), fp(options=opts((64, 64))), fp(options=opts(batch=2)),
         fp(options=opts(opt_level=5)), fp(options=opts(workspace=2 << 30)),
-        fp(options=opts(slots=2)), fp(options=opts(slots=3)),
+        fp(slots=2), fp(slots=3),  # engines of an earlier hanrt's --slots N: their own cache keys
     ]
     keys = {v.key for v in variants}
     assert base.key not in keys and len(keys) == len(variants)
     # the timing cache file is not part of the engine's identity
     assert fp(options=opts(timing_cache="/tmp/x.cache")).key == base.key
-    # slots is part of it, even with the same list of profiles
-    two = fp(options=opts(slots=2))
-    assert two.slots == 2 and len(two.profiles) == 2
-    same_list = fp(options=E.BuildOptions(profiles=opts(slots=2).profiles))  # the two profiles, slots=1
-    assert same_list.profiles == two.profiles and same_list.slots == 1 and same_list.key != two.key
+    # an earlier hanrt's --slots 2 engine: each profile twice; one_of_each() is what hanrt builds now
+    two = fp(slots=2)
+    assert two.slots == 2 and len(two.profiles) == 2 and two.one_of_each() == base and base.one_of_each() is base
     assert E.Fingerprint.from_json(json.loads(json.dumps(two.to_json()))) == two
 
 
@@ -69,7 +67,7 @@ def test_slots_1_keeps_the_key_of_engines_from_before_slots():
         d = f.to_json()
         del d["slots"]  # the fingerprint as those versions wrote it in the sidecar
         assert E.Fingerprint.from_json(d) == f and E.Fingerprint.from_json(d).key == key
-    assert fp(options=opts(slots=2)).key not in old_keys
+    assert fp(slots=2).key not in old_keys
 
 
 def test_cache_paths(tmp_path, monkeypatch):
@@ -107,8 +105,9 @@ def test_sidecar_roundtrip_and_read_model_info(tmp_path):
 
 
 def test_sidecar_roundtrip_with_slots_and_an_old_sidecar_without(tmp_path):
+    """Sidecars of an earlier hanrt's --slots 2 (replicated profiles) and from before --slots read."""
     plan = tmp_path / "e.plan"
-    f2 = fp(options=opts((96, 96), (64, 64), slots=2))
+    f2 = fp(options=opts((96, 96), (64, 64)), slots=2)
     E.write_engine(plan, b"PLAN", _sidecar(f=f2))
     side = E.read_sidecar(plan)
     assert side == _sidecar(f=f2) and side.slots == 2 and len(side.profiles) == 4
@@ -164,7 +163,7 @@ def test_check_compatible_refuses_other_gpu_and_tensorrt(tmp_path):
     msg = str(ei.value)
     assert "TensorRT 10.3.0 on 'Orin' (compute capability 8.7)" in msg
     assert "TensorRT 10.7.0 on 'NVIDIA H100 80GB HBM3' (compute capability 9.0)" in msg
-    assert "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 1 --output" in msg and msg.endswith("--force")
+    assert "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --output" in msg and msg.endswith("--force")
     with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0 != 10.3.1"):
         E.check_compatible(side, dataclasses.replace(ORIN, tensorrt="10.3.1"))
     with pytest.raises(EngineMismatchError, match="ONNX file changed"):
@@ -175,36 +174,26 @@ def test_check_compatible_refuses_other_gpu_and_tensorrt(tmp_path):
 def test_rebuild_command_forms():
     s = _sidecar(f=fp(options=opts((96, 96), (64, 128), batch=2, opt_level=5, workspace=512 << 20)))
     assert E.rebuild_command(s) == ("hanrt build han_fp16.onnx --tile 96x96 --tile 64x128 --batch 2 "
-                                    "--opt-level 5 --workspace 512M --slots 1 --force")
+                                    "--opt-level 5 --workspace 512M --force")
     explicit = E.BuildOptions(profiles=(E.Profile((1, 64, 64), (4, 96, 96), (8, 128, 128)),))
     s2 = _sidecar(f=fp(options=explicit), onnx_path="/m/a b.onnx")
     assert E.rebuild_command(s2, output="/e/x.plan") == (
-        "hanrt build '/m/a b.onnx' --min 1x64x64 --opt 4x96x96 --max 8x128x128 --slots 1 --output /e/x.plan "
-        "--force")
+        "hanrt build '/m/a b.onnx' --min 1x64x64 --opt 4x96x96 --max 8x128x128 --output /e/x.plan --force")
 
 
-def test_rebuild_command_reproduces_slots():
-    two = _sidecar(f=fp(options=opts((96, 96), (64, 128), slots=2)))  # the CLI default: no --slots
+def test_rebuild_command_of_an_engine_built_with_slots_builds_each_profile_once():
+    two = _sidecar(f=fp(options=opts((96, 96), (64, 128)), slots=2))  # an earlier hanrt's --slots 2
     assert E.rebuild_command(two) == "hanrt build han_fp16.onnx --tile 96x96 --tile 64x128 --batch 4 --force"
-    three = _sidecar(f=fp(options=opts(slots=3)))
-    assert E.rebuild_command(three) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 3 --force"
-    one = _sidecar()
-    assert E.rebuild_command(one, slots=2) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 2 --force"
-    assert E.rebuild_command(one, slots=4).endswith("--batch 4 --slots 4 --force")
-    assert E.rebuild_command(one, slots=99).endswith(f"--slots {E.MAX_SLOTS} --force")  # capped
-    # a pre-slots engine that repeated a profile by hand: --tile would merge the repeats
-    p = E.profiles_from_tiles([(96, 96)], 4)[0]
-    dup = _sidecar(f=fp(options=E.BuildOptions(profiles=(p, p))))
-    assert E.rebuild_command(dup) == ("hanrt build han_fp16.onnx --min 1x96x96 --opt 4x96x96 --max 4x96x96 "
-                                      "--min 1x96x96 --opt 4x96x96 --max 4x96x96 --slots 1 --force")
-    # the command parses back into the same options
+    three = _sidecar(f=fp(slots=3))
+    assert E.rebuild_command(three) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --force"
+    # the command parses back into the options that build each profile once
     from hanrt.cli import build_parser
     from hanrt.cli.build import build_options
 
-    for side in (two, three, one, dup):
+    for side in (two, three, _sidecar()):
         argv = E.rebuild_command(side).split()[1:]
         o, _ = build_options(build_parser().parse_args(argv))
-        assert o.profiles == side.profiles and o.slots == side.slots
+        assert o.profiles == side.base_profiles
 
 
 # --- get_or_build: cache hit, miss, force, bad input ------------------------------------------
@@ -238,17 +227,24 @@ def test_get_or_build_hit_miss_force(tmp_path, tiny_onnx):
     assert read_model_info(r1.plan).scale == 4
 
 
-def test_get_or_build_never_reuses_an_engine_with_other_slots(tmp_path, tiny_onnx):
+def test_an_engine_built_with_slots_by_an_earlier_hanrt_is_reused(tmp_path, tiny_onnx):
+    """An engine whose profiles an earlier hanrt replicated per slot (hanrt build --slots N) runs the
+    same as one with each profile once: hanrt build --output reuses it instead of refusing it."""
     b = CountingBuilder()
-    one = E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, cache_dir=tmp_path)
-    two = E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, cache_dir=tmp_path)
-    assert one.built and two.built and b.calls == 2 and one.plan != two.plan
-    assert (one.sidecar.slots, two.sidecar.slots) == (1, 2)
-    assert not E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, cache_dir=tmp_path).built
     out = tmp_path / "han.plan"
-    E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, output=out)
-    with pytest.raises(EngineMismatchError, match="slots: 1 -> 2"):
-        E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, output=out)
+    old = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, output=out)
+    f2 = dataclasses.replace(old.sidecar.fingerprint, profiles=old.sidecar.fingerprint.profiles * 2, slots=2)
+    E.write_engine(out, b"OLDPLAN", dataclasses.replace(old.sidecar, fingerprint=f2, plan_bytes=7,
+                                                        plan_sha256=__import__("hashlib").sha256(b"OLDPLAN").hexdigest()))
+    again = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, output=out)
+    assert not again.built and b.calls == 1 and again.sidecar.slots == 2 and out.read_bytes() == b"OLDPLAN"
+    # other settings are still refused, naming the rebuild and the command that keeps it
+    with pytest.raises(EngineMismatchError) as ei:
+        E.get_or_build(tiny_onnx, opts(batch=2), target=ORIN, builder=b, output=out)
+    msg = str(ei.value)
+    assert "profiles:" in msg and "slots" not in msg.split(";")[0]
+    assert _suggested(msg, "keep the existing engine with the settings it was built with:").endswith(
+        f"--tile 96x96 --batch 4 --output {out}")
 
 
 def _follow(command: str, *, target=ORIN, builder=None) -> E.EngineResult:
@@ -270,51 +266,22 @@ def _suggested(msg: str, after: str) -> str:
     return rest
 
 
-def test_rerun_after_slots_default_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
-    """hanrt build --output han.plan for a plan built with --slots 1 (or before --slots existed),
-    re-run with the default --slots 2: the fix rebuilds as asked (following it does not loop) and
-    --slots 1 keeps the existing engine."""
-    b = CountingBuilder()
-    out = tmp_path / "han.plan"
-    onnx = str(tiny_onnx)
-    E.get_or_build(onnx, opts(slots=1), target=ORIN, builder=b, output=out)
-    with pytest.raises(EngineMismatchError) as ei:
-        E.get_or_build(onnx, opts(slots=2), target=ORIN, builder=b, output=out)
-    msg = str(ei.value)
-    assert "(slots: 1 -> 2)" in msg  # the profiles themselves did not change: not listed
-    rebuild = _suggested(msg, "rebuild it as asked with:")
-    assert rebuild == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--output", str(out),
-                                    "--force"])  # the default --slots 2, not the old engine's --slots 1
-    keep = _suggested(msg, "keep the existing engine with --slots 1:")
-    assert keep == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--slots", "1",
-                                 "--output", str(out)])
-    assert b.calls == 1
-    # keeping it: the --slots 1 command reuses the engine, builds nothing
-    kept = _follow(keep, builder=b)
-    assert not kept.built and kept.sidecar.slots == 1 and b.calls == 1
-    # the rebuild: builds the settings asked for; then the original command is a hit, not a loop
-    rebuilt = _follow(rebuild, builder=b)
-    assert rebuilt.built and rebuilt.sidecar.slots == 2 and b.calls == 2
-    again = E.get_or_build(onnx, opts(slots=2), target=ORIN, builder=b, output=out)
-    assert not again.built and b.calls == 2
-
-
 def test_other_settings_mismatch_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
     b = CountingBuilder()
     out = tmp_path / "han.plan"
     onnx = str(tiny_onnx)
-    E.get_or_build(onnx, opts(slots=1, opt_level=5), target=ORIN, builder=b, output=out)
+    E.get_or_build(onnx, opts(opt_level=5), target=ORIN, builder=b, output=out)
     with pytest.raises(EngineMismatchError) as ei:
-        E.get_or_build(onnx, opts(batch=2, slots=2), target=ORIN, builder=b, output=out)
+        E.get_or_build(onnx, opts(batch=2), target=ORIN, builder=b, output=out)
     msg = str(ei.value)
-    assert "opt_level: 5 -> 3" in msg and "slots: 1 -> 2" in msg and "profiles:" in msg
+    assert "opt_level: 5 -> 3" in msg and "profiles:" in msg
     rebuild = _suggested(msg, "rebuild it as asked with:")
     assert rebuild.endswith(f"--tile 96x96 --batch 2 --output {out} --force") and "--opt-level" not in rebuild
     keep = _suggested(msg, "keep the existing engine with the settings it was built with:")
-    assert keep.endswith(f"--tile 96x96 --batch 4 --opt-level 5 --slots 1 --output {out}")
+    assert keep.endswith(f"--tile 96x96 --batch 4 --opt-level 5 --output {out}")
     assert not _follow(keep, builder=b).built
     assert _follow(rebuild, builder=b).built
-    assert not E.get_or_build(onnx, opts(batch=2, slots=2), target=ORIN, builder=b, output=out).built
+    assert not E.get_or_build(onnx, opts(batch=2), target=ORIN, builder=b, output=out).built
 
 
 def test_engine_for_another_gpu_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
@@ -322,19 +289,19 @@ def test_engine_for_another_gpu_suggests_the_settings_asked_for(tmp_path, tiny_o
     b = CountingBuilder()
     out = tmp_path / "han.plan"
     onnx = str(tiny_onnx)
-    E.get_or_build(onnx, opts(slots=1), target=ORIN, builder=b, output=out)
+    E.get_or_build(onnx, opts(opt_level=5), target=ORIN, builder=b, output=out)
     with pytest.raises(EngineMismatchError) as ei:
-        E.get_or_build(onnx, opts(slots=2), target=H100, builder=b, output=out)
+        E.get_or_build(onnx, opts(), target=H100, builder=b, output=out)
     msg = str(ei.value)
-    assert "Engines are not portable" in msg and "--slots 1" not in msg
+    assert "Engines are not portable" in msg and "--opt-level" not in msg
     rebuild = _suggested(msg, "rebuild it here with:")
     assert rebuild == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--output", str(out),
                                     "--force"])
     assert _follow(rebuild, target=H100, builder=b).built
-    assert not E.get_or_build(onnx, opts(slots=2), target=H100, builder=b, output=out).built
+    assert not E.get_or_build(onnx, opts(), target=H100, builder=b, output=out).built
     # outside get_or_build (e.g. loading the engine) the refusal still rebuilds the engine's own settings
-    E.get_or_build(onnx, opts(slots=3), target=ORIN, builder=b, output=out, force=True)
-    with pytest.raises(EngineMismatchError, match=r"--slots 3 --output \S+ --force$"):
+    E.get_or_build(onnx, opts(opt_level=4), target=ORIN, builder=b, output=out, force=True)
+    with pytest.raises(EngineMismatchError, match=r"--opt-level 4 --output \S+ --force$"):
         E.check_compatible(E.read_sidecar(out), H100, plan=out)
 
 
