@@ -64,6 +64,15 @@ class Unavailable(Exception):
     """The real modules cannot be had here: the reason is the skip message (a failure under CI)."""
 
 
+def skip_or_fail(why: str) -> None:
+    """In a test: skip with ``why``; under ``CI=true`` fail instead (CI must run the suite)."""
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the TensorRT conformance suite, but {why}", pytrace=False)
+    pytest.skip(f"TensorRT conformance: {why}")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("HANRT_CONFORMANCE_CACHE") or Path.home() / ".cache" / "hanrt" / "conformance")
 

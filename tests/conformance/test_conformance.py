@@ -32,18 +32,12 @@ REPO = HERE.parent.parent
 MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS))
 
 
-def _unavailable(why: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the TensorRT conformance suite, but {why}", pytrace=False)
-    pytest.skip(f"TensorRT conformance: {why}")
-
-
 @pytest.fixture(scope="session")
 def real_modules():
     try:
         return fetch.ensure_all()
     except fetch.Unavailable as exc:
-        _unavailable(str(exc))
+        fetch.skip_or_fail(str(exc))
 
 
 def _scenario(trt_v: str, cuda_u: "fetch.Unpacked", tmp: Path, *, only: str | None = None) -> dict:
