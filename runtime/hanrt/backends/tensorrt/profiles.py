@@ -5,9 +5,10 @@ Sizes are in input pixels, ``(N, H, W)``; :class:`Profile` converts them to the 
 **Execution contexts share profiles.** hanrt builds each profile once and runs every slot's
 execution context on the same one. TensorRT 8.6 added this as the preview feature
 ``kPROFILE_SHARING_0806``; TensorRT 10.0 turned it on for good. The Python API's own text
-(NVIDIA/TensorRT, ``python/docstrings/infer/pyCoreDoc.h``, ``PreviewFeature.PROFILE_SHARING_0806``):
-"[DEPRECATED] Allows optimization profiles to be shared across execution contexts. The default value
-for this flag is on in TensorRT 10.0. Turning if off is deprecated." -- and trtexec
+(``tensorrt.PreviewFeature.__doc__`` of the real 10.3.0 binding; source NVIDIA/TensorRT
+``python/docstrings/infer/pyCoreDoc.h``): "PROFILE_SHARING_0806 : [DEPRECATED] Allows optimization
+profiles to be shared across execution contexts. The default value for this flag is on in TensorRT
+10.0. Turning if off is deprecated." -- and trtexec
 (``samples/common/sampleOptions.cpp``): "profileSharing0806 is on by default in TensorRT 10.0. This
 flag is deprecated and has no effect." TensorRT 11 removed the flag. The sentence still in
 ``NvInferRuntime.h`` (class IExecutionContext), "If the engine supports dynamic shapes, each execution
