@@ -223,6 +223,17 @@ def test_a_read_only_property_write_fails(runner):
     assert eng.num_io_tensors == 2 and "ICudaEngine.num_io_tensors is read-only" in r.fx.log.violations[-1]
 
 
+def test_a_property_write_of_the_wrong_type_fails(runner):
+    """Setters check the type from the real setter's signature (builder_optimization_level: int)."""
+    r = runner("11.4.0.106")
+    t = r.fx.trt
+    config = t.Builder(t.Logger()).create_builder_config()
+    config.builder_optimization_level = 5
+    with pytest.raises(TypeError, match="builder_optimization_level takes typing.SupportsInt, got str"):
+        config.builder_optimization_level = "5"
+    assert "builder_optimization_level" in r.fx.log.violations[-1]
+
+
 def test_the_real_cuda_binding_checks_arguments_first(real_modules, tmp_path):
     """Live mode: a call the real Cython binding refuses (a str for a size) fails before any simulation."""
     _, cudas = real_modules
