@@ -58,10 +58,20 @@ int getNvOnnxParserVersion(void) { return 0; }
 int initLibNvInferPlugins(void *logger, const char *ns) { return 0; }
 """
 STUB_LIBS = ("nvinfer", "nvonnxparser", "nvinfer_plugin")
+SPEC_FORMAT = 2  # bump when spec_dump.py records more: cached specs of another format are dumped again
 
 
 class Unavailable(Exception):
     """The real modules cannot be had here: the reason is the skip message (a failure under CI)."""
+
+
+def skip_or_fail(why: str) -> None:
+    """In a test: skip with ``why``; under ``CI=true`` fail instead (CI must run the suite)."""
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the TensorRT conformance suite, but {why}", pytrace=False)
+    pytest.skip(f"TensorRT conformance: {why}")
 
 
 def cache_dir() -> Path:
@@ -88,7 +98,7 @@ class Unpacked:
 
     @property
     def spec_path(self) -> Path:
-        return cache_dir() / "specs" / f"{self.kind}-{self.version}-{self.sha256[:16]}.json"
+        return cache_dir() / "specs" / f"{self.kind}-{self.version}-{self.sha256[:16]}-v{SPEC_FORMAT}.json"
 
     def env(self) -> dict[str, str]:
         """Environment for a subprocess that imports this module (paths only; no GPU needed)."""

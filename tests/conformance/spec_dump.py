@@ -62,6 +62,8 @@ def dump_class(cls, mod_name: str) -> dict:
         m: dict
         if isinstance(raw, property):
             m = {"kind": "property", "setter": raw.fset is not None, "doc": (raw.__doc__ or "").strip()[:200]}
+            if raw.fset is not None and (raw.fset.__doc__ or "").strip():
+                m["set_signature"] = raw.fset.__doc__.strip().splitlines()[0]  # "(arg0: C, arg1: T) -> None"
         elif type(raw).__name__ == "getset_descriptor":
             m = {"kind": "property", "setter": None}  # Cython struct field: settable is not declared
         elif isinstance(raw, staticmethod) or (type(raw).__name__ == "builtin_function_or_method"):

@@ -21,9 +21,10 @@ from typing import Any, Iterator
 
 from .cuda import CudaSim, _CudartModule, make_cudart
 from .spec import LOG, PROCEED, Checked, Log
-from .trt import make_trt
+from .trt import CACHE_MAGIC, PLAN_MAGIC, make_trt
 
-__all__ = ["install", "Fakes", "load_spec", "reset_hanrt_caches", "LOG", "PROCEED"]
+__all__ = ["install", "Fakes", "load_spec", "reset_hanrt_caches", "LOG", "PROCEED", "read_plan", "timing_cache_blob",
+           "read_timing_cache"]
 
 _SPECS: dict[tuple[str, str], dict] = {}
 
@@ -50,6 +51,28 @@ class Fakes:
     @property
     def builds(self) -> int:
         return self.trt._fake.builds
+
+
+def read_plan(data: bytes) -> dict:
+    """What a plan the fake built holds: TensorRT version, GPU, I/O, profiles (per input: min/opt/max)."""
+    import json
+
+    assert data.startswith(PLAN_MAGIC), "not a plan of the fake TensorRT"
+    return json.loads(data[len(PLAN_MAGIC):])
+
+
+def timing_cache_blob(key: dict, entries) -> bytes:
+    """A serialized timing cache of the fake for ``key`` (``{"tensorrt", "gpu", "cc"}``)."""
+    import json
+
+    return CACHE_MAGIC + json.dumps({"key": key, "entries": sorted(entries)}).encode()
+
+
+def read_timing_cache(blob: bytes) -> dict:
+    import json
+
+    assert blob.startswith(CACHE_MAGIC), "not a timing cache of the fake TensorRT"
+    return json.loads(blob[len(CACHE_MAGIC):])
 
 
 def reset_hanrt_caches() -> None:

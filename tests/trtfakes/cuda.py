@@ -64,6 +64,11 @@ class CudaSim:
     legacy: bool = False
     #: failure injection: function name -> cudaError_t member name it returns instead of simulating
     fail: dict = field(default_factory=dict)
+    #: work enqueued on each stream, run only when the host synchronizes (event or stream), a
+    #: free or a stream destroy: a result read without waiting is stale, as on a GPU at worst
+    queues: dict = field(default_factory=dict)  # stream handle -> [(seq, fn)]
+    marks: dict = field(default_factory=dict)  # event handle -> (stream handle, seq)
+    _seq: int = 0
 
     def violation(self, msg: str) -> None:
         self.log.violation(msg)
@@ -155,8 +160,39 @@ class CudaSim:
         s = self._range(src, count, f"{what} source", kinds[1], dev)
         if d is None or s is None:
             return False
-        d[:] = s
+        self.enqueue(stream, lambda: d.__setitem__(slice(None), s))  # reads the source when it runs
         return True
+
+    # stream order ------------------------------------------------------------------------------
+    def enqueue(self, stream: int, fn) -> None:
+        if stream == 0:
+            fn()  # the legacy default stream: treated as synchronous
+            return
+        with self._lock:
+            self._seq += 1
+            self.queues.setdefault(stream, []).append((self._seq, fn))
+
+    def flush(self, stream: int, upto: int | None = None) -> None:
+        while True:
+            with self._lock:
+                q = self.queues.get(stream) or []
+                if not q or (upto is not None and q[0][0] > upto):
+                    return
+                _, fn = q.pop(0)
+            fn()
+
+    def flush_all(self) -> None:
+        for h in list(self.queues):
+            self.flush(h)
+
+    def record(self, event: int, stream: int) -> None:
+        with self._lock:
+            self.marks[event] = (stream, self._seq)
+
+    def wait_event(self, event: int) -> None:
+        mark = self.marks.get(event)
+        if mark is not None:
+            self.flush(*mark)
 
     # streams and events ------------------------------------------------------------------------
     def new_handle(self, table: dict) -> int:
@@ -242,6 +278,7 @@ def make_cudart(spec: dict, sim: CudaSim, real: Any = None, *, log: Log = LOG) -
         return ok, sim.malloc(int(size))
 
     def s_free(devPtr):
+        sim.flush_all()  # cudaFree synchronizes the device
         return (ok,) if sim.free(int(devPtr), "device", "cudaFree") else (err_t.cudaErrorInvalidValue,)
 
     def s_hostalloc(size, flags):
@@ -260,6 +297,7 @@ def make_cudart(spec: dict, sim: CudaSim, real: Any = None, *, log: Log = LOG) -
         return ok, a.alias.addr
 
     def s_freehost(ptr):
+        sim.flush_all()
         return (ok,) if sim.free(int(ptr), "pinned", "cudaFreeHost") else (err_t.cudaErrorInvalidValue,)
 
     def s_stream_create(flags):
@@ -272,12 +310,17 @@ def make_cudart(spec: dict, sim: CudaSim, real: Any = None, *, log: Log = LOG) -
         return True
 
     def s_stream_sync(stream):
-        return (ok,) if _live(sim.streams, stream, "cudaStreamSynchronize") else (err_t.cudaErrorInvalidResourceHandle,)
+        if not _live(sim.streams, stream, "cudaStreamSynchronize"):
+            return (err_t.cudaErrorInvalidResourceHandle,)
+        sim.flush(int(stream))
+        return (ok,)
 
     def s_stream_destroy(stream):
         if not _live(sim.streams, stream, "cudaStreamDestroy"):
             return (err_t.cudaErrorInvalidResourceHandle,)
+        sim.flush(int(stream))  # work already enqueued still completes
         del sim.streams[int(stream)]
+        sim.queues.pop(int(stream), None)
         return (ok,)
 
     def s_memcpy(dst, src, count, kind, stream):
@@ -290,15 +333,21 @@ def make_cudart(spec: dict, sim: CudaSim, real: Any = None, *, log: Log = LOG) -
 
     def s_event_record(event, stream):
         good = _live(sim.events, event, "cudaEventRecord") and sim.check_stream(int(stream), "cudaEventRecord") is not None
+        if good:
+            sim.record(int(event), int(stream))
         return (ok,) if good else (err_t.cudaErrorInvalidResourceHandle,)
 
     def s_event_sync(event):
-        return (ok,) if _live(sim.events, event, "cudaEventSynchronize") else (err_t.cudaErrorInvalidResourceHandle,)
+        if not _live(sim.events, event, "cudaEventSynchronize"):
+            return (err_t.cudaErrorInvalidResourceHandle,)
+        sim.wait_event(int(event))
+        return (ok,)
 
     def s_event_destroy(event):
         if not _live(sim.events, event, "cudaEventDestroy"):
             return (err_t.cudaErrorInvalidResourceHandle,)
         del sim.events[int(event)]
+        sim.marks.pop(int(event), None)
         return (ok,)
 
     def s_error_name(error):

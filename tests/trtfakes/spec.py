@@ -345,6 +345,8 @@ class Api:
         if typ in self.enums:
             return isinstance(v, FakeEnumMember) and v._enum is self.enums[typ]
         cls = self.classes.get(typ)
+        if v is None:
+            return True  # pybind11 passes None for a pointer argument; the docstring cannot tell pointers apart
         if cls is not None:
             return isinstance(v, cls)
         if typ in self.spec["classes"]:
@@ -471,5 +473,11 @@ class Checked:
         if m.get("kind") != "property" or m.get("setter") is False:
             api.log.violation(f"{q}.{name} is read-only in {api.label} (no setter)")
             raise AttributeError(f"can't set attribute '{name}' of '{q}' ({api.label}): it has no setter")
+        setter = re.match(r"^\(arg0: [^,]+, arg1: (.+)\) -> None$", m.get("set_signature", ""))
+        if setter and not api.types.accepts(value, setter.group(1)):
+            msg = (f"(): incompatible function arguments ({api.label}): {q}.{name} takes {setter.group(1)}, "
+                   f"got {type(value).__name__} {value!r:.60}")
+            api.log.violation(msg)
+            raise TypeError(msg)
         api.log.touch(f"{q}.{name}=")
         object.__setattr__(self, name, value)

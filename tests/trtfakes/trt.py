@@ -36,7 +36,10 @@ class FakeTrt:
         self.api = api
         self.sim = sim
         self.builds = 0
-        self.loggers: list[Any] = []
+        self.loggers: list[tuple[str, Any]] = []  # (who, logger) for every Builder, OnnxParser, Runtime
+        self.configs: list[Any] = []  # every IBuilderConfig made
+        self.deserialized = 0
+        self.during_build = lambda: None  # a test's hook: runs inside build_serialized_network
         self.lock = threading.Lock()
         self.contexts: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self.builders: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -46,6 +49,7 @@ class FakeTrt:
         """TensorRT keeps one process-wide logger: the first one given; a different one later is
         ignored with "The logger passed into createInferRuntime differs from one already provided"
         (TensorRT #1475) while its Python object may die with its Builder/Runtime."""
+        self.loggers.append((who.split("(")[0], logger))
         if self.logger is None:
             self.logger = logger
         elif logger is not self.logger:
@@ -130,6 +134,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
         _fake_impl = True
 
         def __init__(self, network, logger) -> None:
+            ft.register_logger(logger, "OnnxParser(network, logger)")
             self._network = network
             self._logger = logger
             self._errors: list[str] = []
@@ -182,17 +187,18 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
     class ITimingCache:
         _fake_impl = True
 
-        def _setup(self, key: dict, entries: int = 0) -> None:
+        def _setup(self, key: dict, entries=()) -> None:
             self._key = key
-            self._entries = entries
+            self._entries = set(entries)  # one "tactic" per profile shape timed
 
         def serialize(self):
-            return api.new("IHostMemory", CACHE_MAGIC + json.dumps({"key": self._key, "entries": self._entries}).encode())
+            return api.new("IHostMemory", CACHE_MAGIC + json.dumps({"key": self._key,
+                                                                    "entries": sorted(self._entries)}).encode())
 
         def combine(self, input_cache, ignore_mismatch):
             if input_cache._key != self._key and not ignore_mismatch:
                 return False
-            self._entries += input_cache._entries
+            self._entries |= input_cache._entries
             return True
 
     class IHostMemory(bytes):
@@ -213,6 +219,8 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
             self._profiles: list = []
             self._pools: dict = {}
             self._cache = None
+            self._set_calls: list = []  # ignore_mismatch of each set_timing_cache call
+            ft.configs.append(self)
             object.__setattr__(self, "builder_optimization_level", 3)
             object.__setattr__(self, "progress_monitor", None)
 
@@ -239,6 +247,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
             return api.new("ITimingCache", key=d["key"], entries=d["entries"])
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            self._set_calls.append(bool(ignore_mismatch))
             if cache._key != _cache_key():
                 if not ignore_mismatch:
                     return False
@@ -288,6 +297,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
                             ft.error(self._logger, f"profile shape {s} does not match {t.name} {t.shape}")
                             return None
                 profiles.append({k: [list(x) for x in v] for k, v in p._shapes.items()})
+            ft.during_build()
             mon = config.progress_monitor
             if mon is not None:
                 mon.phase_start("Building engine", None, 2)
@@ -296,7 +306,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
                         return None
                 mon.phase_finish("Building engine")
             if config._cache is not None:
-                config._cache._entries += 1
+                config._cache._entries |= {json.dumps(p, sort_keys=True) for p in profiles}
             with ft.lock:
                 ft.builds += 1
             props = sim.properties(sim.current_device())
@@ -322,6 +332,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
                 ft.error(self._logger, "Serialization assertion magicTagRead == kMAGIC_TAG failed")
                 return None
             d = json.loads(blob[len(PLAN_MAGIC):])
+            ft.deserialized += 1
             props = sim.properties(sim.current_device())
             if d["tensorrt"] != spec["version"] or d["cc"] != list(props["cc"]):
                 ft.error(self._logger, f"The engine plan file is not compatible with this version of TensorRT "
@@ -339,6 +350,7 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
             self._io = [(n, "INPUT", dt, s) for n, dt, s in plan["inputs"]] + \
                        [(n, "OUTPUT", dt, s) for n, dt, s in plan["outputs"]]
             self._session = None
+            self._shapes_seen: dict = {}
 
         def _tensor(self, name):
             for t in self._io:
@@ -379,6 +391,30 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
             ctx = api.new("IExecutionContext", engine=self)
             ft.contexts.add(ctx)
             return ctx
+
+        def _output_shape(self, name: str, in_shapes: dict) -> tuple:
+            """The output's shape for the given input shapes (ONNX shape inference on the graph)."""
+            key = (name, tuple(sorted(in_shapes.items())))
+            if key not in self._shapes_seen:
+                self._shapes_seen[key] = self._infer(name, in_shapes)
+            return self._shapes_seen[key]
+
+        def _infer(self, name: str, in_shapes: dict) -> tuple:
+            import onnx
+
+            m = onnx.load_from_string(bytes.fromhex(self._plan["onnx"]))
+            for vi in m.graph.input:
+                if vi.name in in_shapes:
+                    for d, v in zip(vi.type.tensor_type.shape.dim, in_shapes[vi.name]):
+                        d.Clear()
+                        d.dim_value = int(v)
+            del m.graph.output[:]
+            m.graph.output.extend([onnx.helper.make_empty_tensor_value_info(name)])
+            m = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+            for vi in list(m.graph.output) + list(m.graph.value_info):
+                if vi.name == name:
+                    return tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+            raise AssertionError(f"cannot infer the shape of {name}")
 
         def _run(self, feeds: dict) -> dict:
             import onnxruntime as ort
@@ -449,21 +485,34 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
                 if lacks:
                     api.log.violation(f"{where}: {mode.lower()} {n!r} has no {lacks}")
                     return False
-            feeds = {}
+            views = {}
             for n, mode, dt, _ in eng._io:
                 if mode == "INPUT":
-                    npt = np.dtype(spec["nptype"][dt])
-                    shape = self._shapes[n]
+                    npt, shape = np.dtype(spec["nptype"][dt]), self._shapes[n]
                     nbytes = int(np.prod(shape)) * npt.itemsize
-                    buf = sim.device_view(self._addr[n], nbytes, f"{where} input {n!r}", device=eng._device)
-                    feeds[n] = np.frombuffer(buf, dtype=npt).reshape(shape).copy()
-            outs = eng._run(feeds)
+                    views[n] = (sim.device_view(self._addr[n], nbytes, f"{where} input {n!r}", device=eng._device),
+                                npt, shape)
+            in_shapes = {n: v[2] for n, v in views.items()}
+            out_views = {}
             for n, mode, dt, _ in eng._io:
-                if mode != "OUTPUT":
-                    continue
-                arr = np.ascontiguousarray(outs[n], dtype=np.dtype(spec["nptype"][dt]))
-                buf = sim.device_view(self._addr[n], arr.nbytes, f"{where} output {n!r}", device=eng._device)
-                buf[:] = arr.view(np.uint8).reshape(-1)
+                if mode == "OUTPUT":
+                    npt = np.dtype(spec["nptype"][dt])
+                    shape = eng._output_shape(n, in_shapes)
+                    nbytes = int(np.prod(shape)) * npt.itemsize
+                    out_views[n] = (sim.device_view(self._addr[n], nbytes, f"{where} output {n!r}", device=eng._device),
+                                    npt)
+
+            def run() -> None:  # on the stream: reads the inputs when it runs, as the GPU does
+                feeds = {n: np.frombuffer(b, dtype=t).reshape(sh).copy() for n, (b, t, sh) in views.items()}
+                outs = eng._run(feeds)
+                for n, (b, t) in out_views.items():
+                    arr = np.ascontiguousarray(outs[n], dtype=t).view(np.uint8).reshape(-1)
+                    if arr.size != b.size:
+                        api.log.violation(f"{where}: output {n!r} is {arr.size} bytes, {b.size} expected")
+                        continue
+                    b[:] = arr
+
+            sim.enqueue(int(stream_handle), run)
             return True
 
     impls = {"ILogger": ILogger, "Logger": Logger, "IProgressMonitor": IProgressMonitor, "ITensor": ITensor,
