@@ -264,7 +264,7 @@ def step_device1(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plan = out / "device1.plan"
     rc = main(["build", str(args.onnx), "--tile", f"{TILE}x{TILE}", "--batch", str(BATCH), "--opt-level", "1",
-               "--device", "1", "--output", str(plan), "--force"])
+               "--device", "1", "--output", str(plan), "--timing-cache", str(out / "timing.cache"), "--force"])
     assert rc == 0, f"hanrt build --device 1 exited {rc}"
     cu.set_device(0)
     be = _backend(plan, device_id=1, memory="copy", slots=2)  # made on the main thread

@@ -12,8 +12,11 @@ from hanrt_bench import trt_smoke
 
 
 @pytest.fixture(params=["10.3.0", "11.4.0.106"])
-def fakes(request, real_modules, monkeypatch):  # noqa: F811
+def fakes(request, real_modules, monkeypatch, tmp_path):  # noqa: F811
     from trtfakes import install
+
+    monkeypatch.setenv("HANRT_CACHE_DIR", str(tmp_path / "default-cache"))  # never the user's cache
+    monkeypatch.delenv("HANRT_TIMING_CACHE", raising=False)
 
     with install(request.param, "12.9.10") as fx:
         # the simulator has no cudaPointerGetAttributes (hanrt never calls it): ask it directly
@@ -43,6 +46,7 @@ def test_smoke_steps_run_on_the_fakes(fakes, tmp_path, capsys):
     assert "largest difference 0" in out and "mapped/copy" in out
     out = _run(capsys, "device1", onnx, tmp_path / "dev1")
     assert "live on device(s) [1]; largest difference to the main thread's run 0" in out and "PASSED" in out
+    assert not (tmp_path / "default-cache").exists()  # every step names its own files
     assert not fakes.log.violations, fakes.log.violations
     assert not fakes.sim.live(), fakes.sim.live()
 
