@@ -142,3 +142,35 @@ def calib_dir(tmp_path_factory, calib_photos):
         im.thumbnail((256, 256))
         im.save(d / f"{n}.png")
     return d
+
+
+# --- TensorRT / cuda-bindings fakes generated from the real modules (issue 11) ------------------
+
+@pytest.fixture
+def trt_fakes():
+    """``make(trt_version="10.3.0", cuda_version="12.9.10", **kw)``: install the fakes of those
+    versions (:func:`trtfakes.install`; specs from the real wheels, see tests/conformance) and return
+    them (``.trt``, ``.cudart``, ``.sim``, ``.log``); uninstalled after the test, which fails if a call
+    broke the real API. Skipped where the real modules cannot be had (a failure under CI=true)."""
+    import contextlib
+
+    import trtfakes
+    from conformance import fetch
+
+    stack = contextlib.ExitStack()
+    made: list = []
+
+    def make(trt_version: str = "10.3.0", cuda_version: str = "12.9.10", **kw):
+        why = fetch.why_unavailable()
+        try:
+            if why is None:
+                made.append(stack.enter_context(trtfakes.install(trt_version, cuda_version, **kw)))
+                return made[-1]
+        except fetch.Unavailable as exc:
+            why = str(exc)
+        fetch.skip_or_fail(why)
+
+    with stack:
+        yield make
+        violations = [v for fx in made for v in fx.log.violations]
+    assert not violations, "calls the real TensorRT / CUDA API would refuse:\n" + "\n".join(violations)

@@ -33,6 +33,14 @@ CORE = [
     "hanrt.upscaler",
     "hanrt.backends",
     "hanrt.backends.base",
+    "hanrt.io.digest",
+    # the TensorRT package loads tensorrt and cuda-python on first use only
+    "hanrt.backends.tensorrt",
+    "hanrt.backends.tensorrt.profiles",
+    "hanrt.backends.tensorrt.cache",
+    "hanrt.backends.tensorrt.build",
+    "hanrt.backends.tensorrt.backend",
+    "hanrt.backends.tensorrt.cuda",
 ]
 
 from hanrt_testkit import IMPORT_BLOCKER as BLOCKER

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from hanrt.engine import sha256_file
+from hanrt.io.digest import sha256_file
 from hanrt.errors import CheckpointError
 from hanrt.io.atomic import atomic_output
 

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanrt.engine import sha256_file
+from hanrt.io.digest import sha256_file
 from hanrt.errors import HanrtError, InputError, MissingDependencyError
 from hanrt.io.atomic import atomic_output
 

@@ -131,7 +131,10 @@ _EXTRA_FOR = {
 }
 
 _JETPACK_HINT = {
-    "tensorrt": " On Jetson, TensorRT comes with JetPack (apt package python3-libnvinfer).",
+    "tensorrt": (" 'hanrt[trt]' is 'hanrt[trt-cu12]' (TensorRT for CUDA 12, NVIDIA driver R535 or newer); "
+                 "'hanrt[trt-cu13]' is TensorRT for CUDA 13 (driver R580 or newer). On Jetson, TensorRT comes "
+                 "with JetPack (apt package python3-libnvinfer); add cuda-python with pip (JetPack 6: "
+                 "pip install 'cuda-python==12.6.2.post1')."),
 }
 
 

@@ -125,9 +125,8 @@ class Upscaler:
     whole-image inference; with an engine it is clamped into the shapes the engine was built for,
     see :func:`plan_for_profiles`).
     ``margin``: context pixels cropped on every interior tile side.
-    ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); a
-    TensorRT engine runs at most as many as it has profiles for the tile shape, i.e. the
-    ``hanrt build --slots N`` it was built with (fewer: a warning names the rebuild).
+    ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); with a
+    TensorRT engine each is one execution context, all sharing the engine's profile for the tile.
     """
 
     def __init__(
@@ -365,7 +364,7 @@ def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int 
                       batch: int, info: ModelInfo) -> tuple[TilePlan, int, int]:
     """Plan tiles within an engine's optimization profiles (pure; sizes in input pixels).
 
-    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`~hanrt.engine.Profile`).
+    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`~hanrt.backends.tensorrt.Profile`).
     ``tile``: the asked tile side (``None``: whole image). Per profile, the wanted tile (the asked
     one, or the image's own size when the tile covers it) is clamped into the profile's H and W
     range: a larger image is tiled with the profile's largest tile, a smaller one is
@@ -399,7 +398,7 @@ def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int 
         if best is None or rank < best[0]:
             best = (rank, plan, b, p.min[0])
     if best is None:
-        built = "; ".join(dict.fromkeys(  # each profile once: hanrt build --slots N replicates them
+        built = "; ".join(dict.fromkeys(  # each profile once (an earlier hanrt's --slots N: copies)
             p.describe() if hasattr(p, "describe") else f"{p.min}..{p.max}" for p in profiles))
         raise UsageError(f"no tile for a {width}x{height} image with margin {margin} fits this engine's "
                          f"shapes [{built}]: use a smaller --margin or rebuild the engine (hanrt build).")

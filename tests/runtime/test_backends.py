@@ -155,11 +155,11 @@ def test_ort_cuda_without_gpu_names_the_extra(tiny_onnx):
 
 
 def test_trt_backend_missing_names_the_extra(tmp_path, monkeypatch):
-    """Selection imports hanrt.backends.trt lazily; when it cannot (no TensorRT / cuda-python), the
+    """Selection imports hanrt.backends.tensorrt lazily; when it cannot (no TensorRT / cuda-python), the
     error names the extra to install."""
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"\0" * 64)
-    monkeypatch.setitem(sys.modules, "hanrt.backends.trt", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "hanrt.backends.tensorrt", None)  # import -> ImportError
     with pytest.raises(MissingDependencyError, match=r"hanrt\[trt\]"):
         open_backend(plan, "trt")
     with pytest.raises(MissingDependencyError, match=r"hanrt\[trt\]"):

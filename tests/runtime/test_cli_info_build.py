@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hanrt import engine as E
+from hanrt.backends import tensorrt as E
 from hanrt.cli import main
 from hanrt.model_info import ModelInfo
 
@@ -26,12 +27,14 @@ def _has_trt() -> bool:
 
 
 def _engine(tmp_path, slots: int = 1):
+    """An engine's files; ``slots > 1``: as an earlier hanrt's ``hanrt build --slots N`` wrote them."""
     info = ModelInfo(scale=4, precision="fp16", fp32_nodes=("/la/MatMul", "/la/Softmax"),
                      hyperparameters={"n_resgroups": 10, "n_feats": 64}, precision_notes="energy kept FP32")
-    base = E.profiles_from_tiles([(96, 96)], 4)
-    options = E.BuildOptions(profiles=tuple(E.replicate_profiles(base, slots)), slots=slots)
+    options = E.BuildOptions(profiles=tuple(E.profiles_from_tiles([(96, 96)], 4)))
     fp = E.Fingerprint.make(target=E.Target("10.3.0", "Orin", (8, 7)), onnx_sha256="ab" * 32, info=info,
                             options=options)
+    if slots > 1:
+        fp = dataclasses.replace(fp, profiles=fp.profiles * slots, slots=slots)
     data = b"ENGINE"
     side = E.Sidecar(fp, info, len(data), hashlib.sha256(data).hexdigest(), "han_fp16.onnx",
                      ({"name": "input", "mode": "input", "dtype": "float32", "layout": "NCHW",
@@ -44,11 +47,13 @@ def engine_file(tmp_path):
     return _engine(tmp_path)
 
 
-def test_info_engine_with_slots_lists_each_profile_once(tmp_path, capsys):
+def test_info_engine_of_an_earlier_hanrt_with_slots_lists_each_profile_once(tmp_path, capsys):
     assert main(["info", str(_engine(tmp_path, slots=3))]) == 0
     out = capsys.readouterr().out
-    assert out.count("  profile ") == 1 and "built 3x (one per slot)" in out
-    assert "slots        3" in out
+    assert out.count("  profile ") == 1 and "built 3x (an earlier hanrt's --slots 3; one is used)" in out
+    assert main(["info", str(_engine(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  profile ") == 1 and "built" not in out.split("  profile ")[1].splitlines()[0]
 
 
 def test_info_onnx(tiny_onnx, capsys):
@@ -91,12 +96,8 @@ def test_build_help_without_tensorrt():
             "from hanrt.cli import main; sys.exit(main(['build', '--help']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--tile" in r.stdout and "--workspace" in r.stdout
-    assert "--slots" in r.stdout and "activation memory" in r.stdout
-    # accurate about sharing: live slots hold their profile copies, so one backend's users split N
     out = " ".join(r.stdout.split())  # argparse wraps the option help
-    assert "several streams share the engine" not in out and "serve several streams" not in out
-    assert "Upscalers sharing one backend split the N between them" in out
-    assert "Upscalers sharing one backend split the N (default 2" in out
+    assert "--slots" not in out and "Each profile is built once" in out
 
 
 def _args(*argv):
@@ -110,28 +111,13 @@ def test_build_options_from_arguments(tmp_path):
 
     o, cache = build_options(_args("m.onnx", "--tile", "96x96", "--tile", "64", "--batch", "4",
                                    "--workspace", "512M", "--opt-level", "5", "--cache-dir", str(tmp_path)))
-    assert [p.describe() for p in o.base_profiles] == ["min 1x96x96, opt 4x96x96, max 4x96x96",
-                                                        "min 1x64x64, opt 4x64x64, max 4x64x64"]
+    # each profile once: execution contexts share profiles (TensorRT >= 10), so no copies per slot
+    assert [p.describe() for p in o.profiles] == ["min 1x96x96, opt 4x96x96, max 4x96x96",
+                                                   "min 1x64x64, opt 4x64x64, max 4x64x64"]
     assert o.workspace == 512 << 20 and o.opt_level == 5 and cache == tmp_path
     assert o.timing_cache == str(tmp_path / "timing.cache")
-    # default --slots 2: every profile twice, so two execution contexts can run each shape at once
-    assert o.slots == 2 and o.profiles == tuple(E.replicate_profiles(o.base_profiles, 2))
-    o2, _ = build_options(_args("m.onnx", "--min", "1x64x64", "--opt", "2x96x96", "--max", "4x128x128",
-                                "--slots", "1"))
-    assert o2.profiles == (E.Profile((1, 64, 64), (2, 96, 96), (4, 128, 128)),) and o2.slots == 1
-
-
-def test_build_options_slots():
-    from hanrt.cli.build import build_options
-
-    p = E.Profile((1, 96, 96), (4, 96, 96), (4, 96, 96))
-    o, _ = build_options(_args("m.onnx", "--tile", "96", "--batch", "4", "--slots", "3"))
-    assert o.slots == 3 and o.profiles == (p, p, p) and o.base_profiles == (p,)
-    o1, _ = build_options(_args("m.onnx", "--tile", "96", "--batch", "4", "--slots", "1"))
-    assert o1.profiles == (p,)
-    key = {s: E.Fingerprint.make(target=E.Target("10.3.0", "Orin", (8, 7)), onnx_sha256="a" * 64,
-                                 info=ModelInfo(scale=4), options=opt).key for s, opt in ((1, o1), (3, o))}
-    assert key[1] != key[3]  # an engine built with --slots 1 is not reused for --slots 3
+    o2, _ = build_options(_args("m.onnx", "--min", "1x64x64", "--opt", "2x96x96", "--max", "4x128x128"))
+    assert o2.profiles == (E.Profile((1, 64, 64), (2, 96, 96), (4, 128, 128)),)
 
 
 @pytest.mark.parametrize("argv", [
@@ -143,19 +129,25 @@ def test_build_options_slots():
     ["--min", "4x64x64", "--opt", "2x96x96", "--max", "4x128x128"],  # min > opt
     ["--tile", "96", "--workspace", "lots"],
     ["--tile", "96", "--opt-level", "9"],
-    ["--tile", "96", "--slots", "0"],
-    ["--tile", "96", "--slots", "17"],                    # above MAX_SLOTS
+    ["--min", "1x64x64", "--opt", "1x64x64", "--max", "1x64x64"] * 2,  # one profile twice
 ])
 def test_build_bad_arguments_exit_2(tiny_onnx, argv, capsys):
     assert main(["build", str(tiny_onnx), *argv]) == 2
     assert "hanrt: error:" in capsys.readouterr().err
 
 
+def test_build_has_no_slots_option(tiny_onnx, capsys):
+    """Execution contexts share profiles (TensorRT >= 10): nothing to replicate per slot."""
+    with pytest.raises(SystemExit) as ei:
+        main(["build", str(tiny_onnx), "--tile", "96", "--slots", "2"])
+    assert ei.value.code == 2 and "unrecognized arguments: --slots 2" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(_has_trt(), reason="TensorRT is installed: the missing-dependency path cannot be shown")
 def test_build_without_tensorrt_names_the_extra(tiny_onnx, tmp_path, capsys):
     assert main(["build", str(tiny_onnx), "--tile", "32x32", "--cache-dir", str(tmp_path)]) == 5
     err = capsys.readouterr().err
-    assert "pip install 'hanrt[trt]'" in err and "JetPack" in err
+    assert "pip install 'hanrt[trt]'" in err and "hanrt[trt-cu13]" in err and "JetPack" in err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -261,8 +261,8 @@ def _actions(mod):
 # --- planning within an engine's profiles (a numpy stand-in: TensorRT cannot run here) -----------
 
 from _local_backend import LocalBackend  # noqa: E402
-from hanrt import engine as E  # noqa: E402
-from hanrt.backends.trt import pick_profile  # noqa: E402
+from hanrt.backends import tensorrt as E  # noqa: E402
+from hanrt.backends.tensorrt import pick_profile  # noqa: E402
 
 
 class ProfiledBackend(LocalBackend):
@@ -354,7 +354,7 @@ def test_no_profile_fits_names_each_replicated_profile_once():
 
     small = E.Profile((1, 8, 8), (1, 16, 16), (1, 16, 16))
     other = E.Profile((1, 8, 8), (1, 12, 12), (1, 12, 12))
-    profiles = E.replicate_profiles([small, other], 3)  # hanrt build --slots 3: each profile 3 times
+    profiles = [small] * 3 + [other] * 3  # an earlier hanrt's build --slots 3: each profile 3 times
     with pytest.raises(UsageError) as ei:
         plan_for_profiles(100, 100, profiles=profiles, tile=None, margin=8, batch=1, info=ModelInfo(scale=4))
     msg = str(ei.value)

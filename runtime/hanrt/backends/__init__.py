@@ -3,7 +3,7 @@
 Every backend module is imported lazily, so this package needs only numpy (tier 0):
 
 - ``trt``: a TensorRT engine (``.plan``/``.engine`` with its ``.json`` sidecar) through
-  :class:`hanrt.backends.trt.TensorRTBackend` (``pip install 'hanrt[trt]'``; JetPack on Jetson).
+  :class:`hanrt.backends.tensorrt.TensorRTBackend` (``pip install 'hanrt[trt]'``; JetPack on Jetson).
 - ``ort-cuda``: an ``.onnx`` graph on ONNX Runtime's CUDA provider (``'hanrt[gpu]'``).
 - ``ort-cpu``: an ``.onnx`` graph on ONNX Runtime's CPU provider (``'hanrt[cpu]'``).
 - ``torch``: a checkpoint (``.pt``) in PyTorch, CPU or CUDA (``'hanrt[export]'``); the reference.
@@ -164,7 +164,7 @@ def _open_trt(path: Path, *, device_id: int, slots: int) -> Backend:
     if not path.is_file():
         raise ModelError(f"engine {str(path)!r} does not exist.")
     try:
-        mod = importlib.import_module("hanrt.backends.trt")
+        mod = importlib.import_module("hanrt.backends.tensorrt")
     except MissingDependencyError:
         raise
     except ImportError as exc:
@@ -174,9 +174,8 @@ def _open_trt(path: Path, *, device_id: int, slots: int) -> Backend:
         ) from exc
     cls = getattr(mod, "TensorRTBackend", None)
     if cls is None:
-        raise MissingDependencyError("this hanrt build has no TensorRT backend (hanrt.backends.trt.TensorRTBackend).")
-    cfg_cls = getattr(mod, "TrtConfig", TrtConfig)
-    return cls(str(path), config=cfg_cls(device_id=device_id, slots=slots))
+        raise MissingDependencyError("this hanrt build has no TensorRT backend (hanrt.backends.tensorrt.TensorRTBackend).")
+    return cls(str(path), config=TrtConfig(device_id=device_id, slots=slots))
 
 
 def _open_torch(path: Path, *, device_id: int, threads: int, fp16: bool) -> Backend:

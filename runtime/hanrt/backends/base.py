@@ -85,15 +85,30 @@ class TorchConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrtConfig:
-    """TensorRT backend settings. ``device_id``: CUDA device. ``slots``: pinned in/out buffer sets
-    (two or more overlap copies with compute); each needs its own optimization profile, so the
-    engine must be built with ``hanrt build --slots N`` (N >= slots; default 2) for them to run at
-    once — with fewer, fewer slots are made and a warning names the rebuild command. ``check_fingerprint``: refuse an engine whose sidecar
-    does not match this GPU/TensorRT (:class:`~hanrt.errors.EngineMismatchError`)."""
+    """TensorRT backend settings (:class:`hanrt.backends.tensorrt.TensorRTBackend`).
+
+    ``device_id``: CUDA device (made current on every thread that calls the backend). ``slots``:
+    pinned in/out buffer sets, each with its own execution context (two or more overlap copies with
+    compute); all contexts share the engine's optimization profile for the tile shape (TensorRT >= 10),
+    so any engine runs any number of slots, each costing one context's activation memory.
+    ``check_fingerprint``: refuse an engine whose sidecar does not match this GPU/TensorRT
+    (:class:`~hanrt.errors.EngineMismatchError`). ``memory``: ``auto`` (mapped on integrated GPUs
+    such as Jetson, copy elsewhere), ``copy`` (pinned host + device buffers, async copies) or
+    ``mapped`` (zero-copy pinned host memory the GPU accesses directly).
+    """
 
     device_id: int = 0
     slots: int = 2
     check_fingerprint: bool = True
+    memory: Literal["auto", "copy", "mapped"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.memory not in ("auto", "copy", "mapped"):
+            raise UsageError(f"TensorRT memory mode must be auto, copy or mapped, got {self.memory!r}.")
+        if self.slots < 1:
+            raise UsageError(f"TensorRT slots must be >= 1, got {self.slots}.")
+        if self.device_id < 0:
+            raise UsageError(f"CUDA device must be >= 0, got {self.device_id}.")
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine import DEFAULT_SLOTS, MAX_SLOTS
 from . import Command
 
 DESCRIPTION = """\
@@ -16,21 +15,17 @@ Shapes are in input pixels. --tile HxW --batch N makes one optimization profile 
 (batch 1..N, tuned for N); --min/--opt/--max NxHxW give a profile explicitly (repeat the three
 for several profiles).
 
---slots N (default 2) builds every profile N times: TensorRT runs execution contexts concurrently
-only on distinct profiles, so N copies let one loaded engine keep N batches in flight at once (the
-copies of one batch overlap the compute of another). Each live slot holds one copy, so Upscalers
-sharing one backend split the N between them; every separately opened backend (another process,
-or another Upscaler('han.plan')) loads the engine again and has its own N. Each slot costs one
-execution context's activation memory; --slots 1 builds faster and gives a smaller engine, but
-runs one batch at a time.
+Each profile is built once: since TensorRT 10 the execution contexts of an engine share its
+profiles, so any number of slots (batches in flight, e.g. hanrt upscale's default 2) run on one.
 
 Engines are cached under --cache-dir (default $HANRT_CACHE_DIR or ~/.cache/hanrt/engines), keyed
-by TensorRT version, GPU, ONNX sha256, precision recipe, shapes and slots; a hit is reused. An engine for
-another GPU or TensorRT is refused with the command that rebuilds it; --force rebuilds.
+by TensorRT version, GPU, ONNX sha256, precision recipe and shapes; a hit is reused. An engine for
+another GPU or TensorRT is refused with the command that rebuilds it; --force rebuilds. Kernel
+timings are kept in a timing cache per TensorRT version and GPU (timing-<TensorRT>-<GPU>-sm<CC>.cache
+beside --timing-cache's name).
 
 examples:
   hanrt build han_fp16.onnx --tile 128x128 --batch 4
-  hanrt build han_fp16.onnx --tile 128x128 --batch 4 --slots 1    # smallest engine, no overlap
   hanrt build han_fp16.onnx --min 1x64x64 --opt 4x128x128 --max 4x192x192 --output han.plan
 """
 
@@ -46,18 +41,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="explicit profile optimum")
     p.add_argument("--max", dest="max_shape", action="append", default=[], metavar="NxHxW",
                    help="explicit profile maximum")
-    p.add_argument("--slots", type=int, default=DEFAULT_SLOTS, metavar="N",
-                   help=f"build each profile N times so N execution contexts of the loaded engine run "
-                   f"concurrently, overlapping one batch's copies with another's compute; Upscalers sharing "
-                   f"one backend split the N (default {DEFAULT_SLOTS}; 1..{MAX_SLOTS}). Each slot costs one "
-                   f"context's activation memory on the GPU; 1 saves build time and engine size")
     p.add_argument("--opt-level", type=int, default=3, metavar="0-5",
                    help="TensorRT builder optimization level (default 3; higher builds longer)")
     p.add_argument("--workspace", default="1G", metavar="SIZE",
                    help="cap on TensorRT's workspace memory pool, e.g. 512M, 2G (default 1G; 8 GB "
                    "Jetson boards run out of memory while building without a cap)")
     p.add_argument("--timing-cache", metavar="FILE",
-                   help="persistent timing cache (default $HANRT_TIMING_CACHE, else <cache-dir>/timing.cache)")
+                   help="persistent timing cache base name; the file used adds the TensorRT version, GPU and "
+                   "compute capability to it (default $HANRT_TIMING_CACHE, else <cache-dir>/timing.cache)")
     p.add_argument("--cache-dir", metavar="DIR", help="engine cache folder")
     p.add_argument("--output", "-o", metavar="PATH.plan", help="write the engine here instead of the cache")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
@@ -68,8 +59,8 @@ def build_options(args: argparse.Namespace):
     """BuildOptions from parsed arguments (pure; raises UsageError on bad shapes)."""
     from pathlib import Path
 
-    from ..engine import BuildOptions, Profile, default_cache_dir, parse_hw, parse_nhw, parse_size, \
-        profiles_from_tiles, replicate_profiles
+    from ..backends.tensorrt import BuildOptions, Profile, default_cache_dir, parse_hw, parse_nhw, parse_size, \
+        profiles_from_tiles
     from ..errors import UsageError
 
     explicit = (args.min_shape, args.opt_shape, args.max_shape)
@@ -89,16 +80,15 @@ def build_options(args: argparse.Namespace):
         import os
 
         timing = os.environ.get("HANRT_TIMING_CACHE") or str(cache_dir / "timing.cache")
-    # TensorRT needs a distinct profile per concurrently running execution context
-    return BuildOptions(profiles=tuple(replicate_profiles(profiles, args.slots)), slots=args.slots,
-                        opt_level=args.opt_level,
-                        workspace=parse_size(args.workspace), timing_cache=timing), cache_dir
+    return BuildOptions(profiles=tuple(profiles), opt_level=args.opt_level, workspace=parse_size(args.workspace),
+                        timing_cache=timing), cache_dir
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..engine import get_or_build
+    from ..backends.tensorrt import build as trt_build
+    from ..backends.tensorrt import get_or_build
     from ..model_info import read_model_info
 
     options, cache_dir = build_options(args)
@@ -109,9 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError(f"{args.model} is not a graph for TensorRT: {info.trt_lint}. Export one with "
                          "symmetric INT8 activations (hanrt export --precision int8 --int8-activations int8) "
                          "or use the FP16/FP32 graph; hanrt lint MODEL lists the findings.")
-    from .. import _tensorrt
-
-    target = _tensorrt.running_target(args.device)
+    target = trt_build.running_target(args.device)
     print(f"target: {target.describe()}", file=sys.stderr)
     last: dict[str, int] = {}
 
@@ -122,13 +110,13 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
 
     def builder(onnx_path, info, opts):
-        return _tensorrt.build_plan(onnx_path, info, opts, progress=progress, device=args.device)
+        return trt_build.build_plan(onnx_path, info, opts, progress=progress, device=args.device, target=target)
 
     res = get_or_build(args.model, options, target=target, builder=builder, cache_dir=cache_dir,
                        output=Path(args.output) if args.output else None, force=args.force)
     what = f"built in {res.build_s:.1f} s" if res.built else "reused (cache hit)"
     print(f"{res.plan} ({what}; key {res.sidecar.key}; "
-          f"{'; '.join(p.describe() for p in res.sidecar.base_profiles)}; {res.sidecar.slots} slot(s) each)")
+          f"{'; '.join(p.describe() for p in res.sidecar.base_profiles)})")
     return 0
 
 

@@ -18,7 +18,7 @@ def describe(path: str) -> dict:
     """The description of a model or engine as a dict (keys: kind, model_info, engine, file)."""
     from pathlib import Path
 
-    from ..engine import read_sidecar, sidecar_path
+    from ..backends.tensorrt.cache import read_sidecar, sidecar_path
     from ..errors import InputError
     from ..model_info import read_model_info
 
@@ -78,8 +78,7 @@ def format_text(d: dict) -> str:
         for pr in profiles:
             lines.append("  profile      min {} opt {} max {} (NxHxW)".format(
                 *("x".join(map(str, pr[k])) for k in ("min", "opt", "max")))
-                + (f", built {slots}x (one per slot)" if slots > 1 else ""))
-        lines.append(f"  slots        {slots} (execution contexts that can run at once per profile)")
+                + (f", built {slots}x (an earlier hanrt's --slots {slots}; one is used)" if slots > 1 else ""))
         for t in e["io"]:
             lines.append(f"  tensor       {t.get('mode')} {t.get('name')}: {t.get('dtype')} {t.get('layout')} "
                          f"{t.get('shape')}")

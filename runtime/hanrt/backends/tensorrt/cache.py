@@ -1,4 +1,4 @@
-"""TensorRT engines: shapes, fingerprint, cache, sidecar, locking and refusal — the pure part.
+"""TensorRT engines: fingerprint, cache, sidecar, locking and refusal -- the pure part.
 
 An engine (serialized TensorRT plan) is bound to its GPU model, its TensorRT version, its ONNX
 graph, its precision recipe and its shapes. hanrt therefore builds engines **on the target**,
@@ -6,8 +6,8 @@ stores each under a key made of everything that invalidates it, and refuses an e
 not match the running machine, naming the command that rebuilds it.
 
 This module is stdlib + :mod:`hanrt.model_info` only and runs anywhere; every call into
-``tensorrt`` lives in :mod:`hanrt._tensorrt` and is injected into :func:`get_or_build` as the
-``builder`` / ``target`` arguments.
+``tensorrt`` lives in :mod:`hanrt.backends.tensorrt.build` and is injected into
+:func:`get_or_build` as the ``builder`` / ``target`` arguments.
 
 Layout on disk (cache directory ``$HANRT_CACHE_DIR`` or ``~/.cache/hanrt/engines``)::
 
@@ -16,53 +16,49 @@ Layout on disk (cache directory ``$HANRT_CACHE_DIR`` or ``~/.cache/hanrt/engines
     <stem>-<precision>-<key>.lock        lock file (fcntl.flock) held while building
 
 Writers take the lock, re-check for a finished engine (another process may have built it
-while they waited), write plan and sidecar to temporary files in the same folder and rename
-them into place (plan first, sidecar last): an engine counts as present only when its sidecar
-exists and records the plan's size, so a crash never leaves a half-written engine that looks
-valid.
+while they waited), write plan and sidecar through :func:`hanrt.io.atomic.atomic_output`
+(plan first, sidecar last): an engine counts as present only when its sidecar exists and
+records the plan's size, so a crash never leaves a half-written engine that looks valid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import re
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
-from .model_info import ModelInfo, read_model_info
+from ...errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
+from ...io.atomic import atomic_output
+from ...io.digest import sha256_file
+from ...model_info import ModelInfo, read_model_info
+from .profiles import Profile, _fmt, base_profiles, check_profiles
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Shape3",
-    "Profile",
-    "parse_hw",
-    "parse_nhw",
-    "parse_size",
-    "profiles_from_tiles",
-    "replicate_profiles",
-    "base_profiles",
-    "check_profiles",
     "BuildOptions",
     "Target",
     "Fingerprint",
     "Sidecar",
     "SIDECAR_FORMAT",
+    "BuiltPlan",
+    "EngineResult",
     "default_cache_dir",
     "engine_path",
     "sidecar_path",
-    "sha256_file",
     "file_lock",
+    "timing_cache_file",
+    "write_bytes_atomic",
     "read_sidecar",
     "write_engine",
     "check_compatible",
@@ -75,172 +71,6 @@ SIDECAR_FORMAT = "hanrt-trt-engine"
 SIDECAR_SCHEMA = 1
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: 8 GB Jetson boards run out of memory with TensorRT's default
 DEFAULT_OPT_LEVEL = 3
-DEFAULT_SLOTS = 2  # hanrt build --slots: two execution contexts overlap copies with compute
-MAX_SLOTS = 16  # a sanity cap: every slot is one more profile to build and one more context's memory
-
-Shape3 = tuple[int, int, int]  # (batch N, height H, width W) of the input tile, in pixels
-
-
-# --- shapes and profiles ----------------------------------------------------------------------
-
-_HW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-_NHW = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"96x128"`` -> ``(96, 128)`` (height, width in input pixels); ``"96"`` means 96x96."""
-    t = str(text).strip()
-    if t.isdigit():
-        v = int(t)
-        if v < 1:
-            raise UsageError(f"tile size must be >= 1, got {text!r}.")
-        return v, v
-    m = _HW.match(t)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise UsageError(f"expected a tile size HxW such as 96x96, got {text!r}.")
-    return int(m.group(1)), int(m.group(2))
-
-
-def parse_nhw(text: str) -> Shape3:
-    """``"4x96x96"`` -> ``(4, 96, 96)`` (batch, height, width)."""
-    m = _NHW.match(str(text))
-    if not m or min(int(g) for g in m.groups()) < 1:
-        raise UsageError(f"expected a shape NxHxW (batch x height x width) such as 4x96x96, got {text!r}.")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"1073741824"`` (binary units)."""
-    if isinstance(text, int):
-        v = text
-    else:
-        m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$", str(text))
-        if not m:
-            raise UsageError(f"expected a size such as 512M or 2G, got {text!r}.")
-        mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-        v = int(float(m.group(1)) * mult)
-    if v < 1 << 20:
-        raise UsageError(f"workspace must be at least 1M, got {text!r}.")
-    return v
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One TensorRT optimization profile for the image input: min/opt/max (N, H, W).
-
-    Sizes are in input pixels; the engine accepts any batch and tile between ``min`` and ``max``
-    (inclusive, per dimension) and is tuned for ``opt``.
-    """
-
-    min: Shape3
-    opt: Shape3
-    max: Shape3
-
-    def __post_init__(self) -> None:
-        for name in ("min", "opt", "max"):
-            v = getattr(self, name)
-            if len(v) != 3 or any(int(x) < 1 for x in v):
-                raise UsageError(f"profile {name} must be three positive ints (N, H, W), got {v}.")
-        for i, dim in enumerate(("batch", "height", "width")):
-            if not self.min[i] <= self.opt[i] <= self.max[i]:
-                raise UsageError(
-                    f"profile {dim} must satisfy min <= opt <= max, got {self.min[i]} / {self.opt[i]} / "
-                    f"{self.max[i]} (from min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}).")
-
-    def input_shapes(self, info: ModelInfo) -> dict[str, tuple[int, ...]]:
-        """Full input shapes for TensorRT, in the graph's layout (NCHW float, NHWC uint8)."""
-        return {k: _layout_shape(v, info) for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))}
-
-    def output_shape(self, nhw: Shape3, info: ModelInfo) -> tuple[int, ...]:
-        n, h, w = nhw
-        return _layout_shape((n, h * info.scale, w * info.scale), info)
-
-    def accepts(self, nhw: Shape3) -> bool:
-        return all(self.min[i] <= nhw[i] <= self.max[i] for i in range(3))
-
-    def describe(self) -> str:
-        if self.min == self.opt == self.max:
-            return _fmt(self.opt)
-        return f"min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}"
-
-    def to_json(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Sequence[int]]) -> "Profile":
-        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
-
-
-def _fmt(s: Sequence[int]) -> str:
-    return "x".join(str(int(v)) for v in s)
-
-
-def _layout_shape(nhw: Shape3, info: ModelInfo) -> tuple[int, ...]:
-    n, h, w = (int(v) for v in nhw)
-    return (n, h, w, info.n_colors) if info.layout == "NHWC" else (n, info.n_colors, h, w)
-
-
-def profiles_from_tiles(tiles: Sequence[tuple[int, int]], batch: int, *, min_batch: int = 1) -> list[Profile]:
-    """One profile per tile shape: batch ``min_batch..batch`` (opt = ``batch``), fixed H and W.
-
-    The tiler sends full-size tiles only (edge tiles are padded), so H and W are fixed per
-    profile; a partial last batch uses a smaller N.
-    """
-    if batch < 1 or min_batch < 1 or min_batch > batch:
-        raise UsageError(f"--batch must be >= 1 (and >= the minimum batch {min_batch}), got {batch}.")
-    if not tiles:
-        raise UsageError("give at least one --tile HxW (or --min/--opt/--max).")
-    seen: list[Profile] = []
-    for h, w in tiles:
-        p = Profile((min_batch, h, w), (batch, h, w), (batch, h, w))
-        if p not in seen:
-            seen.append(p)
-    return seen
-
-
-def replicate_profiles(profiles: Sequence[Profile], slots: int) -> list[Profile]:
-    """Each profile repeated ``slots`` times in a row: slot ``k`` of profile ``t`` is at index
-    ``t * slots + k``.
-
-    TensorRT runs execution contexts concurrently only on distinct optimization profiles, so an
-    engine whose callers keep ``slots`` batches in flight (copies of one overlapping compute of
-    another, or several streams) needs every tile shape ``slots`` times. ``slots=1`` returns the
-    profiles unchanged. :func:`base_profiles` is the inverse.
-    """
-    n = _check_slots(slots)
-    return [p for p in profiles for _ in range(n)]
-
-
-def base_profiles(profiles: Sequence[Profile], slots: int) -> tuple[Profile, ...]:
-    """The profiles as asked, before :func:`replicate_profiles` (one per group of ``slots``).
-
-    UsageError if ``profiles`` is not such a replication (not ``slots`` equal profiles in a row).
-    """
-    n = _check_slots(slots)
-    base = tuple(profiles[::n])
-    if len(profiles) % n or replicate_profiles(base, n) != list(profiles):
-        raise UsageError(f"with {n} slots every optimization profile must appear {n} times in a row "
-                         f"(got {len(profiles)} profile(s): {'; '.join(p.describe() for p in profiles)}); "
-                         f"make them with replicate_profiles(profiles, {n}).")
-    return base
-
-
-def _check_slots(slots: int) -> int:
-    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-        raise UsageError(f"--slots must be an integer 1..{MAX_SLOTS} (concurrent execution contexts per "
-                         f"tile shape), got {slots!r}.")
-    return slots
-
-
-def check_profiles(profiles: Sequence[Profile], info: ModelInfo) -> None:
-    """Refuse shapes the model cannot take (``min_tile``, ``tile_multiple`` of its description)."""
-    for p in profiles:
-        for nhw in (p.min, p.max):
-            for side in nhw[1:]:
-                if side < info.min_tile:
-                    raise UsageError(f"tile side {side} is below the model's minimum {info.min_tile}.")
-                if side % max(1, info.tile_multiple):
-                    raise UsageError(f"tile side {side} is not a multiple of {info.tile_multiple}.")
 
 
 # --- build options, target, fingerprint -------------------------------------------------------
@@ -249,35 +79,32 @@ def check_profiles(profiles: Sequence[Profile], info: ModelInfo) -> None:
 class BuildOptions:
     """How an engine is built (all of it enters the fingerprint).
 
-    - ``profiles``: one or more optimization profiles (input pixels), exactly as the engine gets
-      them: with ``slots > 1`` each one repeated ``slots`` times in a row
-      (:func:`replicate_profiles`; :attr:`base_profiles` undoes it).
-    - ``slots``: how many execution contexts can run each tile shape concurrently (TensorRT
-      needs a distinct profile per concurrent context); each costs one context's activation memory.
+    - ``profiles``: one or more distinct optimization profiles (input pixels), one per tile shape
+      (or ``--min/--opt/--max`` triple). Each is built once: since TensorRT 10.0 execution contexts
+      share optimization profiles (see :mod:`hanrt.backends.tensorrt.profiles`), so any number of
+      slots runs on one profile.
     - ``opt_level``: TensorRT builder optimization level 0..5 (higher: longer build, maybe faster).
     - ``workspace``: cap of TensorRT's workspace memory pool, bytes.
-    - ``timing_cache``: file that keeps kernel timings across builds (not part of the key).
+    - ``timing_cache``: the timing cache's base file name (not part of the key): the file used is
+      :func:`timing_cache_file` of it, one per TensorRT version, GPU and compute capability.
     """
 
     profiles: tuple[Profile, ...]
     opt_level: int = DEFAULT_OPT_LEVEL
     workspace: int = DEFAULT_WORKSPACE
     timing_cache: str | None = None
-    slots: int = 1
 
     def __post_init__(self) -> None:
         if not self.profiles:
             raise UsageError("at least one optimization profile is needed.")
-        base_profiles(self.profiles, self.slots)  # UsageError unless a replication
+        twice = [p.describe() for i, p in enumerate(self.profiles) if p in self.profiles[:i]]
+        if twice:
+            raise UsageError(f"optimization profile {twice[0]} is given twice: every execution context "
+                             f"shares the engine's profiles (TensorRT >= 10), so one of each is enough.")
         if not 0 <= int(self.opt_level) <= 5:
             raise UsageError(f"--opt-level must be 0..5, got {self.opt_level}.")
         if int(self.workspace) < 1 << 20:
             raise UsageError(f"workspace must be at least 1 MiB, got {self.workspace} bytes.")
-
-    @property
-    def base_profiles(self) -> tuple[Profile, ...]:
-        """The profiles before replication: one per tile shape (or ``--min/--opt/--max`` triple)."""
-        return base_profiles(self.profiles, self.slots)
 
 
 @dataclass(frozen=True)
@@ -300,10 +127,11 @@ class Target:
 class Fingerprint:
     """Everything that makes an engine valid or not. ``key`` is a 16-hex digest of it.
 
-    ``profiles`` lists every profile of the engine (replicated ``slots`` times, see
-    :func:`replicate_profiles`). ``slots`` is absent from sidecars written before ``--slots``
-    existed; they read as ``slots=1`` (one context per profile), and a ``slots=1`` fingerprint
-    keeps the key those versions computed, so their cached engines stay valid.
+    ``profiles`` lists every profile of the engine, in TensorRT's order. ``slots`` describes
+    engines of earlier hanrt versions, whose ``hanrt build --slots N`` built every profile N times in
+    a row (TensorRT 8.x ran concurrent contexts on distinct profiles only): their sidecars still
+    read, and :attr:`Sidecar.base_profiles` gives one of each. hanrt builds every profile once now
+    (``slots=1``, which is left out of the key, so keys are those of every ``slots=1`` engine before).
     """
 
     tensorrt: str
@@ -329,7 +157,7 @@ class Fingerprint:
             precision_recipe_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
             io=info.io, layout=info.layout,
             profiles=tuple(p.to_json() for p in options.profiles),
-            opt_level=int(options.opt_level), workspace=int(options.workspace), slots=int(options.slots),
+            opt_level=int(options.opt_level), workspace=int(options.workspace),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -348,11 +176,19 @@ class Fingerprint:
         dd["slots"] = int(dd.get("slots", 1))
         return cls(**dd)
 
+    def one_of_each(self) -> "Fingerprint":
+        """This fingerprint with each profile once (``slots=1``): what hanrt builds today for the
+        same settings. An engine of an earlier hanrt with replicated profiles works the same."""
+        if self.slots == 1:
+            return self
+        profs = base_profiles(tuple(Profile.from_json(p) for p in self.profiles), self.slots)
+        return dataclasses.replace(self, profiles=tuple(p.to_json() for p in profs), slots=1)
+
     @property
     def key(self) -> str:
         d = self.to_json()
         if d["slots"] == 1:
-            del d["slots"]  # the key engines had before --slots existed (they all are slots=1)
+            del d["slots"]  # the key of every slots=1 engine, before and after --slots
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -389,16 +225,20 @@ def sidecar_path(plan: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".json")
 
 
+def timing_cache_file(base: str | os.PathLike, target: Target) -> Path:
+    """The timing cache file for ``target``: ``base`` with the TensorRT version, GPU name and compute
+    capability added to its name (``timing.cache`` -> ``timing-10.3.0-Orin-sm87.cache``).
+
+    A timing cache holds kernel timings of one GPU under one TensorRT version; TensorRT refuses a
+    cache from another (hanrt loads it strictly), so every target keeps its own file.
+    """
+    b = Path(base)
+    cc = f"sm{target.compute_capability[0]}{target.compute_capability[1]}"
+    return b.with_name(f"{b.stem}-{_safe_stem(target.tensorrt)}-{_safe_stem(target.gpu)}-{cc}{b.suffix}")
+
+
 def _lock_path(plan: Path) -> Path:
     return plan.with_suffix(".lock")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -481,12 +321,13 @@ class Sidecar:
 
     @property
     def slots(self) -> int:
-        """How many times each profile was built (``hanrt build --slots``; 1 for older sidecars)."""
+        """How many times each profile was built: 1, except for engines of earlier hanrt versions
+        built with ``hanrt build --slots N`` (see :class:`Fingerprint`)."""
         return self.fingerprint.slots
 
     @property
     def base_profiles(self) -> tuple[Profile, ...]:
-        """The profiles as asked (before replication): ``profiles[t * slots]`` for tile shape ``t``."""
+        """Each profile once: ``profiles[t * slots]`` for tile shape ``t``."""
         return base_profiles(self.profiles, self.slots)
 
 
@@ -520,18 +361,10 @@ def read_sidecar(plan: str | os.PathLike) -> Sidecar:
         raise ModelError(f"sidecar {str(side)!r} is malformed ({exc}).") from None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`hanrt.io.atomic.atomic_output` (temp file, fsync, rename)."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path:
@@ -547,8 +380,8 @@ def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path
         side = sidecar_path(p)
         with contextlib.suppress(FileNotFoundError):
             side.unlink()  # an old sidecar must not vouch for the new plan while it is written
-        _atomic_write(p, data)
-        _atomic_write(side, sidecar.to_json().encode())
+        write_bytes_atomic(p, data)
+        write_bytes_atomic(side, sidecar.to_json().encode())
     except OSError as exc:
         raise OutputError(f"cannot write engine {str(p)!r} ({exc}).") from None
     return p
@@ -557,28 +390,23 @@ def write_engine(plan: str | os.PathLike, data: bytes, sidecar: Sidecar) -> Path
 # --- compatibility and refusal ----------------------------------------------------------------
 
 def rebuild_command(sidecar: Sidecar, *, onnx_path: str | None = None, output: str | None = None,
-                    slots: int | None = None, force: bool = True) -> str:
-    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``.
+                    force: bool = True) -> str:
+    """The ``hanrt build`` command that rebuilds the engine a sidecar describes, with ``--force``
+    (each profile once, also for an engine of an earlier hanrt built with ``--slots N``).
 
-    ``slots``: ask for that many slots instead of the engine's own (e.g. to name the fix when
-    more concurrent contexts are wanted than the engine has profiles for); then ``--slots`` is
-    written even when it is the default. Otherwise it is written when not the default.
     ``force=False`` leaves ``--force`` out: the command that *reuses* the engine (same settings).
     """
     return _build_command(sidecar.fingerprint, onnx_path or sidecar.onnx_path or "MODEL.onnx", output=output,
-                          slots=slots, force=force)
+                          force=force)
 
 
-def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None, slots: int | None = None,
-                   force: bool = True) -> str:
+def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None, force: bool = True) -> str:
     """The ``hanrt build`` command whose options give fingerprint ``fp`` (for ``onnx_path`` on the
     target it names); see :func:`rebuild_command`."""
     args = ["hanrt", "build", onnx_path]
-    profs = base_profiles(tuple(Profile.from_json(p) for p in fp.profiles), fp.slots)
-    n_slots = fp.slots if slots is None else _check_slots(min(int(slots), MAX_SLOTS))
+    profs = tuple(Profile.from_json(p) for p in fp.one_of_each().profiles)
     simple = all(p.max == p.opt and p.min[1:] == p.opt[1:] for p in profs) and len({p.opt[0] for p in profs}) == 1 \
-        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1 \
-        and len(set(profs)) == len(profs)  # --tile merges repeated shapes: duplicates need --min/--opt/--max
+        and len({p.min[0] for p in profs}) == 1 and profs[0].min[0] == 1
     if simple:
         for p in profs:
             args += ["--tile", f"{p.opt[1]}x{p.opt[2]}"]
@@ -590,8 +418,6 @@ def _build_command(fp: Fingerprint, onnx_path: str, *, output: str | None = None
         args += ["--opt-level", str(fp.opt_level)]
     if fp.workspace != DEFAULT_WORKSPACE:
         args += ["--workspace", f"{fp.workspace >> 20}M"]
-    if n_slots != DEFAULT_SLOTS or slots is not None:
-        args += ["--slots", str(n_slots)]
     if output:
         args += ["--output", output]
     if force:
@@ -676,7 +502,7 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
     fingerprint is reused unless ``force``; an incompatible one at ``output`` is refused unless
     ``force`` (cache entries are keyed by the fingerprint, so they never mismatch by design).
     ``builder(onnx_path, info, options) -> BuiltPlan`` does the TensorRT work
-    (:func:`hanrt._tensorrt.build_plan` in production).
+    (:func:`hanrt.backends.tensorrt.build.build_plan` in production).
     """
     onnx = Path(onnx_path)
     if not onnx.is_file():
@@ -704,8 +530,7 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
             if hit is not None:
                 log.info("engine built by another process meanwhile: %s", plan)
                 return EngineResult(plan, hit, built=False)
-        log.info("building engine %s (%s; %d slot(s) each)", plan.name,
-                 "; ".join(p.describe() for p in options.base_profiles), options.slots)
+        log.info("building engine %s (%s)", plan.name, "; ".join(p.describe() for p in options.profiles))
         t0 = time.perf_counter()
         built = builder(onnx, info, options)
         build_s = time.perf_counter() - t0
@@ -721,34 +546,30 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
 
 def _matching(plan: Path, target: Target, fp: Fingerprint, *, onnx: str | os.PathLike,
               output: str | os.PathLike | None) -> Sidecar | None:
-    """The sidecar of an engine at ``plan`` built exactly as ``fp`` asks; ``None`` if there is none.
+    """The sidecar of an engine at ``plan`` built as ``fp`` asks; ``None`` if there is none.
 
-    EngineMismatchError for another one. Its suggested rebuild uses the settings *asked for*
-    (``fp``), not the existing engine's: rebuilding the old settings would only be refused again.
-    A settings mismatch also names the command that keeps the existing engine (e.g. ``--slots 1``
-    for one built before ``--slots`` existed).
+    An engine of an earlier hanrt that differs only in having its profiles replicated per slot
+    (``hanrt build --slots N``) counts as built as asked: it runs the same. EngineMismatchError for
+    another one. Its suggested rebuild uses the settings *asked for* (``fp``), not the existing
+    engine's: rebuilding the old settings would only be refused again; it also names the command
+    that keeps the existing engine.
     """
     out = None if output is None else str(plan)
     wanted = _build_command(fp, str(onnx), output=out)
     side = find_engine(plan, target, onnx_sha256=fp.onnx_sha256, command=wanted)
     if side is None:
         return None
-    old = side.fingerprint
+    old = side.fingerprint.one_of_each()
     if old != fp:
-        keep = rebuild_command(side, onnx_path=str(onnx), output=out, slots=old.slots, force=False)
-        only_slots = old.slots != fp.slots and _diff(old, fp) == f"slots: {old.slots} -> {fp.slots}"
-        how = f"with --slots {old.slots}" if only_slots else "with the settings it was built with"
+        keep = rebuild_command(side, onnx_path=str(onnx), output=out, force=False)
         raise EngineMismatchError(
             f"{plan.name} exists but was built with other settings ({_diff(old, fp)}); "
             f"rebuild it as asked with: {wanted} (or choose another --output); "
-            f"or keep the existing engine {how}: {keep}")
+            f"or keep the existing engine with the settings it was built with: {keep}")
     return side
 
 
 def _diff(a: Fingerprint, b: Fingerprint) -> str:
-    """``field: old -> new`` for each field that differs; ``profiles`` compared before replication
-    per slot, so an engine that differs only in ``slots`` reads ``slots: 1 -> 2``."""
+    """``field: old -> new`` for each field that differs."""
     da, db = a.to_json(), b.to_json()
-    for d, f in ((da, a), (db, b)):
-        d["profiles"] = [p.to_json() for p in base_profiles(tuple(Profile.from_json(p) for p in f.profiles), f.slots)]
     return ", ".join(f"{k}: {da[k]} -> {db.get(k)}" for k in sorted(da) if da[k] != db.get(k)) or "none"

@@ -7,8 +7,19 @@ writes the pinned host buffers directly (zero-copy), which suits Jetson's integr
 "device" memory is the same DRAM. ``memory="auto"`` picks ``mapped`` on integrated GPUs and
 ``copy`` on discrete ones.
 
+Every slot's context runs on the same optimization profile (the first that accepts the tile
+shape): execution contexts share profiles since TensorRT 10.0 (see
+:mod:`hanrt.backends.tensorrt.profiles`), so any number of slots -- and ``run()`` beside them --
+use an engine built with one profile per tile shape.
+
+Devices: the CUDA current device is per host thread, and the pipeline calls slots from its own
+inference thread; every entry point (``make_slots``, ``submit``, ``wait``, ``run``,
+``release_slots``, ``close``) therefore makes ``config.device_id`` current on the calling thread
+first (one ``cudaSetDevice``, which only sets the thread's device).
+
 Ownership: ``wait``/``run`` return a view of the slot's pinned output buffer, valid until the
-slot is submitted again or the backend is closed; copy to keep. Not thread-safe.
+slot is submitted again or the backend is closed; copy to keep. Not thread-safe: one thread at a
+time per backend (which thread may change).
 
 **Not yet run on a GPU**: written against the documented TensorRT 10.x/11.x named-tensor API
 (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) and cuda-python; the pure
@@ -18,66 +29,22 @@ parts (profile choice, memory mode, buffer sizes, engine refusal) are tested on 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from ..engine import Profile, Sidecar, check_compatible, read_sidecar, rebuild_command
-from ..errors import BackendError, InputError, UsageError
-from ..model_info import ModelInfo
-from .base import Backend, Slot, TrtConfig as _BaseTrtConfig, batch_shape, check_batch
+from ...errors import BackendError, InputError, UsageError
+from ...model_info import ModelInfo
+from ..base import Backend, Slot, TrtConfig, batch_shape, check_batch
+from . import build as _build
+from . import cuda as _cuda
+from .cache import Sidecar, check_compatible, read_sidecar
+from .profiles import pick_profile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrtConfig", "TensorRTBackend", "pick_profile", "assign_profiles", "resolve_memory", "slot_nbytes"]
-
-MemoryMode = Literal["auto", "copy", "mapped"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrtConfig(_BaseTrtConfig):
-    """:class:`hanrt.backends.base.TrtConfig` plus ``memory``: ``auto`` (mapped on integrated
-    GPUs such as Jetson, copy elsewhere), ``copy`` (pinned host + device buffers, async copies)
-    or ``mapped`` (zero-copy pinned host memory the GPU accesses directly)."""
-
-    memory: MemoryMode = "auto"
-
-    def __post_init__(self) -> None:
-        if self.memory not in ("auto", "copy", "mapped"):
-            raise UsageError(f"TensorRT memory mode must be auto, copy or mapped, got {self.memory!r}.")
-        if self.slots < 1:
-            raise UsageError(f"TensorRT slots must be >= 1, got {self.slots}.")
-
-
-def pick_profile(profiles: tuple[Profile, ...] | list[Profile], batch: int, h: int, w: int) -> int:
-    """Index of the first profile accepting ``batch`` tiles of ``h x w``; UsageError naming the
-    shapes the engine was built for otherwise."""
-    for i, p in enumerate(profiles):
-        if p.accepts((batch, h, w)):
-            return i
-    built = "; ".join(dict.fromkeys(p.describe() for p in profiles))  # each replicated profile once
-    raise UsageError(f"this engine takes batch x height x width in [{built}], not {batch}x{h}x{w}: "
-                     f"use a matching --tile/--batch or rebuild with hanrt build --tile {h}x{w} --batch {batch}.")
-
-
-def assign_profiles(profiles: tuple[Profile, ...] | list[Profile], count: int, batch: int, h: int, w: int,
-                    in_use: Collection[int] = ()) -> list[int]:
-    """Distinct profile indices for up to ``count`` concurrent slots of ``batch`` tiles of ``h x w``.
-
-    The first ``count`` profiles that accept the shape and are not ``in_use`` (held by live
-    contexts: another Upscaler's slots on the same backend, or ``run()``'s), in engine order;
-    fewer when fewer are free -- possibly none (an engine built with ``hanrt build --slots N``
-    has every shape N times, see :func:`hanrt.engine.replicate_profiles`). UsageError (from
-    :func:`pick_profile`) if no profile accepts the shape at all.
-    """
-    if count < 1:
-        raise UsageError(f"need >= 1 slot, got {count}.")
-    pick_profile(profiles, batch, h, w)  # UsageError naming the built shapes
-    busy = set(in_use)
-    return [i for i, p in enumerate(profiles) if i not in busy and p.accepts((batch, h, w))][:count]
+__all__ = ["TensorRTBackend", "resolve_memory", "slot_nbytes"]
 
 
 def resolve_memory(mode: str, integrated: bool) -> str:
@@ -100,17 +67,14 @@ def slot_nbytes(info: ModelInfo, batch: int, h: int, w: int) -> tuple[int, int]:
 class TensorRTBackend(Backend):
     """Run a hanrt-built TensorRT engine. ``plan_path``: the ``.plan`` (its sidecar beside it).
 
-    ``profiles``: the engine's optimization profiles (:class:`~hanrt.engine.Profile`, min/opt/max
+    ``profiles``: the engine's optimization profiles (:class:`~hanrt.backends.tensorrt.profiles.Profile`, min/opt/max
     ``(N, H, W)`` in input pixels) -- the only tile shapes and batches it accepts; the
     :class:`~hanrt.upscaler.Upscaler` plans its tiles within them.
     """
 
     name = "trt"
 
-    def __init__(self, plan_path: str, *, config: _BaseTrtConfig = TrtConfig()) -> None:
-        from .. import _tensorrt
-        from . import _cuda
-
+    def __init__(self, plan_path: str, *, config: TrtConfig = TrtConfig()) -> None:
         self._cuda = _cuda
         self.config = config
         self.plan = Path(plan_path)
@@ -118,15 +82,15 @@ class TensorRTBackend(Backend):
             raise InputError(f"engine {str(self.plan)!r} does not exist.")
         self.sidecar: Sidecar = read_sidecar(self.plan)
         self.info = self.sidecar.model_info
-        self.profiles = self.sidecar.profiles
-        rt = _cuda.cudart()
-        _cuda.check(rt.cudaSetDevice(int(config.device_id)), f"cudaSetDevice({config.device_id})", rt)
-        if getattr(config, "check_fingerprint", True):
-            check_compatible(self.sidecar, _tensorrt.running_target(config.device_id), plan=self.plan)
+        self.profiles = self.sidecar.profiles  # TensorRT's order (an earlier hanrt's --slots N: N copies each)
+        self.device = int(config.device_id)
+        _cuda.set_device(self.device)
+        if config.check_fingerprint:
+            check_compatible(self.sidecar, _build.running_target(config.device_id), plan=self.plan)
         _, _, integrated = _cuda.device_properties(config.device_id)
-        self.memory = resolve_memory(getattr(config, "memory", "auto"), integrated)
-        self._runtime, self.engine = _tensorrt.load_engine(self.plan.read_bytes())
-        t = _tensorrt.trt()
+        self.memory = resolve_memory(config.memory, integrated)
+        self._runtime, self.engine = _build.load_engine(self.plan.read_bytes())
+        t = _build.trt()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._in = next(n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.INPUT)
         self._out = next(n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.OUTPUT)
@@ -137,7 +101,6 @@ class TensorRTBackend(Backend):
         self._owned: list[Any] = []
         self._run_slot: Slot | None = None
         self._closed = False
-        self._warned_shapes: set[tuple[int, int, int, int, int]] = set()
 
     def describe(self) -> str:
         fp = self.sidecar.fingerprint
@@ -145,43 +108,26 @@ class TensorRTBackend(Backend):
 
     # -- slots ------------------------------------------------------------------------------
     def make_slots(self, count: int, batch: int, tile_h: int, tile_w: int) -> list[Slot]:
-        """Up to ``count`` slots, each with its own execution context on a *distinct* matching profile.
+        """``count`` slots, each with its own execution context, stream and buffers, all on the
+        first optimization profile that accepts ``batch`` tiles of ``tile_h x tile_w``.
 
-        TensorRT 10's NvInferRuntime.h (IExecutionContext, ICudaEngine::createExecutionContext):
-        "If the engine supports dynamic shapes, each execution context in concurrent use must use a
-        separate optimization profile" -- so slots never share a profile, and an engine with fewer
-        matching profiles than ``count`` gets fewer slots (one profile: one slot, no overlap; build
-        the same profile several times -- ``hanrt build --slots N`` -- to run several slots concurrently).
-        Profiles held by this backend's live slots (another Upscaler sharing it, ``run()``'s slot) are
-        skipped, so two live contexts never share one; none free is a BackendError.
-        Fewer slots than asked log a warning (once per shape) with the command that rebuilds it so.
-        If TensorRT cannot create a second or later context (typically out of GPU memory: each
-        context allocates its own activation memory), the slots made so far are kept, with a
-        warning; the first one failing is a BackendError.
+        Contexts share the profile (TensorRT >= 10, see :mod:`hanrt.backends.tensorrt.profiles`),
+        also with other live slots of this backend (another Upscaler sharing it, ``run()``'s).
+        UsageError naming the engine's shapes if no profile accepts the shape. If TensorRT cannot
+        create a second or later context (typically out of GPU memory: each context allocates its
+        own activation memory), the slots made so far are kept, with a warning; the first one
+        failing is a BackendError.
         """
         if count < 1 or batch < 1:
             raise UsageError(f"need >= 1 slot of >= 1 tile, got {count} slot(s) of {batch}.")
-        in_use = {h["profile"] for h in self._owned}
-        profs = assign_profiles(self.profiles, count, batch, tile_h, tile_w, in_use)
-        accepting = [i for i, p in enumerate(self.profiles) if p.accepts((batch, tile_h, tile_w))]
-        busy = sum(1 for i in accepting if i in in_use)
-        if not profs:
-            raise BackendError(
-                f"every optimization profile of this engine that accepts {batch}x{tile_h}x{tile_w} "
-                f"({len(accepting)} of them) is held by a live slot of this backend (another Upscaler sharing "
-                f"it, or run()), and TensorRT runs concurrent execution contexts on distinct profiles only: "
-                f"close the other Upscaler (or its slots) first, open a backend per user, or rebuild with one "
-                f"profile per slot: {self._rebuild(busy + count)}")
-        if len(profs) < count and (count, batch, tile_h, tile_w, busy) not in self._warned_shapes:
-            self._warned_shapes.add((count, batch, tile_h, tile_w, busy))
-            log.warning("%s", _few_profiles_message(self.sidecar, self.plan, count, len(profs), batch, tile_h, tile_w,
-                                                    busy=busy))
+        prof = pick_profile(self.profiles, batch, tile_h, tile_w)  # UsageError naming the built shapes
         cu = self._cuda
+        cu.set_device(self.device)
         mapped = self.memory == "mapped"
         slots: list[Slot] = []
         made: list[dict[str, Any]] = []
         try:
-            for i, prof in enumerate(profs):
+            for i in range(count):
                 h: dict[str, Any] = {"tile": (tile_h, tile_w), "profile": prof}
                 made.append(h)  # freed below if anything later fails
                 h["hin"] = cu.HostBuffer(batch_shape(self.info, batch, tile_h, tile_w), self.info.input_dtype,
@@ -202,12 +148,13 @@ class TensorRTBackend(Backend):
                     log.warning("trt: TensorRT could not create execution context %d of %d for %dx%dx%d, "
                                 "most likely out of GPU memory: every execution context allocates its own "
                                 "activation memory. Running with the %d slot(s) made; to avoid this, ask for "
-                                "fewer slots (Upscaler(slots=%d) / TrtConfig(slots=%d)) or build the engine "
-                                "with fewer: %s", i + 1, len(profs), batch, tile_h, tile_w, len(slots),
-                                len(slots), len(slots), self._rebuild(len(slots)))
+                                "fewer slots (Upscaler(slots=%d) / TrtConfig(slots=%d)) or smaller tiles "
+                                "or batches.", i + 1, count, batch, tile_h, tile_w, len(slots), len(slots),
+                                len(slots))
                     break
                 if not ctx.set_optimization_profile_async(prof, h["stream"].ptr):
-                    raise BackendError(f"TensorRT refused optimization profile {prof}.")
+                    raise BackendError(f"TensorRT refused optimization profile {prof} "
+                                       f"({self.profiles[prof].describe()}) for a new execution context.")
                 slots.append(Slot(i, h["hin"].array, h["hout"].array, handle=h))
         except BaseException:
             for h in made:
@@ -219,13 +166,10 @@ class TensorRTBackend(Backend):
         self._owned.extend(made)
         return slots
 
-    def _rebuild(self, slots: int) -> str:
-        """The command that rebuilds this engine with ``slots`` slots (see :func:`_few_profiles_message`)."""
-        return rebuild_command(self.sidecar, output=None if _in_cache(self.sidecar, self.plan) else str(self.plan),
-                               slots=slots)
-
     def release_slots(self, slots: list[Slot]) -> None:
         """Free the slots' contexts, streams, events and buffers (waiting for work in flight first)."""
+        if any(s.handle is not None for s in slots):
+            self._cuda.set_device(self.device)
         for s in slots:
             h = s.handle
             s.result = None
@@ -249,6 +193,7 @@ class TensorRTBackend(Backend):
         th, tw = h["tile"]
         in_bytes, out_bytes = slot_nbytes(self.info, n, th, tw)
         ctx, stream = h["ctx"], h["stream"]
+        self._cuda.set_device(self.device)
         if not ctx.set_input_shape(self._in, batch_shape(self.info, n, th, tw)):
             raise BackendError(f"TensorRT refused input shape {batch_shape(self.info, n, th, tw)}.")
         if self.memory == "mapped":
@@ -256,8 +201,9 @@ class TensorRTBackend(Backend):
         else:
             din, dout = h["din"].ptr, h["dout"].ptr
             stream.h2d(din, h["hin"].ptr, in_bytes)
-        ctx.set_tensor_address(self._in, din)
-        ctx.set_tensor_address(self._out, dout)
+        for name, ptr in ((self._in, din), (self._out, dout)):
+            if not ctx.set_tensor_address(name, ptr):
+                raise BackendError(f"TensorRT refused the address of tensor {name!r} (see the log with -vv).")
         if not ctx.execute_async_v3(stream.ptr):
             raise BackendError("TensorRT execute_async_v3 failed (see the log with -vv).")
         if self.memory != "mapped":
@@ -269,6 +215,7 @@ class TensorRTBackend(Backend):
     def wait(self, slot: Slot) -> np.ndarray:
         if not slot.pending:
             raise UsageError(f"slot {slot.index}: wait() without submit().")
+        self._cuda.set_device(self.device)
         slot.handle["event"].synchronize()
         slot.pending = False
         assert slot.output is not None
@@ -292,33 +239,11 @@ class TensorRTBackend(Backend):
             return
         self._closed = True
         owned, self._owned, self._run_slot = self._owned, [], None
+        self._cuda.set_device(self.device)  # contexts and the engine free device memory on this thread
         for h in owned:
             _free_handle(h)
         self.engine = None
         self._runtime = None
-
-
-def _in_cache(sidecar: Sidecar, plan: str | Path) -> bool:
-    """Whether ``plan`` is a cache entry (``<stem>-<precision>-<key>.plan``), not a path the user chose."""
-    return Path(plan).name.endswith(f"-{sidecar.key}.plan")
-
-
-def _few_profiles_message(sidecar: Sidecar, plan: str | Path, asked: int, got: int, batch: int, h: int,
-                          w: int, *, busy: int = 0) -> str:
-    """The warning for an engine with fewer free matching profiles than slots asked: names the rebuild.
-
-    ``busy``: matching profiles held by other live slots of the backend. A cache entry is rebuilt
-    into the cache (a new key, which ``hanrt build`` prints); an engine at a path of the user's
-    choosing is rebuilt in place.
-    """
-    out = None if _in_cache(sidecar, plan) else str(plan)
-    overlap = "no overlap of copies and compute" if got == 1 else f"only {got} batches in flight"
-    held = (f" ({busy} more held by other live slots of this backend: another Upscaler sharing it, or run())"
-            if busy else "")
-    return (f"trt: {asked} slots asked, but only {got} of the engine's optimization profiles accept "
-            f"{batch}x{h}x{w} and are free{held}, and TensorRT runs concurrent execution contexts on distinct "
-            f"profiles only, so {got} slot(s) run ({overlap}). Rebuild the engine with one profile per slot: "
-            f"{rebuild_command(sidecar, output=out, slots=asked + busy)}")
 
 
 def _free_handle(h: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
-"""TensorRT engine logic that runs anywhere: shapes, fingerprint, cache, sidecar, lock, refusal.
+"""The engine cache (hanrt.backends.tensorrt.cache) on any machine: fingerprint, sidecar, lock, refusal.
 
 The builder passed to get_or_build here is a stand-in that writes known bytes: TensorRT cannot
 run on this machine, and these tests are about what surrounds it (the real build is covered by
-the ``trt``-marked test in test_trt_backend.py).
+the ``trt``-marked test in test_trt_backend.py and the conformance suite).
 """
 
 from __future__ import annotations
@@ -19,106 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from hanrt import engine as E
+from hanrt.backends import tensorrt as E
+from hanrt.io.digest import sha256_file
 from hanrt.errors import EngineMismatchError, InputError, ModelError, OutputError, UsageError
 from hanrt.model_info import ModelInfo, read_model_info
 
-ORIN = E.Target("10.3.0", "Orin", (8, 7))
-H100 = E.Target("10.7.0", "NVIDIA H100 80GB HBM3", (9, 0))
-INFO = ModelInfo(scale=4, precision="fp16", fp32_nodes=("/la/MatMul", "/la/Softmax"))
-INFO_U8 = ModelInfo(scale=4, io="uint8")
-ROOT = Path(__file__).resolve().parents[2]
+from _trt_common import H100, INFO, INFO_U8, ORIN, fp, opts  # noqa: E402
 
-
-def opts(*tiles, batch=4, slots=1, **kw):
-    base = E.profiles_from_tiles(list(tiles) or [(96, 96)], batch)
-    return E.BuildOptions(profiles=tuple(E.replicate_profiles(base, slots)), slots=slots, **kw)
-
-
-def fp(target=ORIN, sha="a" * 64, info=INFO, options=None):
-    return E.Fingerprint.make(target=target, onnx_sha256=sha, info=info, options=options or opts())
-
-
-# --- parsing and profiles ---------------------------------------------------------------------
-
-def test_parse_shapes_and_sizes():
-    assert E.parse_hw("96x128") == (96, 128) and E.parse_hw("64") == (64, 64) and E.parse_hw(" 8X4 ") == (8, 4)
-    assert E.parse_nhw("4x96x96") == (4, 96, 96)
-    assert E.parse_size("512M") == 512 << 20 and E.parse_size("2G") == 2 << 30
-    assert E.parse_size("1.5GiB") == int(1.5 * (1 << 30)) and E.parse_size("1048576") == 1 << 20
-    for bad in ("96x", "0x4", "axb", "-1"):
-        with pytest.raises(UsageError):
-            E.parse_hw(bad)
-    with pytest.raises(UsageError):
-        E.parse_nhw("96x96")
-    for bad in ("lots", "12K", "-3G"):
-        with pytest.raises(UsageError):
-            E.parse_size(bad)
-
-
-def test_profiles_from_tiles():
-    ps = E.profiles_from_tiles([(96, 96), (64, 128), (96, 96)], 4)
-    assert ps == [E.Profile((1, 96, 96), (4, 96, 96), (4, 96, 96)), E.Profile((1, 64, 128), (4, 64, 128), (4, 64, 128))]
-    assert ps[0].accepts((3, 96, 96)) and not ps[0].accepts((5, 96, 96)) and not ps[0].accepts((1, 96, 95))
-    with pytest.raises(UsageError):
-        E.profiles_from_tiles([(96, 96)], 0)
-    with pytest.raises(UsageError):
-        E.profiles_from_tiles([], 2)
-
-
-def test_replicate_profiles_groups_the_slots_of_each_shape():
-    a, b = E.profiles_from_tiles([(96, 96), (64, 128)], 4)
-    assert E.replicate_profiles([a, b], 1) == [a, b]
-    r = E.replicate_profiles([a, b], 3)
-    assert r == [a, a, a, b, b, b]
-    assert all(r[t * 3 + k] == (a, b)[t] for t in range(2) for k in range(3))  # slot k of shape t
-    assert E.base_profiles(r, 3) == (a, b) and E.base_profiles([a, b], 1) == (a, b)
-    assert E.base_profiles([a, a], 1) == (a, a)  # explicit duplicates at slots=1 are kept as given
-    for bad in (0, -1, E.MAX_SLOTS + 1, 1.5, True, "2"):
-        with pytest.raises(UsageError, match="--slots must be an integer"):
-            E.replicate_profiles([a], bad)
-    for not_replicated in ([a, b], [a, a, b], [a, b, a, b]):
-        with pytest.raises(UsageError, match="replicate_profiles"):
-            E.base_profiles(not_replicated, 2)
-
-
-def test_profile_arithmetic_and_layouts():
-    p = E.Profile((1, 64, 64), (4, 96, 96), (8, 128, 160))
-    assert p.input_shapes(INFO) == {"min": (1, 3, 64, 64), "opt": (4, 3, 96, 96), "max": (8, 3, 128, 160)}
-    assert p.input_shapes(INFO_U8)["max"] == (8, 128, 160, 3)
-    assert p.output_shape((2, 96, 80), INFO) == (2, 3, 384, 320)
-    assert p.output_shape((2, 96, 80), INFO_U8) == (2, 384, 320, 3)
-    assert p.describe() == "min 1x64x64, opt 4x96x96, max 8x128x160"
-    assert E.Profile.from_json(p.to_json()) == p
-    with pytest.raises(UsageError, match="min <= opt <= max"):
-        E.Profile((1, 64, 64), (4, 32, 96), (8, 128, 160))
-    with pytest.raises(UsageError):
-        E.Profile((0, 64, 64), (4, 96, 96), (8, 128, 160))
-
-
-def test_build_options_validation():
-    with pytest.raises(UsageError):
-        E.BuildOptions(profiles=())
-    with pytest.raises(UsageError):
-        opts(opt_level=6)
-    with pytest.raises(UsageError):
-        opts(workspace=1000)
-    o = opts((96, 96), (64, 64), slots=2)
-    assert o.slots == 2 and len(o.profiles) == 4 and o.base_profiles == opts((96, 96), (64, 64)).profiles
-    assert opts().slots == 1 and opts().base_profiles == opts().profiles
-    a = opts().profiles[0]
-    with pytest.raises(UsageError, match="appear 2 times in a row"):
-        E.BuildOptions(profiles=(a,), slots=2)  # not replicated
-    with pytest.raises(UsageError, match="--slots"):
-        E.BuildOptions(profiles=(a,), slots=0)
-
-
-def test_check_profiles_against_model_rules():
-    E.check_profiles(opts().profiles, INFO)
-    with pytest.raises(UsageError, match="multiple of 8"):
-        E.check_profiles(opts((90, 96)).profiles, INFO.with_(tile_multiple=8))
-    with pytest.raises(UsageError, match="minimum 16"):
-        E.check_profiles(opts((8, 8)).profiles, INFO.with_(min_tile=16))
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # --- fingerprint and paths --------------------------------------------------------------------
@@ -133,17 +41,15 @@ def test_fingerprint_key_is_stable_and_sensitive():
         fp(info=INFO.with_(precision="int8")), fp(info=INFO.with_(fp32_nodes=("/la/MatMul",))),
         fp(info=INFO.with_(io="uint8")), fp(options=opts((64, 64))), fp(options=opts(batch=2)),
         fp(options=opts(opt_level=5)), fp(options=opts(workspace=2 << 30)),
-        fp(options=opts(slots=2)), fp(options=opts(slots=3)),
+        fp(slots=2), fp(slots=3),  # engines of an earlier hanrt's --slots N: their own cache keys
     ]
     keys = {v.key for v in variants}
     assert base.key not in keys and len(keys) == len(variants)
     # the timing cache file is not part of the engine's identity
     assert fp(options=opts(timing_cache="/tmp/x.cache")).key == base.key
-    # slots is part of it, even with the same list of profiles
-    two = fp(options=opts(slots=2))
-    assert two.slots == 2 and len(two.profiles) == 2
-    same_list = fp(options=E.BuildOptions(profiles=opts(slots=2).profiles))  # the two profiles, slots=1
-    assert same_list.profiles == two.profiles and same_list.slots == 1 and same_list.key != two.key
+    # an earlier hanrt's --slots 2 engine: each profile twice; one_of_each() is what hanrt builds now
+    two = fp(slots=2)
+    assert two.slots == 2 and len(two.profiles) == 2 and two.one_of_each() == base and base.one_of_each() is base
     assert E.Fingerprint.from_json(json.loads(json.dumps(two.to_json()))) == two
 
 
@@ -161,7 +67,7 @@ def test_slots_1_keeps_the_key_of_engines_from_before_slots():
         d = f.to_json()
         del d["slots"]  # the fingerprint as those versions wrote it in the sidecar
         assert E.Fingerprint.from_json(d) == f and E.Fingerprint.from_json(d).key == key
-    assert fp(options=opts(slots=2)).key not in old_keys
+    assert fp(slots=2).key not in old_keys
 
 
 def test_cache_paths(tmp_path, monkeypatch):
@@ -199,8 +105,9 @@ def test_sidecar_roundtrip_and_read_model_info(tmp_path):
 
 
 def test_sidecar_roundtrip_with_slots_and_an_old_sidecar_without(tmp_path):
+    """Sidecars of an earlier hanrt's --slots 2 (replicated profiles) and from before --slots read."""
     plan = tmp_path / "e.plan"
-    f2 = fp(options=opts((96, 96), (64, 64), slots=2))
+    f2 = fp(options=opts((96, 96), (64, 64)), slots=2)
     E.write_engine(plan, b"PLAN", _sidecar(f=f2))
     side = E.read_sidecar(plan)
     assert side == _sidecar(f=f2) and side.slots == 2 and len(side.profiles) == 4
@@ -256,7 +163,7 @@ def test_check_compatible_refuses_other_gpu_and_tensorrt(tmp_path):
     msg = str(ei.value)
     assert "TensorRT 10.3.0 on 'Orin' (compute capability 8.7)" in msg
     assert "TensorRT 10.7.0 on 'NVIDIA H100 80GB HBM3' (compute capability 9.0)" in msg
-    assert "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 1 --output" in msg and msg.endswith("--force")
+    assert "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --output" in msg and msg.endswith("--force")
     with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0 != 10.3.1"):
         E.check_compatible(side, dataclasses.replace(ORIN, tensorrt="10.3.1"))
     with pytest.raises(EngineMismatchError, match="ONNX file changed"):
@@ -267,36 +174,26 @@ def test_check_compatible_refuses_other_gpu_and_tensorrt(tmp_path):
 def test_rebuild_command_forms():
     s = _sidecar(f=fp(options=opts((96, 96), (64, 128), batch=2, opt_level=5, workspace=512 << 20)))
     assert E.rebuild_command(s) == ("hanrt build han_fp16.onnx --tile 96x96 --tile 64x128 --batch 2 "
-                                    "--opt-level 5 --workspace 512M --slots 1 --force")
+                                    "--opt-level 5 --workspace 512M --force")
     explicit = E.BuildOptions(profiles=(E.Profile((1, 64, 64), (4, 96, 96), (8, 128, 128)),))
     s2 = _sidecar(f=fp(options=explicit), onnx_path="/m/a b.onnx")
     assert E.rebuild_command(s2, output="/e/x.plan") == (
-        "hanrt build '/m/a b.onnx' --min 1x64x64 --opt 4x96x96 --max 8x128x128 --slots 1 --output /e/x.plan "
-        "--force")
+        "hanrt build '/m/a b.onnx' --min 1x64x64 --opt 4x96x96 --max 8x128x128 --output /e/x.plan --force")
 
 
-def test_rebuild_command_reproduces_slots():
-    two = _sidecar(f=fp(options=opts((96, 96), (64, 128), slots=2)))  # the CLI default: no --slots
+def test_rebuild_command_of_an_engine_built_with_slots_builds_each_profile_once():
+    two = _sidecar(f=fp(options=opts((96, 96), (64, 128)), slots=2))  # an earlier hanrt's --slots 2
     assert E.rebuild_command(two) == "hanrt build han_fp16.onnx --tile 96x96 --tile 64x128 --batch 4 --force"
-    three = _sidecar(f=fp(options=opts(slots=3)))
-    assert E.rebuild_command(three) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 3 --force"
-    one = _sidecar()
-    assert E.rebuild_command(one, slots=2) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --slots 2 --force"
-    assert E.rebuild_command(one, slots=4).endswith("--batch 4 --slots 4 --force")
-    assert E.rebuild_command(one, slots=99).endswith(f"--slots {E.MAX_SLOTS} --force")  # capped
-    # a pre-slots engine that repeated a profile by hand: --tile would merge the repeats
-    p = E.profiles_from_tiles([(96, 96)], 4)[0]
-    dup = _sidecar(f=fp(options=E.BuildOptions(profiles=(p, p))))
-    assert E.rebuild_command(dup) == ("hanrt build han_fp16.onnx --min 1x96x96 --opt 4x96x96 --max 4x96x96 "
-                                      "--min 1x96x96 --opt 4x96x96 --max 4x96x96 --slots 1 --force")
-    # the command parses back into the same options
+    three = _sidecar(f=fp(slots=3))
+    assert E.rebuild_command(three) == "hanrt build han_fp16.onnx --tile 96x96 --batch 4 --force"
+    # the command parses back into the options that build each profile once
     from hanrt.cli import build_parser
     from hanrt.cli.build import build_options
 
-    for side in (two, three, one, dup):
+    for side in (two, three, _sidecar()):
         argv = E.rebuild_command(side).split()[1:]
         o, _ = build_options(build_parser().parse_args(argv))
-        assert o.profiles == side.profiles and o.slots == side.slots
+        assert o.profiles == side.base_profiles
 
 
 # --- get_or_build: cache hit, miss, force, bad input ------------------------------------------
@@ -319,7 +216,7 @@ def test_get_or_build_hit_miss_force(tmp_path, tiny_onnx):
     cache = tmp_path / "cache"
     r1 = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, cache_dir=cache)
     assert r1.built and b.calls == 1 and r1.plan.parent == cache
-    assert r1.sidecar.fingerprint.onnx_sha256 == E.sha256_file(tiny_onnx)
+    assert r1.sidecar.fingerprint.onnx_sha256 == sha256_file(tiny_onnx)
     r2 = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, cache_dir=cache)
     assert not r2.built and b.calls == 1 and r2.plan == r1.plan
     r3 = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, cache_dir=cache, force=True)
@@ -330,17 +227,24 @@ def test_get_or_build_hit_miss_force(tmp_path, tiny_onnx):
     assert read_model_info(r1.plan).scale == 4
 
 
-def test_get_or_build_never_reuses_an_engine_with_other_slots(tmp_path, tiny_onnx):
+def test_an_engine_built_with_slots_by_an_earlier_hanrt_is_reused(tmp_path, tiny_onnx):
+    """An engine whose profiles an earlier hanrt replicated per slot (hanrt build --slots N) runs the
+    same as one with each profile once: hanrt build --output reuses it instead of refusing it."""
     b = CountingBuilder()
-    one = E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, cache_dir=tmp_path)
-    two = E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, cache_dir=tmp_path)
-    assert one.built and two.built and b.calls == 2 and one.plan != two.plan
-    assert (one.sidecar.slots, two.sidecar.slots) == (1, 2)
-    assert not E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, cache_dir=tmp_path).built
     out = tmp_path / "han.plan"
-    E.get_or_build(tiny_onnx, opts(slots=1), target=ORIN, builder=b, output=out)
-    with pytest.raises(EngineMismatchError, match="slots: 1 -> 2"):
-        E.get_or_build(tiny_onnx, opts(slots=2), target=ORIN, builder=b, output=out)
+    old = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, output=out)
+    f2 = dataclasses.replace(old.sidecar.fingerprint, profiles=old.sidecar.fingerprint.profiles * 2, slots=2)
+    E.write_engine(out, b"OLDPLAN", dataclasses.replace(old.sidecar, fingerprint=f2, plan_bytes=7,
+                                                        plan_sha256=__import__("hashlib").sha256(b"OLDPLAN").hexdigest()))
+    again = E.get_or_build(tiny_onnx, opts(), target=ORIN, builder=b, output=out)
+    assert not again.built and b.calls == 1 and again.sidecar.slots == 2 and out.read_bytes() == b"OLDPLAN"
+    # other settings are still refused, naming the rebuild and the command that keeps it
+    with pytest.raises(EngineMismatchError) as ei:
+        E.get_or_build(tiny_onnx, opts(batch=2), target=ORIN, builder=b, output=out)
+    msg = str(ei.value)
+    assert "profiles:" in msg and "slots" not in msg.split(";")[0]
+    assert _suggested(msg, "keep the existing engine with the settings it was built with:").endswith(
+        f"--tile 96x96 --batch 4 --output {out}")
 
 
 def _follow(command: str, *, target=ORIN, builder=None) -> E.EngineResult:
@@ -362,51 +266,22 @@ def _suggested(msg: str, after: str) -> str:
     return rest
 
 
-def test_rerun_after_slots_default_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
-    """hanrt build --output han.plan for a plan built with --slots 1 (or before --slots existed),
-    re-run with the default --slots 2: the fix rebuilds as asked (following it does not loop) and
-    --slots 1 keeps the existing engine."""
-    b = CountingBuilder()
-    out = tmp_path / "han.plan"
-    onnx = str(tiny_onnx)
-    E.get_or_build(onnx, opts(slots=1), target=ORIN, builder=b, output=out)
-    with pytest.raises(EngineMismatchError) as ei:
-        E.get_or_build(onnx, opts(slots=2), target=ORIN, builder=b, output=out)
-    msg = str(ei.value)
-    assert "(slots: 1 -> 2)" in msg  # the profiles themselves did not change: not listed
-    rebuild = _suggested(msg, "rebuild it as asked with:")
-    assert rebuild == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--output", str(out),
-                                    "--force"])  # the default --slots 2, not the old engine's --slots 1
-    keep = _suggested(msg, "keep the existing engine with --slots 1:")
-    assert keep == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--slots", "1",
-                                 "--output", str(out)])
-    assert b.calls == 1
-    # keeping it: the --slots 1 command reuses the engine, builds nothing
-    kept = _follow(keep, builder=b)
-    assert not kept.built and kept.sidecar.slots == 1 and b.calls == 1
-    # the rebuild: builds the settings asked for; then the original command is a hit, not a loop
-    rebuilt = _follow(rebuild, builder=b)
-    assert rebuilt.built and rebuilt.sidecar.slots == 2 and b.calls == 2
-    again = E.get_or_build(onnx, opts(slots=2), target=ORIN, builder=b, output=out)
-    assert not again.built and b.calls == 2
-
-
 def test_other_settings_mismatch_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
     b = CountingBuilder()
     out = tmp_path / "han.plan"
     onnx = str(tiny_onnx)
-    E.get_or_build(onnx, opts(slots=1, opt_level=5), target=ORIN, builder=b, output=out)
+    E.get_or_build(onnx, opts(opt_level=5), target=ORIN, builder=b, output=out)
     with pytest.raises(EngineMismatchError) as ei:
-        E.get_or_build(onnx, opts(batch=2, slots=2), target=ORIN, builder=b, output=out)
+        E.get_or_build(onnx, opts(batch=2), target=ORIN, builder=b, output=out)
     msg = str(ei.value)
-    assert "opt_level: 5 -> 3" in msg and "slots: 1 -> 2" in msg and "profiles:" in msg
+    assert "opt_level: 5 -> 3" in msg and "profiles:" in msg
     rebuild = _suggested(msg, "rebuild it as asked with:")
     assert rebuild.endswith(f"--tile 96x96 --batch 2 --output {out} --force") and "--opt-level" not in rebuild
     keep = _suggested(msg, "keep the existing engine with the settings it was built with:")
-    assert keep.endswith(f"--tile 96x96 --batch 4 --opt-level 5 --slots 1 --output {out}")
+    assert keep.endswith(f"--tile 96x96 --batch 4 --opt-level 5 --output {out}")
     assert not _follow(keep, builder=b).built
     assert _follow(rebuild, builder=b).built
-    assert not E.get_or_build(onnx, opts(batch=2, slots=2), target=ORIN, builder=b, output=out).built
+    assert not E.get_or_build(onnx, opts(batch=2), target=ORIN, builder=b, output=out).built
 
 
 def test_engine_for_another_gpu_suggests_the_settings_asked_for(tmp_path, tiny_onnx):
@@ -414,19 +289,19 @@ def test_engine_for_another_gpu_suggests_the_settings_asked_for(tmp_path, tiny_o
     b = CountingBuilder()
     out = tmp_path / "han.plan"
     onnx = str(tiny_onnx)
-    E.get_or_build(onnx, opts(slots=1), target=ORIN, builder=b, output=out)
+    E.get_or_build(onnx, opts(opt_level=5), target=ORIN, builder=b, output=out)
     with pytest.raises(EngineMismatchError) as ei:
-        E.get_or_build(onnx, opts(slots=2), target=H100, builder=b, output=out)
+        E.get_or_build(onnx, opts(), target=H100, builder=b, output=out)
     msg = str(ei.value)
-    assert "Engines are not portable" in msg and "--slots 1" not in msg
+    assert "Engines are not portable" in msg and "--opt-level" not in msg
     rebuild = _suggested(msg, "rebuild it here with:")
     assert rebuild == shlex.join(["hanrt", "build", onnx, "--tile", "96x96", "--batch", "4", "--output", str(out),
                                     "--force"])
     assert _follow(rebuild, target=H100, builder=b).built
-    assert not E.get_or_build(onnx, opts(slots=2), target=H100, builder=b, output=out).built
+    assert not E.get_or_build(onnx, opts(), target=H100, builder=b, output=out).built
     # outside get_or_build (e.g. loading the engine) the refusal still rebuilds the engine's own settings
-    E.get_or_build(onnx, opts(slots=3), target=ORIN, builder=b, output=out, force=True)
-    with pytest.raises(EngineMismatchError, match=r"--slots 3 --output \S+ --force$"):
+    E.get_or_build(onnx, opts(opt_level=4), target=ORIN, builder=b, output=out, force=True)
+    with pytest.raises(EngineMismatchError, match=r"--opt-level 4 --output \S+ --force$"):
         E.check_compatible(E.read_sidecar(out), H100, plan=out)
 
 
@@ -481,7 +356,7 @@ def test_builder_failure_leaves_nothing(tmp_path, tiny_onnx):
 _CHILD = textwrap.dedent("""
     import sys, time
     sys.path[:0] = {paths!r}
-    from hanrt import engine as E
+    from hanrt.backends import tensorrt as E
     target = E.Target("10.3.0", "Orin", (8, 7))
     def builder(onnx_path, info, options):
         with open({log!r}, "a") as f:
@@ -515,7 +390,7 @@ def test_file_lock_times_out_while_held(tmp_path):
     lock = tmp_path / "k.lock"
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import sys,time; sys.path[:0]=[{str(ROOT / 'runtime')!r}]\n"
-         f"from hanrt.engine import file_lock\nwith file_lock({str(lock)!r}):\n"
+         f"from hanrt.backends.tensorrt.cache import file_lock\nwith file_lock({str(lock)!r}):\n"
          f"    print('held', flush=True); time.sleep(3)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -532,108 +407,3 @@ def test_file_lock_times_out_while_held(tmp_path):
     assert os.path.exists(lock)
 
 
-# --- the device a build runs on (hanrt build --device N) -----------------------------------------
-
-class _Stop(Exception):
-    pass
-
-
-def _fake_cudart(calls):
-    import types
-
-    return types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=0),
-                                 cudaSetDevice=lambda d: (calls.append(d), (0,))[1])
-
-
-def test_build_plan_makes_the_device_current_first(monkeypatch, tmp_path):
-    import types
-
-    from hanrt import _tensorrt
-    from hanrt.backends import _cuda
-
-    calls: list[int] = []
-
-    def builder(logger):  # the first TensorRT object: the device must already be current
-        calls.append("Builder")
-        raise _Stop
-
-    monkeypatch.setattr(_tensorrt, "trt", lambda: types.SimpleNamespace(Builder=builder, ILogger=object))
-    monkeypatch.setattr(_tensorrt._Logger, "make", staticmethod(lambda: None))
-    monkeypatch.setattr(_cuda, "_CUDART", _fake_cudart(calls))
-    with pytest.raises(_Stop):
-        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts(), device=1)
-    assert calls == [1, "Builder"]
-    calls.clear()
-    with pytest.raises(_Stop):
-        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, opts())  # None: leave the current device
-    assert calls == ["Builder"]
-
-
-def test_build_plan_adds_every_profile_of_the_options(monkeypatch, tmp_path):
-    """Replication at the options level is enough: build_plan adds each profile, duplicates too."""
-    import types
-
-    from hanrt import _tensorrt
-
-    added: list[tuple] = []
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            self.shape = (name, lo, opt, hi)
-
-    class Config:
-        def set_memory_pool_limit(self, pool, size):
-            pass
-
-        def add_optimization_profile(self, p):
-            added.append(p.shape)
-            return len(added) - 1
-
-        def create_timing_cache(self, blob):
-            return None
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            pass
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return types.SimpleNamespace(get_input=lambda i: types.SimpleNamespace(name="input"))
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            raise _Stop
-
-    fake = types.SimpleNamespace(
-        Builder=Builder, MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
-        OnnxParser=lambda network, logger: types.SimpleNamespace(parse_from_file=lambda path: True))
-    monkeypatch.setattr(_tensorrt, "trt", lambda: fake)
-    monkeypatch.setattr(_tensorrt._Logger, "make", staticmethod(lambda: None))
-    o = opts((96, 96), (64, 64), slots=2)
-    with pytest.raises(_Stop):
-        _tensorrt.build_plan(tmp_path / "x.onnx", INFO, o)
-    want = [("input", *(p.input_shapes(INFO)[k] for k in ("min", "opt", "max"))) for p in o.profiles]
-    assert added == want and len(added) == 4 and added[0] == added[1] != added[2] == added[3]
-
-
-def test_cli_build_passes_the_device_to_the_builder(monkeypatch, tmp_path, tiny_onnx, capsys):
-    from hanrt import _tensorrt
-    from hanrt.cli import main
-
-    seen: dict[str, object] = {}
-
-    def build_plan(onnx_path, info, options, *, progress=None, device=None):
-        seen["device"] = device
-        return E.BuiltPlan(b"PLAN", ({"name": "input", "mode": "input"},))
-
-    monkeypatch.setattr(_tensorrt, "running_target", lambda device=0: seen.setdefault("target", device) and ORIN)
-    monkeypatch.setattr(_tensorrt, "build_plan", build_plan)
-    rc = main(["build", str(tiny_onnx), "--tile", "32x32", "--device", "1", "--cache-dir", str(tmp_path)])
-    assert rc == 0 and seen == {"target": 1, "device": 1}

@@ -1,0 +1,263 @@
+"""hanrt's TensorRT path against the real TensorRT 10.3 / 10.16 / 11.4 and cuda-bindings 12.9 / 13.5 APIs.
+
+The real modules are imported without a GPU (``fetch.py``: stub libraries for TensorRT; cuda-bindings
+returns ``cudaErrorInsufficientDriver``); fakes generated from them (``tests/trtfakes``) run hanrt's
+own code: ``hanrt build``, the engine cache, slots in copy and mapped modes, a partial batch,
+``run()`` from a worker thread, device 1 from another thread, close with nothing left allocated.
+Outputs are compared with the known function the tiny graph computes (nearest x4).
+
+Skipped only where the real modules cannot be had (not Linux x86_64, no C compiler, no registry);
+under ``CI=true`` those are failures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from conformance import fetch  # noqa: E402
+
+REPO = HERE.parent.parent
+MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS))
+
+
+@pytest.fixture(scope="session")
+def real_modules():
+    try:
+        return fetch.ensure_all()
+    except fetch.Unavailable as exc:
+        fetch.skip_or_fail(str(exc))
+
+
+def _scenario(trt_v: str, cuda_u: "fetch.Unpacked", tmp: Path, *, only: str | None = None) -> dict:
+    out = tmp / f"report-{trt_v}-{cuda_u.version}.json"
+    env = cuda_u.env()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "runtime"), str(REPO / "export"), str(REPO / "benchmarks"),
+                                         env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    cmd = [sys.executable, str(HERE / "scenario.py"), trt_v, cuda_u.version, str(out), "--live"]
+    if only:
+        cmd += ["--only", only]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and out.is_file(), f"scenario crashed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("trt_v,cuda_v", MATRIX, ids=[f"trt{t}-cuda{c}" for t, c in MATRIX])
+def test_hanrt_runs_on_the_real_api(real_modules, trt_v, cuda_v, tmp_path, record_property):
+    """Every step of hanrt's TensorRT path, in a subprocess with the real cuda-bindings ``cuda_v``."""
+    _, cudas = real_modules
+    rep = _scenario(trt_v, cudas[cuda_v], tmp_path)
+    trt_members = [m for m in rep["exercised"] if not m.startswith("cudart.")]
+    cuda_members = [m for m in rep["exercised"] if m.startswith("cudart.")]
+    record_property("members_exercised", f"{len(trt_members)} TensorRT + {len(cuda_members)} CUDA")
+    record_property("violations", len(rep["violations"]))
+    summary = fetch.cache_dir() / "matrix"
+    summary.mkdir(parents=True, exist_ok=True)
+    (summary / f"{trt_v}-{cuda_v}.json").write_text(json.dumps(
+        {"trt_members": len(trt_members), "cuda_members": len(cuda_members), "violations": rep["violations"],
+         "steps": {k: v["status"] for k, v in rep["steps"].items()}}, indent=1))
+    failed = {k: v["status"] for k, v in rep["steps"].items() if v["status"] != "ok"}
+    problems = [f"step {k}: {s}" for k, s in failed.items()] + [f"violation: {v}" for v in rep["violations"]]
+    problems += [f"left allocated after close: {x}" for x in rep["live_after_close"]]
+    assert not problems, "\n".join(problems) + "\n" + "\n".join(rep.get("tracebacks", {}).values())
+    assert rep["results"]["build"] == {"builds": 1, "same_plan": True}  # the second build reused the engine
+    assert len(trt_members) >= 40 and len(cuda_members) >= 15
+
+
+# --- what the specs say (facts the issue relies on) ----------------------------------------------
+
+def test_specs_hold_the_members_hanrt_relies_on(real_modules):
+    from trtfakes import load_spec
+
+    for v in fetch.TRT_WHEELS:
+        c = load_spec("trt", v)["classes"]
+        flags = {n: m["value"] for n, m in c["NetworkDefinitionCreationFlag"]["members"].items()
+                 if m["kind"] == "enumval"}
+        assert "STRONGLY_TYPED" in flags  # present on 11.x too (deprecated there, value 0)
+        assert ("EXPLICIT_BATCH" in flags) == v.startswith("10.")
+        for q, name in [("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_tensor_address"),
+                        ("IExecutionContext", "set_input_shape"), ("ICudaEngine", "num_io_tensors"),
+                        ("IBuilderConfig", "set_timing_cache"), ("IBuilderConfig", "progress_monitor")]:
+            assert name in c[q]["members"], (v, q, name)
+        assert c["IBuilderConfig"]["members"]["builder_optimization_level"]["setter"] is True
+        assert c["ICudaEngine"]["members"]["num_io_tensors"]["setter"] is False
+    assert load_spec("trt", "11.4.0.106")["classes"]["NetworkDefinitionCreationFlag"]["members"]["STRONGLY_TYPED"]["value"] == 0
+    for v in fetch.CUDA_WHEELS:
+        s = load_spec("cuda", v)
+        assert s["probes"]["cudaMalloc"] == {"len": 2, "error": "cudaErrorInsufficientDriver", "values": ["NoneType"]}
+        assert s["probes"]["cudaMemcpyAsync"]["len"] == 1
+        props = s["classes"]["cudaDeviceProp"]["members"]
+        assert {"name", "major", "minor", "integrated"} <= set(props)
+    p12 = set(load_spec("cuda", "12.9.10")["classes"]["cudaDeviceProp"]["members"])
+    p13 = set(load_spec("cuda", "13.5.0")["classes"]["cudaDeviceProp"]["members"])
+    assert {"clockRate", "computeMode", "memoryClockRate"} <= p12 - p13  # gone in CUDA 13
+
+
+# --- deliberately wrong calls: the fakes must catch them -----------------------------------------
+
+def _hanrt_attr(name: str, *modules: str):
+    """``name`` from the first of ``modules`` that defines it (hanrt's TensorRT code may move)."""
+    for m in modules:
+        try:
+            mod = importlib.import_module(m)
+        except ImportError:
+            continue
+        if hasattr(mod, name):
+            return mod
+    raise LookupError(f"no hanrt module of {modules} defines {name}")
+
+
+CUDA_MODULES = ("hanrt.backends.tensorrt.cuda", "hanrt.backends._cuda")
+BUILD_MODULES = ("hanrt.backends.tensorrt.build", "hanrt._tensorrt")
+
+
+@pytest.fixture
+def runner(real_modules, tmp_path):
+    """The scenario's steps in this process, on the fakes of TensorRT 11.4 and cuda-bindings 12.9 (specs only)."""
+    from conformance.scenario import Runner
+    from trtfakes import install
+
+    def make(trt_v: str = "11.4.0.106", cuda_v: str = "12.9.10"):
+        ctx = install(trt_v, cuda_v)
+        fx = ctx.__enter__()
+        r = Runner(fx, tmp_path)
+        r._ctx = ctx
+        return r
+
+    made = []
+
+    def factory(*a, **k):
+        made.append(make(*a, **k))
+        return made[-1]
+
+    yield factory
+    for r in made:
+        r._ctx.__exit__(None, None, None)
+
+
+def test_a_removed_tensorrt_member_fails(runner, monkeypatch):
+    """A 10.x-only member (EXPLICIT_BATCH) used under 11.x: AttributeError and a violation naming it."""
+    r = runner("11.4.0.106")
+    mod = _hanrt_attr("_network_flags", *BUILD_MODULES)
+    monkeypatch.setattr(mod, "_network_flags", lambda t: 1 << int(t.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    with pytest.raises(AttributeError, match="EXPLICIT_BATCH.*TensorRT 11.4"):
+        r.step_build_and_cache()
+    assert r.fx.log.violations == ["NetworkDefinitionCreationFlag.EXPLICIT_BATCH: no such member in TensorRT 11.4.0.106"]
+
+
+def test_the_same_member_is_fine_on_10x(runner, monkeypatch):
+    r = runner("10.3.0")
+    mod = _hanrt_attr("_network_flags", *BUILD_MODULES)
+    monkeypatch.setattr(mod, "_network_flags", lambda t: 1 << int(t.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    r.step_build_and_cache()
+    assert not [v for v in r.fx.log.violations if "EXPLICIT_BATCH" in v]
+
+
+def test_swapped_tensorrt_arguments_fail(runner):
+    """set_tensor_address(address, name): no overload takes it (pybind11's TypeError, recorded)."""
+    r = runner("10.16.1.11")
+    r.step_build_and_cache()
+    t = r.fx.trt
+    rt = t.Runtime(t.Logger())
+    eng = rt.deserialize_cuda_engine(r.plan.read_bytes())
+    ctx = eng.create_execution_context()
+    n = len(r.fx.log.violations)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        ctx.set_tensor_address(0x1000, "input")
+    assert len(r.fx.log.violations) == n + 1 and "set_tensor_address" in r.fx.log.violations[-1]
+
+
+def test_swapped_copy_arguments_fail(runner, monkeypatch):
+    """cudaMemcpyAsync with dst and src swapped: the destination is host memory, a violation."""
+    r = runner()
+    r.step_build_and_cache()
+    cu = _hanrt_attr("Stream", *CUDA_MODULES)
+    orig = cu.Stream.h2d
+    monkeypatch.setattr(cu.Stream, "h2d", lambda self, dst, src, nbytes: orig(self, src, dst, nbytes))
+    with pytest.raises(Exception, match="cudaErrorInvalidValue"):
+        r.step_slots()
+    assert any("HostToDevice) destination" in v and "pinned memory" in v for v in r.fx.log.violations), r.fx.log.violations
+
+
+def test_an_out_of_range_copy_fails(runner, monkeypatch):
+    """One byte more than the buffers hold: the copy overruns the allocation, a violation."""
+    r = runner()
+    r.step_build_and_cache()
+    cu = _hanrt_attr("Stream", *CUDA_MODULES)
+    orig = cu.Stream.d2h
+    monkeypatch.setattr(cu.Stream, "d2h", lambda self, dst, src, nbytes: orig(self, dst, src, nbytes + 1))
+    with pytest.raises(Exception, match="cudaErrorInvalidValue"):
+        r.step_slots()
+    assert any("overrun" in v for v in r.fx.log.violations), r.fx.log.violations
+
+
+def test_a_short_copy_fails_the_output_comparison(runner, monkeypatch):
+    """A copy one pixel short is in range (no violation) but the output no longer matches nearest x4."""
+    r = runner()
+    r.step_build_and_cache()
+    cu = _hanrt_attr("Stream", *CUDA_MODULES)
+    orig = cu.Stream.h2d
+    monkeypatch.setattr(cu.Stream, "h2d", lambda self, dst, src, nbytes: orig(self, dst, src, nbytes - 4))
+    with pytest.raises(AssertionError, match="output differs from nearest x4"):
+        r.step_slots()
+
+
+def test_a_read_only_property_write_fails(runner):
+    r = runner("10.3.0")
+    r.step_build_and_cache()
+    t = r.fx.trt
+    eng = t.Runtime(t.Logger()).deserialize_cuda_engine(r.plan.read_bytes())
+    with pytest.raises(AttributeError, match="no setter"):
+        eng.num_io_tensors = 3
+    assert eng.num_io_tensors == 2 and "ICudaEngine.num_io_tensors is read-only" in r.fx.log.violations[-1]
+
+
+def test_a_property_write_of_the_wrong_type_fails(runner):
+    """Setters check the type from the real setter's signature (builder_optimization_level: int)."""
+    r = runner("11.4.0.106")
+    t = r.fx.trt
+    config = t.Builder(t.Logger()).create_builder_config()
+    config.builder_optimization_level = 5
+    with pytest.raises(TypeError, match="builder_optimization_level takes typing.SupportsInt, got str"):
+        config.builder_optimization_level = "5"
+    assert "builder_optimization_level" in r.fx.log.violations[-1]
+
+
+def test_the_real_cuda_binding_checks_arguments_first(real_modules, tmp_path):
+    """Live mode: a call the real Cython binding refuses (a str for a size) fails before any simulation."""
+    _, cudas = real_modules
+    u = cudas["13.5.0"]
+    code = ("import sys; sys.path[:0] = [p for p in __import__('os').environ['HANRT_CONFORMANCE_PATH'].split(':') if p]"
+            f"; sys.path.insert(0, {str(HERE.parent)!r})\n"
+            "from trtfakes import install\n"
+            "with install('10.3.0', '13.5.0', real_cuda=True) as fx:\n"
+            "    from cuda.bindings import runtime as rt\n"
+            "    assert rt.cudaMalloc(64)[0] == rt.cudaError_t.cudaSuccess\n"
+            "    try:\n        rt.cudaMalloc('64')\n    except TypeError:\n        pass\n"
+            "    else:\n        raise SystemExit('not refused')\n"
+            "    print(fx.log.violations[0])\n")
+    r = subprocess.run([sys.executable, "-c", code], env=u.env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cudaMalloc" in r.stdout and "the real cuda-bindings 13.5.0 refused" in r.stdout
+
+
+def test_a_missing_synchronize_fails_the_output_comparison(runner, monkeypatch):
+    """Work runs on the simulated stream only when the host waits: reading a slot's output without
+    synchronizing its event gives stale bytes, as on a GPU, and the comparison catches it."""
+    r = runner()
+    r.step_build_and_cache()
+    cu = _hanrt_attr("Event", *CUDA_MODULES)
+    monkeypatch.setattr(cu.Event, "synchronize", lambda self: None)
+    with pytest.raises(AssertionError, match="output differs from nearest x4"):
+        r.step_slots()
