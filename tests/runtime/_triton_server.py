@@ -113,7 +113,10 @@ class Server:
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         self.name = name
         self.log = log_dir / f"serve-{self.http}.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "runtime"), PYTHONUNBUFFERED="1")
+        scratch = log_dir / f"scratch-{self.http}"  # PyTriton's workspace and model store: gone with
+        scratch.mkdir()                               # the test's tmp folder, even after a SIGKILL
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "runtime"), PYTHONUNBUFFERED="1",
+                   PYTRITON_HOME=str(scratch / "pytriton"), TMPDIR=str(scratch))
         env.pop("VIRTUAL_ENV", None)
         self._fh = open(self.log, "wb")
         self.proc = subprocess.Popen(
@@ -148,12 +151,17 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (the server dies as a crashed machine would)."""
+        """SIGKILL the whole process group (the server dies as a crashed machine would), then remove
+        the model folder tritonserver made under /tmp (its stub's first argument), which a killed
+        server leaves behind."""
+        stores = _model_stores(self.proc.pid)
         if self.proc.poll() is None or _group_alive(self.proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
+        for d in stores:
+            shutil.rmtree(d, ignore_errors=True)
         self._fh.close()
 
     def stop(self) -> None:
@@ -163,6 +171,23 @@ class Server:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
         self.kill()
+
+
+def _model_stores(pgid: int) -> list[Path]:
+    """``/tmp/folderXXXXXX`` model folders named on the command lines of process group ``pgid``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        for a in args:
+            p = Path(a.decode(errors="replace"))
+            if p.name == "model.py" and p.parent.parent.name.startswith("folder"):
+                found.append(p.parent.parent)
+    return found
 
 
 def _group_alive(pgid: int) -> bool:

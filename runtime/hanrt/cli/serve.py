@@ -23,6 +23,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 
 from . import Command
 
@@ -123,17 +124,24 @@ def run(args: argparse.Namespace) -> int:
                 strict=True,
             )
             _publish_model_info(triton, MODEL_INFO_PARAMETER, info.to_json())
-            if not getattr(args, "quiet", False):
-                print(f"hanrt: serving {name!r} ({backends[0].describe()}, x{info.scale}, {info.io} I/O) on "
-                      f"http {args.address}:{args.http_port}, grpc {args.address}:{args.grpc_port}, metrics "
-                      f"{args.address}:{args.metrics_port}", file=sys.stderr, flush=True)
-            previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops Triton as Ctrl-C does
+            stop = threading.Event()
+            handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
-                triton.serve()  # returns on Ctrl-C/SIGTERM, or when Triton or a model instance dies
+                triton.run()  # starts tritonserver and loads the model; returns when it is ready
+                if not getattr(args, "quiet", False):
+                    print(f"hanrt: serving {name!r} ({backends[0].describe()}, x{info.scale}, {info.io} I/O) on "
+                          f"http {args.address}:{args.http_port}, grpc {args.address}:{args.grpc_port}, metrics "
+                          f"{args.address}:{args.metrics_port}", file=sys.stderr, flush=True)
+                while not stop.wait(1.0):  # Ctrl-C/SIGTERM stop it; so does Triton or an instance dying
+                    if not triton.is_alive():
+                        raise BackendError("Triton or a model instance stopped unexpectedly; see the log above.")
+            except BackendError:
+                raise
             except Exception as exc:  # PyTriton's own exception types
                 raise BackendError(_serve_failure(exc)) from exc
             finally:
-                signal.signal(signal.SIGTERM, previous)
+                for sig, h in handlers.items():
+                    signal.signal(sig, h)
         finally:
             try:
                 triton.stop()
@@ -160,10 +168,6 @@ def _check_port(address: str, port: int, flag: str) -> None:
         except OSError as exc:
             raise UsageError(f"{flag} {port}: cannot listen on {address}:{port} ({exc.strerror or exc}); "
                              f"another server may be using it: pick another port.") from None
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _publish_model_info(triton, key: str, value: str) -> None:
