@@ -8,6 +8,7 @@ one); the failure tests kill them with SIGKILL mid-run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -130,6 +131,26 @@ def test_repo_needs_no_torch(tmp_path):
     assert _parse(tmp_path / "hanrt_x4").name == "hanrt_x4"
 
 
+def test_triton_options_without_a_server(monkeypatch, tmp_path, capsys):
+    from hanrt.backends.triton import SERVERS_ENV, model_name, parse_server
+    from hanrt.errors import UsageError
+
+    monkeypatch.delenv(SERVERS_ENV, raising=False)
+    with pytest.raises(UsageError, match="needs at least one --server"):
+        Upscaler("tiny", backend="triton")
+    with pytest.raises(UsageError, match="goes with --backend triton"):
+        Upscaler("tiny", backend="ort-cpu", servers=["h:1"])
+    (src,) = _write_inputs(tmp_path / "in", _images(1, seed=0))
+    assert main(["-q", "upscale", str(src), "-o", str(tmp_path / "y.png"), "--server", "nohost"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
+    assert parse_server("grpc://h:8001") == ("grpc", "h:8001") and parse_server("h:8000/") == ("http", "h:8000")
+    for bad in ("h", "h:0", "http://h:x", "h:1/v2"):
+        with pytest.raises(UsageError):
+            parse_server(bad)
+    assert [model_name(m) for m in (None, "a/b/hanrt_x4.onnx", "m.plan", "tiny", "v1.2")] == \
+        ["hanrt_x4", "hanrt_x4", "m", "tiny", "v1.2"]
+
+
 # --- a real server -----------------------------------------------------------------------------
 
 class Pool:
@@ -201,6 +222,32 @@ def test_serve_matches_the_local_backend(pool, tiny_onnx):
     with OnnxRuntimeBackend(tiny_onnx) as loc, open_triton([a.url], "tiny") as rem:
         np.testing.assert_array_equal(rem.run(x), loc.run(x))
     assert _metric(a, "nv_inference_request_success") > 0  # Prometheus metrics
+    # a repository without hanrt's description: the layout from the config, the scale measured
+    with open_triton([a.url], "tiny") as rem:
+        s = rem.servers[0]
+        cfg = s.client().get_model_config("tiny")
+        cfg.pop("parameters")
+        got = rem._probe(s, cfg)
+    info = read_model_info(tiny_onnx)
+    assert (got.scale, got.io, got.input_name, got.output_name) == (info.scale, "float", info.input_name, info.output_name)
+
+
+def test_open_errors_and_an_unreachable_server(pool, caplog):
+    from hanrt.backends.triton import open_triton
+    from hanrt.errors import BackendError
+
+    caplog.set_level(logging.WARNING, logger="hanrt")  # an earlier main(["-q", ...]) may have raised it
+    (a,) = pool.get(0)
+    with pytest.raises(BackendError, match="no Triton server serves model 'nope'.*not ready"):
+        open_triton([a.url], "nope")
+    dead = "127.0.0.1:1"  # nothing listens on port 1
+    with pytest.raises(BackendError, match="cannot reach it"):
+        open_triton([dead], "tiny")
+    with open_triton([dead, a.url], "tiny") as rem:  # one of two down: a warning, and the work goes on
+        x = np.zeros((2, 3, 16, 16), np.float32)
+        assert rem.run(x).shape == (2, 3, 64, 64)
+        assert rem.stats() == {f"http://{dead}": {"batches": 0, "tiles": 0}, f"http://{a.url}": {"batches": 1, "tiles": 2}}
+    assert "Triton server skipped for now" in caplog.text
 
 
 def test_four_client_threads_many_images(pool, tiny_onnx):
