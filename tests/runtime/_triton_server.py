@@ -113,10 +113,11 @@ class Server:
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         self.name = name
         self.log = log_dir / f"serve-{self.http}.log"
-        scratch = log_dir / f"scratch-{self.http}"  # PyTriton's workspace and model store: gone with
-        scratch.mkdir()                               # the test's tmp folder, even after a SIGKILL
+        # PyTriton's workspace (its IPC sockets must stay under 107 bytes: a short folder in /tmp),
+        # removed by kill() even after a SIGKILL
+        self.scratch = Path(tempfile.mkdtemp(prefix="hpt"))
         env = dict(os.environ, PYTHONPATH=str(ROOT / "runtime"), PYTHONUNBUFFERED="1",
-                   PYTRITON_HOME=str(scratch / "pytriton"), TMPDIR=str(scratch))
+                   PYTRITON_HOME=str(self.scratch))
         env.pop("VIRTUAL_ENV", None)
         self._fh = open(self.log, "wb")
         self.proc = subprocess.Popen(
@@ -160,7 +161,7 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
-        for d in stores:
+        for d in [*stores, self.scratch]:
             shutil.rmtree(d, ignore_errors=True)
         self._fh.close()
 

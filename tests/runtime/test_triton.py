@@ -154,18 +154,20 @@ def test_triton_options_without_a_server(monkeypatch, tmp_path, capsys):
 # --- a real server -----------------------------------------------------------------------------
 
 class Pool:
-    """Two ``hanrt serve`` processes of the tiny model, started on demand (again after a kill)."""
+    """``hanrt serve`` processes started on demand (again after a kill): 0 and 1 serve the tiny
+    float model as ``tiny``, 2 its uint8 twin as ``tiny_u8``."""
 
-    def __init__(self, python: Path, model: Path, log_dir: Path) -> None:
-        self.python, self.model, self.log_dir = python, model, log_dir
-        self.servers: list[Server | None] = [None, None]
+    def __init__(self, python: Path, models: list[tuple[Path, str]], log_dir: Path) -> None:
+        self.python, self.models, self.log_dir = python, models, log_dir
+        self.servers: list[Server | None] = [None] * len(models)
 
     def get(self, *idx: int) -> list[Server]:
         started = []
         for i in idx:
             s = self.servers[i]
             if s is None or s.proc.poll() is not None:
-                self.servers[i] = s = Server(self.python, self.model, log_dir=self.log_dir)
+                model, name = self.models[i]
+                self.servers[i] = s = Server(self.python, model, name=name, log_dir=self.log_dir)
                 started.append(s)
         for s in started:
             s.wait_ready()
@@ -178,8 +180,9 @@ class Pool:
 
 
 @pytest.fixture(scope="module")
-def pool(tiny_onnx, tmp_path_factory):
-    p = Pool(server_python(), tiny_onnx, tmp_path_factory.mktemp("triton-logs"))
+def pool(tiny_onnx, tiny_onnx_uint8, tmp_path_factory):
+    p = Pool(server_python(), [(tiny_onnx, "tiny"), (tiny_onnx, "tiny"), (tiny_onnx_uint8, "tiny_u8")],
+             tmp_path_factory.mktemp("triton-logs"))
     try:
         yield p
     finally:
@@ -230,6 +233,18 @@ def test_serve_matches_the_local_backend(pool, tiny_onnx):
         got = rem._probe(s, cfg)
     info = read_model_info(tiny_onnx)
     assert (got.scale, got.io, got.input_name, got.output_name) == (info.scale, "float", info.input_name, info.output_name)
+
+
+def test_uint8_nhwc_model_served(pool, tiny_onnx_uint8):
+    (u,) = pool.get(2)
+    images = _images(2, seed=7)
+    with Upscaler(tiny_onnx_uint8, backend="ort-cpu", tile=TILE, margin=MARGIN, batch=BATCH, threads=1) as up:
+        want = [up.upscale(im) for im in images]
+    with Upscaler("tiny_u8", servers=[f"grpc://127.0.0.1:{u.grpc}"], tile=TILE, margin=MARGIN, batch=BATCH) as up:
+        assert (up.info.io, up.info.layout) == ("uint8", "NHWC")
+        for im, w in zip(images, want):
+            np.testing.assert_array_equal(up.upscale(im), w)
+    u.stop()
 
 
 def test_open_errors_and_an_unreachable_server(pool, caplog):
@@ -381,3 +396,25 @@ def test_sigterm_stops_the_server_and_its_children(pool):
     while _group_alive(b.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _group_alive(b.proc.pid), "tritonserver or its stub outlived hanrt serve"
+
+
+def test_serve_refuses_a_taken_port_and_a_too_long_socket_path(tmp_path):
+    import socket
+
+    from _triton_server import free_port
+
+    py = server_python()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "runtime"))
+    env.pop("VIRTUAL_ENV", None)
+    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([str(py), "-m", "hanrt", "serve", "hanrt_x4", "--address", "127.0.0.1", *ports,
+                            "--http-port", str(port)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and f"--http-port {port}: cannot listen" in r.stderr, r.stderr
+    env["PYTRITON_HOME"] = str(tmp_path / ("long" * 20))
+    r = subprocess.run([str(py), "-m", "hanrt", "serve", "hanrt_x4", "--address", "127.0.0.1", *ports],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "longer than a Unix socket path may be" in r.stderr, r.stderr

@@ -86,6 +86,8 @@ class _Server:
         self.proto, self.url = parse_server(text)
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._clients: list[Any] = []  # every thread's client, closed by close()
+        self._clients_lock = threading.Lock()
         self.down_until = 0.0
         self.last_error = ""
         self.batches = 0
@@ -105,7 +107,18 @@ class _Server:
                 c = mod.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
                                               network_timeout=self.timeout_s)
             self._local.client = c
+            with self._clients_lock:
+                self._clients.append(c)
         return c
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            try:
+                c.close()
+            except Exception:  # closing a dead connection: nothing left to release
+                log.debug("closing a client of %s", self)
 
     def module(self) -> Any:
         return require(f"tritonclient.{self.proto}", extra="triton", purpose="the Triton backend")
@@ -315,12 +328,7 @@ class TritonBackend(Backend):
         self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
         for s in self.servers:
-            c = getattr(s._local, "client", None)
-            if c is not None:
-                try:
-                    c.close()
-                except Exception:  # closing a dead connection: nothing left to release
-                    pass
+            s.close()
 
 
 def _scale_mask(info: ModelInfo) -> np.ndarray:
@@ -328,8 +336,13 @@ def _scale_mask(info: ModelInfo) -> np.ndarray:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    """One line for an error message: the first line, plus the last one of a server-side traceback
+    (the exception itself; the first line only says a traceback follows)."""
+    lines = [ln.strip() for ln in (str(exc).strip() or type(exc).__name__).splitlines() if ln.strip()]
+    text = lines[0]
+    if len(lines) > 1 and "Traceback" in text:
+        text = f"{text.split('Traceback')[0].rstrip(': ')}: {lines[-1]}"
+    return text[:500]
 
 
 def open_triton(servers: Sequence[str], model: str, **kw: Any) -> TritonBackend:

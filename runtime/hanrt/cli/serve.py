@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
+from ..backends import BACKENDS
 from . import Command
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default="hanrt_x4",
                    help=".onnx graph, .plan engine, .pt checkpoint or a bundled model's name (default hanrt_x4)")
     p.add_argument("--name", help="model name clients ask for (default: the model file's stem)")
-    p.add_argument("--backend", "-b", default="auto",
+    p.add_argument("--backend", "-b", default="auto", choices=[b for b in BACKENDS if b != "triton"],
                    help="local backend that runs the model (default auto; as for hanrt upscale)")
     p.add_argument("--address", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")
     p.add_argument("--http-port", type=int, default=8000, metavar="N", help="HTTP port (default 8000)")
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         _check_port(args.address, port, flag)
     path = resolve_model(args.model)
     name = args.name or model_name_for(path)
+    _check_socket_path(name, args.instances)
     backends = []
     try:
         for _ in range(args.instances):
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
                 triton.run()  # starts tritonserver and loads the model; returns when it is ready
+                _self_test(args, name, info)
                 if not getattr(args, "quiet", False):
                     print(f"hanrt: serving {name!r} ({backends[0].describe()}, x{info.scale}, {info.io} I/O) on "
                           f"http {args.address}:{args.http_port}, grpc {args.address}:{args.grpc_port}, metrics "
@@ -151,6 +155,48 @@ def run(args: argparse.Namespace) -> int:
         for be in backends:
             be.close()
     return 0
+
+
+def _self_test(args: argparse.Namespace, name: str, info) -> None:
+    """One small request through Triton's HTTP port, before saying it serves: PyTriton reports a
+    model ready even when its instances cannot reach the model process (a socket it failed to make)."""
+    import numpy as np
+    import tritonclient.http as th
+
+    from ..errors import BackendError
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(args.address, args.address)
+    url = f"[{host}]:{args.http_port}" if ":" in host else f"{host}:{args.http_port}"
+    m = -(-max(8, info.min_tile) // info.tile_multiple) * info.tile_multiple
+    shape = (1, info.n_colors, m, m) if info.layout == "NCHW" else (1, m, m, info.n_colors)
+    x = np.zeros(shape, dtype=info.input_dtype)
+    client = th.InferenceServerClient(url, network_timeout=300.0)
+    try:
+        inp = th.InferInput(info.input_name, list(shape), "UINT8" if info.io == "uint8" else "FP32")
+        inp.set_data_from_numpy(x)
+        y = client.infer(name, [inp]).as_numpy(info.output_name)
+    except Exception as exc:  # tritonclient's InferenceServerException, socket errors
+        raise BackendError(f"model {name!r} loaded but failed a self-test request through Triton: {exc}") from None
+    finally:
+        client.close()
+    want = (1, info.n_colors, m * info.scale, m * info.scale) if info.layout == "NCHW" else (1, m * info.scale, m * info.scale, info.n_colors)
+    if y is None or tuple(y.shape) != want:
+        raise BackendError(f"model {name!r} answered a self-test request with {None if y is None else y.shape}, "
+                           f"expected {want}.")
+
+
+def _check_socket_path(name: str, instances: int) -> None:
+    """UsageError when PyTriton's IPC socket path for this model would pass the 107-byte limit of a
+    Unix socket address: the model would load and report ready, then fail every request."""
+    from pytriton.constants import PYTRITON_HOME
+
+    from ..errors import UsageError
+
+    sock = PYTRITON_HOME / "workspace_xxxxxxxx" / f"{name}_{instances - 1}_0-server.sock"
+    if len(os.fsencode(sock)) > 107:
+        raise UsageError(
+            f"PyTriton's socket {str(sock)!r} would be longer than a Unix socket path may be (107 bytes): "
+            f"use a shorter --name, or point PYTRITON_HOME at a shorter folder (it is {str(PYTRITON_HOME)!r}).")
 
 
 def _check_port(address: str, port: int, flag: str) -> None:
