@@ -26,8 +26,13 @@ from hanrt.model_info import read_model_info
 from hanrt.upscaler import Upscaler, default_model_path
 from hanrt_testkit import IMPORT_BLOCKER
 
-pytest.importorskip("tritonclient.http")
-pytest.importorskip("onnxruntime")
+try:  # the dev extra installs both; in CI a missing one is a failure, not a skip
+    import onnxruntime  # noqa: F401
+    import tritonclient.http  # noqa: F401
+except ImportError as exc:
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+    pytest.skip(f"needs the triton and cpu extras ({exc})", allow_module_level=True)
 from google.protobuf import text_format  # noqa: E402  (tritonclient's dependency)
 from tritonclient.grpc import model_config_pb2 as pb  # noqa: E402
 
@@ -207,8 +212,9 @@ def _metric(server: Server, name: str) -> float:
 
 def test_serve_matches_the_local_backend(pool, tiny_onnx):
     (a,) = pool.get(0)
-    with urllib.request.urlopen(f"http://{a.url}/v2/health/ready", timeout=10) as r:
-        assert r.status == 200
+    for probe in ("live", "ready"):
+        with urllib.request.urlopen(f"http://{a.url}/v2/health/{probe}", timeout=10) as r:
+            assert r.status == 200
     images = _images(2, seed=1)
     want = _local(tiny_onnx, images)
     for server in (a.url, f"grpc://127.0.0.1:{a.grpc}"):
@@ -337,7 +343,7 @@ def _wait_for_files(folder: Path, n: int, t: threading.Thread, timeout: float = 
 def test_two_servers_spread_then_one_killed_run_completes(pool, tiny_onnx, tmp_path, capsys):
     a, b = pool.get(0, 1)
     before = [_metric(s, "nv_inference_exec_count") for s in (a, b)]
-    images = _images(24, seed=5, size=(48, 64))
+    images = _images(32, seed=5, size=(48, 64))
     ins = _write_inputs(tmp_path / "in", images)
     want = _local(tiny_onnx, images)
     out = tmp_path / "out"
