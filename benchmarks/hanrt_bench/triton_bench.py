@@ -3,7 +3,8 @@
     python -m hanrt_bench.triton_bench --model hanrt_x4.onnx --server A:8000 --server B:8000 \\
         --size 192x192 --tile 64 --batch 4 --images 8
 
-Rows (each over the same ``--images`` random photos, after one untimed warm-up image):
+Rows (each over the same ``--images`` random photos, after one untimed warm-up image; ``--rounds``
+passes over all rows, interleaved, are added up):
 
 - ``local``: the Upscaler on ONNX Runtime's CPU provider in this process (``--threads``);
 - ``triton xK``: the same tiles sent to the first K servers (K = 1 .. number of ``--server``).
@@ -11,7 +12,7 @@ Rows (each over the same ``--images`` random photos, after one untimed warm-up i
 It prints tiles/s and the ratio of each row's wall time to ``local``'s. The Upscaler keeps two
 batches per server in flight, so its rows overlap the client's tiling with the servers' compute;
 the ``round trip`` rows time the same batch of tiles sent one call at a time (``backend.run``, no
-overlap) locally and to the first server: their ratio is the client's per-batch overhead
+overlap) locally and to the first server, alternating call by call: their ratio is the client's per-batch overhead
 (serialization, HTTP, Triton's queue and the Python backend) on top of the same computation. Servers are not started
 here (``hanrt serve``, see the README's "From one box to many"); start each with ``--threads`` equal
 to this run's ``--threads`` so a server's compute matches the local row's. Outputs are checked
@@ -21,18 +22,12 @@ equal to the local ones.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from typing import Sequence
 
 import numpy as np
-
-
-def _time(up, images) -> tuple[float, list[np.ndarray]]:
-    up.upscale(images[0])  # warm-up: sessions, connections, the server's first batch
-    t0 = time.perf_counter()
-    outs = [up.upscale(im) for im in images]
-    return time.perf_counter() - t0, outs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the local row (default 1)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds over all rows, interleaved (default 2)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -56,17 +52,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = resolve_model(args.model)
     kw = dict(tile=args.tile, margin=args.margin, batch=args.batch)
     rows = []
-    with Upscaler(path, backend="ort-cpu", threads=args.threads, **kw) as up:
-        tiles = up.plan(h, w).count * len(images)
-        t_local, ref = _time(up, images)
-    rows.append({"row": "local", "seconds": t_local, "tiles_per_s": tiles / t_local, "ratio": 1.0})
-    for k in range(1, len(args.server) + 1):
-        with Upscaler(model_name_for(path), servers=args.server[:k], **kw) as up:
-            t, outs = _time(up, images)
-            stats = up.backend.stats()
-        same = all(np.array_equal(a, b) for a, b in zip(outs, ref))
-        rows.append({"row": f"triton x{k}", "seconds": t, "tiles_per_s": tiles / t, "ratio": t / t_local,
-                     "equal_to_local": same, "batches_per_server": [v["batches"] for v in stats.values()]})
+    with contextlib.ExitStack() as stack:
+        ups = {"local": stack.enter_context(Upscaler(path, backend="ort-cpu", threads=args.threads, **kw))}
+        for k in range(1, len(args.server) + 1):
+            ups[f"triton x{k}"] = stack.enter_context(Upscaler(model_name_for(path), servers=args.server[:k], **kw))
+        tiles = ups["local"].plan(h, w).count * len(images) * args.rounds
+        for up in ups.values():
+            up.upscale(images[0])  # warm-up: sessions, connections, the servers' first batches
+        seconds = dict.fromkeys(ups, 0.0)
+        outs: dict[str, list[np.ndarray]] = {}
+        for _ in range(args.rounds):  # rows interleaved, so a change in the machine's load hits all alike
+            for label, up in ups.items():
+                t0 = time.perf_counter()
+                outs[label] = [up.upscale(im) for im in images]
+                seconds[label] += time.perf_counter() - t0
+        for label, up in ups.items():
+            row = {"row": label, "seconds": seconds[label], "tiles_per_s": tiles / seconds[label],
+                   "ratio": seconds[label] / seconds["local"]}
+            if label != "local":
+                row["equal_to_local"] = all(np.array_equal(a, b) for a, b in zip(outs[label], outs["local"]))
+                row["batches_per_server"] = [v["batches"] for v in up.backend.stats().values()]
+            rows.append(row)
     from hanrt.backends.onnxrt import OnnxRuntimeBackend
     from hanrt.backends.base import OrtConfig
     from hanrt.backends.triton import open_triton
@@ -75,20 +81,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls = max(4, args.images * 2)
     with OnnxRuntimeBackend(path, config=OrtConfig(intra_op_threads=args.threads)) as loc, \
             open_triton(args.server[:1], model_name_for(path)) as rem:
-        trips = {}
-        for label, be in (("round trip local", loc), ("round trip triton", rem)):
+        pairs = (("round trip local", loc), ("round trip triton", rem))
+        trips = dict.fromkeys([label for label, _ in pairs], 0.0)
+        for _, be in pairs:
             be.run(x)
-            t0 = time.perf_counter()
-            for _ in range(calls):
+        for _ in range(calls):  # alternating, so a change in the machine's load hits both alike
+            for label, be in pairs:
+                t0 = time.perf_counter()
                 be.run(x)
-            trips[label] = (time.perf_counter() - t0) / calls
+                trips[label] += time.perf_counter() - t0
+        trips = {label: t / calls for label, t in trips.items()}
     for label, t in trips.items():
         rows.append({"row": label, "seconds": t, "tiles_per_s": args.batch / t,
                      "ratio": t / trips["round trip local"], "per": f"one {args.batch}-tile batch, {calls} calls"})
     if args.json:
         print(json.dumps({"tiles": tiles, "rows": rows}, indent=2))
     else:
-        print(f"{len(images)} images {w}x{h}, tile {args.tile}, margin {args.margin}, batch {args.batch}: {tiles} tiles")
+        print(f"{args.rounds} x {len(images)} images {w}x{h}, tile {args.tile}, margin {args.margin}, "
+              f"batch {args.batch}: {tiles} tiles per row")
         for r in rows:
             if "per" in r:
                 print(f"{r['row']:>18}: {r['seconds'] * 1e3:.1f} ms per call ({r['per']}), {r['ratio']:.2f}x local's")
