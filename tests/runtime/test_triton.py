@@ -321,6 +321,24 @@ def test_cli_upscale_and_stream_remotely(pool, tiny_onnx, tmp_path, capsys):
         np.testing.assert_array_equal(read_image(f).pixels, read_image(tmp_path / "local" / p.name).pixels)
 
 
+def test_triton_bench_rows(pool, tiny_onnx, tmp_path, capsys):
+    import shutil
+
+    from hanrt_bench.triton_bench import main as bench
+
+    a, b = pool.get(0, 1)
+    model = tmp_path / "tiny.onnx"  # the stem names the model on the servers
+    shutil.copyfile(tiny_onnx, model)
+    assert bench(["--model", str(model), "--server", a.url, "--server", b.url, "--size", "32x40", "--tile", "24",
+                  "--margin", "4", "--images", "2", "--rounds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["row"]: r for r in out["rows"]}
+    assert list(rows) == ["local", "triton x1", "triton x2", "round trip local", "round trip triton"]
+    assert rows["triton x1"]["equal_to_local"] and rows["triton x2"]["equal_to_local"]
+    assert len(rows["triton x2"]["batches_per_server"]) == 2 and min(rows["triton x2"]["batches_per_server"]) > 0
+    assert all(r["seconds"] > 0 and r["tiles_per_s"] > 0 for r in out["rows"])
+
+
 def _run_cli_in_thread(argv: list[str]) -> tuple[threading.Thread, dict]:
     box: dict = {}
 
