@@ -8,7 +8,8 @@ Every backend module is imported lazily, so this package needs only numpy (tier 
 - ``ort-cpu``: an ``.onnx`` graph on ONNX Runtime's CPU provider (``'hanrt[cpu]'``).
 - ``torch``: a checkpoint (``.pt``) in PyTorch, CPU or CUDA (``'hanrt[export]'``); the reference.
 - ``triton``: remote Triton Inference Servers (``--server HOST:PORT``), the model asked for by name
-  (:mod:`hanrt.backends.triton`, ``'hanrt[triton]'``); never picked by ``auto``.
+  (:mod:`hanrt.backends.triton`, ``'hanrt[triton]'``); :func:`choose_backend`'s ``auto`` never picks it
+  (the Upscaler and the CLI take ``auto`` with servers given as ``triton``).
 
 ``auto`` picks from the model file and what is installed, and logs which backend it picked and
 why (:func:`choose_backend` returns the same as data).
