@@ -128,6 +128,8 @@ _EXTRA_FOR = {
     "cv2": "camera",
     "matplotlib": "bench",
     "modelopt": "export",
+    "tritonclient": "triton",
+    "pytriton": "serve",
 }
 
 _JETPACK_HINT = {

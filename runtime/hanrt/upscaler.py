@@ -127,6 +127,8 @@ class Upscaler:
     ``margin``: context pixels cropped on every interior tile side.
     ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); with a
     TensorRT engine each is one execution context, all sharing the engine's profile for the tile.
+    ``servers``: Triton servers (``HOST:PORT``, ``grpc://HOST:PORT``) for ``backend="triton"`` (implied
+    by ``auto``); ``model`` is then the model's name on them (or a file whose stem is that name).
     """
 
     def __init__(
@@ -141,7 +143,12 @@ class Upscaler:
         threads: int = 0,
         device_id: int = 0,
         fp16: bool = False,
+        servers: Sequence[str] = (),
     ) -> None:
+        if servers and backend == "auto":
+            backend = "triton"
+        if servers and backend != "triton":
+            raise UsageError(f"--server names Triton servers; it goes with --backend triton, not {backend}.")
         if tile is not None and tile < 0:
             raise UsageError(f"tile must be >= 0 (0: whole image), got {tile}.")
         if margin < 0:
@@ -154,6 +161,12 @@ class Upscaler:
             self._backend = model
             self._owns = False
             self.model_path: Path | None = None
+        elif backend == "triton":  # the model is a name on the servers (a file's stem), not a local file
+            from .backends.triton import model_name
+
+            self._backend = open_backend(model_name(model), "triton", servers=tuple(servers))
+            self._owns = True
+            self.model_path = None
         else:
             path = default_model_path() if model is None else Path(model)
             if not path.exists():
@@ -165,7 +178,8 @@ class Upscaler:
         self.tile = tile or None
         self.margin = margin
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
-        self.n_slots = slots
+        # a remote backend asks for more batches in flight (two per Triton server) than a local one
+        self.n_slots = max(slots, int(getattr(self._backend, "min_slots", 1)))
         self._lock = threading.Lock()
         self._slots: list = []
         self._slot_shape: tuple[int, int, int] | None = None

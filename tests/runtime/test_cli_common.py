@@ -28,7 +28,8 @@ def test_options_defaults_and_help():
     add_model_options(p, HELP, metavar={"tile": "N"})
     a = p.parse_args([])
     assert vars(a) == {"model": None, "backend": "auto", "tile": None, "margin": None, "batch": 1,
-                       "threads": 0, "device": 0, "fp16": False}
+                       "threads": 0, "device": 0, "fp16": False, "server": None}
+    assert p.parse_args(["--server", "a:1", "--server", "grpc://b:2"]).server == ["a:1", "grpc://b:2"]
     a = p.parse_args(["-m", "x.onnx", "-b", "ort-cpu", "--tile", "0", "--margin", "4", "--batch", "2",
                       "--threads", "3", "--device", "1", "--fp16"])
     assert (a.model, a.backend, a.tile, a.margin, a.batch, a.threads, a.device, a.fp16) == \

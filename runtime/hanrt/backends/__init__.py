@@ -1,4 +1,4 @@
-"""Backend selection: ``auto | trt | ort-cuda | ort-cpu | torch``.
+"""Backend selection: ``auto | trt | ort-cuda | ort-cpu | torch | triton``.
 
 Every backend module is imported lazily, so this package needs only numpy (tier 0):
 
@@ -7,6 +7,9 @@ Every backend module is imported lazily, so this package needs only numpy (tier 
 - ``ort-cuda``: an ``.onnx`` graph on ONNX Runtime's CUDA provider (``'hanrt[gpu]'``).
 - ``ort-cpu``: an ``.onnx`` graph on ONNX Runtime's CPU provider (``'hanrt[cpu]'``).
 - ``torch``: a checkpoint (``.pt``) in PyTorch, CPU or CUDA (``'hanrt[export]'``); the reference.
+- ``triton``: remote Triton Inference Servers (``--server HOST:PORT``), the model asked for by name
+  (:mod:`hanrt.backends.triton`, ``'hanrt[triton]'``); :func:`choose_backend`'s ``auto`` never picks it
+  (the Upscaler and the CLI take ``auto`` with servers given as ``triton``).
 
 ``auto`` picks from the model file and what is installed, and logs which backend it picked and
 why (:func:`choose_backend` returns the same as data).
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Every ``--backend`` name, ``auto`` first. The one list: the CLI's choices, :func:`choose_backend`'s
 #: check and ``hanrt_bench``'s suite validation all read it.
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "torch")
+BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "torch", "triton")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
 
@@ -94,6 +97,8 @@ def choose_backend(
     (for tests: ``None`` means "not installed"); by default the installed packages are asked."""
     if requested not in BACKENDS:
         raise UsageError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}.")
+    if requested == "triton":  # the model is a name on the servers, not a local file
+        return Choice("triton", "requested: the tiles go to Triton servers")
     kind = model_kind(model)
     name = Path(model).name
     if kind == "engine":
@@ -140,9 +145,16 @@ def open_backend(
     threads: int = 0,
     fp16: bool = False,
     slots: int = 2,
+    servers: tuple[str, ...] = (),
 ) -> Backend:
-    """Open the backend :func:`choose_backend` picks for ``model``; ``auto`` logs the choice."""
+    """Open the backend :func:`choose_backend` picks for ``model``; ``auto`` logs the choice.
+    ``servers``: the Triton servers of ``requested="triton"`` (``model`` is then the model's name or
+    a file whose stem is that name)."""
     choice = choose_backend(model, requested)
+    if choice.name == "triton":
+        from .triton import model_name, open_triton
+
+        return open_triton(servers, model_name(model))
     if requested == "auto":
         log.info("backend: %s (%s)", choice.name, choice.reason)
     path = Path(model)

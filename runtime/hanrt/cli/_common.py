@@ -1,7 +1,7 @@
 """What the subcommands that run a model share: the model options and the Upscaler made from them.
 
 ``hanrt upscale`` and ``hanrt stream`` take the same model options (``--model --backend --tile
---margin --batch --threads --device --fp16``) with the same names, types and defaults;
+--margin --batch --threads --device --fp16 --server``) with the same names, types and defaults;
 :func:`add_model_options` declares them from one table, each command passing its own help texts
 (and metavars). :func:`upscaler_from_args` turns the parsed options into an
 :class:`~hanrt.upscaler.Upscaler`. Stdlib only at import (``--help`` needs no extras); the
@@ -12,14 +12,16 @@ Upscaler and its backend are imported when called. Not a subcommand (the leading
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Mapping
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..backends import BACKENDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..upscaler import Upscaler
 
-__all__ = ["MODEL_OPTIONS", "add_model_options", "upscaler_from_args"]
+__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "add_model_options", "triton_servers", "upscaler_from_args"]
 
 #: The model options: destination -> (flags, argparse keywords other than ``help``/``metavar``).
 MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -31,7 +33,12 @@ MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "threads": (("--threads",), {"type": int, "default": 0}),
     "device": (("--device",), {"type": int, "default": 0}),
     "fp16": (("--fp16",), {"action": "store_true"}),
+    "server": (("--server",), {"action": "append", "default": None}),
 }
+
+#: Help text of ``--server`` (the same in every command that takes the model options).
+SERVER_HELP = ("Triton server HOST:PORT (HTTP; grpc://HOST:PORT for gRPC) for --backend triton (implied); "
+               "repeat for several: batches are spread and a failing server's batch goes to another")
 
 
 def add_model_options(
@@ -43,6 +50,7 @@ def add_model_options(
     """Declare every option of :data:`MODEL_OPTIONS` on ``p`` (a parser or an argument group), in
     that order. ``help``: the help text of each option (all of them); ``metavar``: the options
     that show a metavar other than argparse's default (the upper-case name)."""
+    help = {"server": SERVER_HELP, **help}
     missing = sorted(set(MODEL_OPTIONS) - set(help))
     if missing:
         raise ValueError(f"add_model_options: no help text for {missing}")
@@ -51,6 +59,27 @@ def add_model_options(
         if metavar and dest in metavar:
             kw["metavar"] = metavar[dest]
         p.add_argument(*flags, **kw)
+
+
+@contextlib.contextmanager
+def triton_servers(servers: list[str] | None) -> Iterator[None]:
+    """For commands that open their Upscalers elsewhere (``bench``, ``eval``): ``--server`` values
+    become ``$HANRT_TRITON_SERVERS`` (what the Triton backend reads when given no servers) for the
+    block, restored after it."""
+    from ..backends.triton import SERVERS_ENV
+
+    if not servers:
+        yield
+        return
+    old = os.environ.get(SERVERS_ENV)
+    os.environ[SERVERS_ENV] = ",".join(servers)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(SERVERS_ENV, None)
+        else:
+            os.environ[SERVERS_ENV] = old
 
 
 def upscaler_from_args(args: argparse.Namespace) -> Upscaler:
@@ -70,4 +99,5 @@ def upscaler_from_args(args: argparse.Namespace) -> Upscaler:
     return Upscaler(opt("model"), backend=opt("backend"),
                     tile=DEFAULT_TILE if tile is None else tile,
                     margin=DEFAULT_MARGIN if margin is None else margin,
-                    batch=opt("batch"), threads=opt("threads"), device_id=opt("device"), fp16=opt("fp16"))
+                    batch=opt("batch"), threads=opt("threads"), device_id=opt("device"), fp16=opt("fp16"),
+                    servers=tuple(opt("server") or ()))

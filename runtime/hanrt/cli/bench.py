@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..backends import BACKENDS
+from ._common import SERVER_HELP
 from . import Command
 
 _EPILOG = """\
@@ -31,6 +32,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="PyTorch checkpoint for the baselines when MODEL is .onnx/.plan")
     p.add_argument("--input", help="HxW of a synthetic frame (default 96x96), or an image file "
                    "(then decode and PNG encode are timed too)")
+    p.add_argument("--server", action="append", metavar="HOST:PORT", help=SERVER_HELP + " (MODEL's stem names the model there)")
     p.add_argument("--backend", nargs="+", choices=BACKENDS,
                    help="hanrt backend(s) to sweep (default auto)")
     p.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "int8"], help="precision(s) to sweep (default fp32)")
@@ -54,7 +56,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hanrt_bench.cli import run_bench_cli
 
-    return run_bench_cli(args)
+    from ._common import triton_servers
+
+    if args.server and not args.backend:
+        args.backend = ["triton"]
+    with triton_servers(args.server):
+        return run_bench_cli(args)
 
 
 COMMAND = Command("bench", "latency and throughput of hanrt against PyTorch baselines", configure, run, order=60)

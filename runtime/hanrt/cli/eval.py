@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..backends import BACKENDS
+from ._common import SERVER_HELP
 from . import Command
 
 _EPILOG = """\
@@ -26,6 +27,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=".onnx, .plan or .pt (default: the bundled model)")
     p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
     p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
+    p.add_argument("--server", action="append", metavar="HOST:PORT", help=SERVER_HELP + " (MODEL's stem names the model there)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="hanrt backend (default auto)")
     p.add_argument("--tile", type=int, help="tile side for the tiled columns, input pixels (default: hanrt's)")
@@ -40,7 +42,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hanrt_bench.cli import run_eval_cli
 
-    return run_eval_cli(args)
+    from ._common import triton_servers
+
+    if args.server and args.backend == "auto":
+        args.backend = "triton"
+    with triton_servers(args.server):
+        return run_eval_cli(args)
 
 
 COMMAND = Command("eval", "PSNR/SSIM on a dataset: bicubic, FP32/FP16/INT8, tiled and whole", configure, run, order=61)
