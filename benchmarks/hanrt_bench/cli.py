@@ -1,12 +1,11 @@
-"""Implementations behind ``hanrt bench`` and ``hanrt eval`` (the argparse side lives in
-``hanrt/cli/bench.py`` and ``hanrt/cli/eval.py`` and imports this module lazily).
+"""Implementations behind ``hanrt bench`` and ``hanrt eval``: each takes its typed request
+(:mod:`hanrt_bench.requests`), which the commands (:mod:`hanrt_bench.commands`) build from the options.
 
 Results go to stdout as markdown (the only printing in this package); files go to ``--output``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from hanrt.errors import InputError, OutputError, UsageError
+
+from .requests import BenchRequest, EvalRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,9 @@ def _out_dir(path: str | None) -> Path | None:
     return p
 
 
-def _precision_files(args: argparse.Namespace) -> dict[str, str]:
+def _precision_files(args: BenchRequest | EvalRequest) -> dict[str, str]:
     out = {}
-    for prec in ("fp16", "int8"):
-        v = getattr(args, prec, None)
+    for prec, v in (("fp16", args.fp16), ("int8", args.int8)):
         if v:
             if not Path(v).is_file():
                 raise InputError(f"--{prec} {v!r} does not exist.")
@@ -62,7 +62,7 @@ def _precision_files(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
-def run_bench_cli(args: argparse.Namespace) -> int:
+def run_bench_cli(args: BenchRequest) -> int:
     from .bench import resolve_model, run_bench
     from .envinfo import environment
     from .peak import cpu_peak, gpu_peak
@@ -134,7 +134,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval_cli(args: argparse.Namespace) -> int:
+def run_eval_cli(args: EvalRequest) -> int:
     from .bench import precision_path, resolve_model
     from .evaluate import Column, evaluate, load_dataset, summary_markdown, write_outputs
 

@@ -1,32 +1,30 @@
-"""Implementations behind the host-side ``hanrt`` subcommands (export, train)."""
+"""The handler behind ``hanrt export --checkpoint`` (:mod:`hanrt_export.commands.export`): an
+:class:`~hanrt_export.requests.ExportRequest` in, the graph written, one summary on stdout."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from hanrt.io.atomic import check_output_path
+
 from .checkpoint import load_checkpoint
+from .requests import ExportRequest
 from .to_onnx import ExportOptions, export_onnx
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from hanrt.errors import OutputError
-
+def run_export(args: ExportRequest) -> int:
     out = Path(args.output)
-    if out.exists() and not getattr(args, "overwrite", False):
-        raise OutputError(f"{str(out)!r} exists; pass --overwrite to replace it.")
+    check_output_path(out, overwrite=args.overwrite)
     hook = _precision_hook(args)
     ck = load_checkpoint(args.checkpoint, csam_conv2d=args.csam == "conv2d")
-    u8_act = getattr(args, "precision", "fp32") == "int8" and getattr(args, "int8_activations", "int8") == "uint8"
-    opts = ExportOptions(opset=args.opset, io=args.io, verify=not args.no_verify,
+    u8_act = args.precision == "int8" and args.int8_activations == "uint8"
+    opts = ExportOptions(opset=args.opset, io=args.io, verify=args.verify,
                          trt_lint="record" if u8_act else "refuse",
                          trt_note="--int8-activations uint8: asymmetric UINT8 activations for ONNX Runtime CPU"
                          if u8_act else "")
     res = export_onnx(ck.model, out, options=opts, source_sha256=ck.sha256, source=ck.path,
-                      overwrite=getattr(args, "overwrite", False), precision_hook=hook)
+                      overwrite=args.overwrite, precision_hook=hook)
     c = ck.config
     parity = ("skipped (--no-verify)" if res.max_abs_diff is None else
               f"max abs {res.max_abs_diff:.3g}, mean abs {res.mean_abs_diff:.3g} (0..255 scale)")
@@ -40,7 +38,7 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _precision_hook(args: argparse.Namespace):
+def _precision_hook(args: ExportRequest):
     """Validate --precision/--calib and return the precision hook (None for fp32).
 
     Calibration photos are loaded here, before the export, so a bad folder fails fast.
@@ -51,14 +49,13 @@ def _precision_hook(args: argparse.Namespace):
 
     from . import precision as P
 
-    prec = getattr(args, "precision", "fp32") or "fp32"
-    calib_dir = getattr(args, "calib", None)
+    prec = args.precision
+    calib_dir = args.calib
     if prec == "fp32":
         if calib_dir:
             raise UsageError("--calib is only used with --precision fp16 or int8.")
         return None
-    count = int(getattr(args, "calib_count", 16))
-    size = int(getattr(args, "calib_size", 48))
+    count, size = args.calib_count, args.calib_size
     if count < 1 or size < 8:
         raise UsageError(f"--calib-count must be >= 1 and --calib-size >= 8, got {count} and {size}.")
     crops: list = []
@@ -72,6 +69,6 @@ def _precision_hook(args: argparse.Namespace):
             raise UsageError("--precision int8 needs calibration photos: pass --calib DIR (a folder of photos).")
         return functools.partial(P.make_int8, calib=crops, calibration=desc,
                                  options=P.Int8Options(calib_size=size, calib_count=count,
-                                                       activations=getattr(args, "int8_activations", "int8")))
+                                                       activations=args.int8_activations))
     return functools.partial(P.make_fp16, calib=crops, calibration=desc,
                              options=P.Fp16Options(calib_size=size, calib_count=count))

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -34,51 +34,13 @@ from hanrt.errors import HanrtError, InputError, UsageError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .han import HAN
+from .requests import TrainConfig
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    data: str
-    output: str
-    scale: int = 4
-    n_resgroups: int = 2
-    n_resblocks: int = 4
-    n_feats: int = 32
-    reduction: int = 8
-    steps: int = 10000
-    batch: int = 16
-    patch: int = 48  # LR patch side; HR side is patch * scale
-    lr: float = 5e-4
-    lr_min: float = 1e-6
-    warmup: int = 200
-    val_every: int = 500
-    save_every: int = 250
-    val_fraction: float = 0.1
-    shrink: tuple[float, float] = (0.25, 0.6)
-    versions: int = 4
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0
-    init: str | None = None
-    # With ``init``: deepen every residual group to this many RCABs (identity-initialised, so the
-    # grown model starts with exactly the init model's output); None keeps the init model's depth.
-    grow_blocks: int | None = None
-    resume: bool = False
-    # Texture-biased sampling: an HR patch whose grey standard deviation (0..255) is below
-    # ``flat_std`` is kept only with probability ``flat_keep`` (else another is drawn). Flat
-    # patches (sky, walls) teach little that bicubic does not already do; 0 turns this off.
-    flat_std: float = 0.0
-    flat_keep: float = 0.25
-    # Optional wall-clock budget (seconds, counting resumed time): the schedule follows the
-    # fraction of the budget spent instead of the step count, and training stops when it is spent.
-    time_budget_s: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -101,7 +63,8 @@ class PatchSampler:
 
     def __init__(self, files: list[Path], *, scale: int, patch: int, batch: int,
                  shrink: tuple[float, float], versions: int, val_fraction: float, seed: int,
-                 flat_std: float = 0.0, flat_keep: float = 1.0, stream_seed: int | None = None) -> None:
+                 flat_std: float = TrainConfig.flat_std, flat_keep: float = TrainConfig.flat_keep,
+                 stream_seed: int | None = None) -> None:
         if not 0.0 <= flat_keep <= 1.0:
             raise UsageError(f"flat_keep must be within 0..1, got {flat_keep}.")
         self.scale, self.patch, self.batch = scale, patch, batch

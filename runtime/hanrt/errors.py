@@ -117,44 +117,20 @@ def exit_code_for(exc: BaseException) -> int:
     return 1
 
 
-_EXTRA_FOR = {
-    "torch": "export",
-    "onnx": "export",
-    "onnxslim": "export",
-    "onnxruntime": "cpu",
-    "tensorrt": "trt",
-    "cuda": "trt",
-    "av": "video",
-    "cv2": "camera",
-    "matplotlib": "bench",
-    "modelopt": "export",
-    "tritonclient": "triton",
-    "pytriton": "serve",
-}
-
-_JETPACK_HINT = {
-    "tensorrt": (" 'hanrt[trt]' is 'hanrt[trt-cu12]' (TensorRT for CUDA 12, NVIDIA driver R535 or newer); "
-                 "'hanrt[trt-cu13]' is TensorRT for CUDA 13 (driver R580 or newer). On Jetson, TensorRT comes "
-                 "with JetPack (apt package python3-libnvinfer); add cuda-python with pip (JetPack 6: "
-                 "pip install 'cuda-python==12.6.2.post1')."),
-}
-
-
-def require(module: str, *, extra: str | None = None, purpose: str = ""):
+def require(module: str, *, extra: str, purpose: str = "", hint: str = ""):
     """Import an optional module or raise :class:`MissingDependencyError` naming the extra.
 
-    ``module`` is the importable name (``"onnxruntime"``, ``"cv2"``); ``extra`` overrides the
-    extra named in the message. Returns the imported module.
+    ``module`` is the importable name (``"onnxruntime"``, ``"cv2"``); ``extra`` the pip extra that
+    installs it (backends name theirs in their :class:`~hanrt.backends.base.BackendSpec`); ``hint``
+    is added to the message (other ways to install it). Returns the imported module.
     """
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # includes ModuleNotFoundError
-        top = module.split(".")[0]
-        ex = extra or _EXTRA_FOR.get(top, "dev")
         what = f" for {purpose}" if purpose else ""
         raise MissingDependencyError(
             f"{module!r} is needed{what} but cannot be imported ({exc}). "
-            f"Install it with: pip install 'hanrt[{ex}]'.{_JETPACK_HINT.get(top, '')}"
+            f"Install it with: pip install 'hanrt[{extra}]'.{' ' + hint if hint else ''}"
         ) from exc

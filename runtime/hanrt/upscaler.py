@@ -51,7 +51,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .backends import Backend, open_backend
+from .backends import Backend, get_spec, open_backend, remote_backend
 from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
 from .tiling import TilePlan, describe, extract_tile, place_tile, plan_tiles
@@ -145,10 +145,11 @@ class Upscaler:
         fp16: bool = False,
         servers: Sequence[str] = (),
     ) -> None:
+        remote = bool(servers) or (not isinstance(model, Backend) and backend != "auto" and get_spec(backend).remote)
         if servers and backend == "auto":
-            backend = "triton"
-        if servers and backend != "triton":
-            raise UsageError(f"--server names Triton servers; it goes with --backend triton, not {backend}.")
+            backend = remote_backend().name
+        if servers and not get_spec(backend).remote:
+            raise UsageError(f"--server names servers; it goes with --backend {remote_backend().name}, not {backend}.")
         if tile is not None and tile < 0:
             raise UsageError(f"tile must be >= 0 (0: whole image), got {tile}.")
         if margin < 0:
@@ -161,10 +162,9 @@ class Upscaler:
             self._backend = model
             self._owns = False
             self.model_path: Path | None = None
-        elif backend == "triton":  # the model is a name on the servers (a file's stem), not a local file
-            from .backends.triton import model_name
-
-            self._backend = open_backend(model_name(model), "triton", servers=tuple(servers))
+        elif remote:  # the model is a name on the servers (a file's stem stands for it), not a local file
+            self._backend = open_backend(DEFAULT_MODEL if model is None else model, backend,
+                                         servers=tuple(servers))
             self._owns = True
             self.model_path = None
         else:
@@ -179,7 +179,7 @@ class Upscaler:
         self.margin = margin
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
         # a remote backend asks for more batches in flight (two per Triton server) than a local one
-        self.n_slots = max(slots, int(getattr(self._backend, "min_slots", 1)))
+        self.n_slots = max(slots, self._backend.min_slots)
         self._lock = threading.Lock()
         self._slots: list = []
         self._slot_shape: tuple[int, int, int] | None = None

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from hanrt.backends import choose_backend, model_kind, open_backend
+from hanrt.backends import Probe, backend_names, choose_backend, get_spec, model_kind, open_backend, specs
 from hanrt.backends.base import OrtConfig, TorchConfig, batch_shape, check_batch
 from hanrt.errors import BackendError, HanrtError, MissingDependencyError, ModelError, UsageError
 from hanrt.model_info import ModelInfo
@@ -114,25 +114,39 @@ def test_model_kind():
         model_kind("d.bin")
 
 
-def test_auto_selection_says_why():
-    c = choose_backend("m.onnx", "auto", ort_providers=["CPUExecutionProvider"])
-    assert c.name == "ort-cpu" and "no CUDA" in c.reason
-    c = choose_backend("m.onnx", "auto", ort_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+def test_auto_selection_walks_the_specs_and_says_why():
+    no_cuda = {"ort-cuda": Probe(False, "ONNX Runtime has no CUDA execution provider here")}
+    c = choose_backend("m.onnx", "auto", probes=no_cuda)
+    assert c.name == "ort-cpu" and "no CUDA" in c.reason and "not ort-cuda" in c.reason
+    c = choose_backend("m.onnx", "auto", probes={"ort-cuda": Probe(True, "ONNX Runtime has the CUDA execution provider")})
     assert c.name == "ort-cuda" and "CUDA" in c.reason
-    assert choose_backend("m.plan").name == "trt"
-    c = choose_backend("m.pt", torch_cuda=False)
+    assert choose_backend("m.plan", probes={"trt": Probe(True, "TensorRT runs engines")}).name == "trt"
+    with pytest.raises(MissingDependencyError, match=r"hanrt\[trt\]"):
+        choose_backend("m.plan", probes={"trt": Probe(False, "TensorRT is not installed")})
+    c = choose_backend("m.pt")
     assert c.name == "torch" and "CPU" in c.reason
-    with pytest.raises(MissingDependencyError, match=r"hanrt\[cpu\]"):
-        choose_backend("m.onnx", "auto", ort_providers=None)
+    gone = {n: Probe(False, "not installed") for n in ("ort-cuda", "ort-cpu")}
+    with pytest.raises(MissingDependencyError, match=r"hanrt\[gpu\]' or 'hanrt\[cpu\]"):
+        choose_backend("m.onnx", "auto", probes=gone)
     # this machine: onnxruntime without CUDA
     assert choose_backend("m.onnx").name == ("ort-cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "ort-cpu")
+
+
+def test_specs_are_the_data():
+    """The --backend names, the file kinds and the extras all come from the registered specs."""
+    names = backend_names()
+    assert names[0] == "auto" and {"trt", "ort-cuda", "ort-cpu", "torch", "triton"} <= set(names)
+    assert [s.name for s in specs() if s.runs(get_spec("ort-cpu").kinds[0])] == ["ort-cuda", "ort-cpu"]
+    assert {s.name: s.extra for s in specs()} == {"trt": "trt", "ort-cuda": "gpu", "torch": "export",
+                                                 "ort-cpu": "cpu", "triton": "triton"}
+    assert not get_spec("triton").auto and get_spec("triton").remote
 
 
 @pytest.mark.parametrize("model,backend,match", [
     ("m.plan", "ort-cpu", "only --backend trt"),
     ("m.pt", "ort-cuda", "hanrt export"),
     ("m.onnx", "trt", "hanrt build"),
-    ("m.onnx", "torch", "checkpoints"),
+    ("m.onnx", "torch", "runs a PyTorch checkpoint"),
     ("m.onnx", "tensorflow", "unknown backend"),
 ])
 def test_selection_mismatches_are_usage_errors(model, backend, match):
@@ -155,11 +169,10 @@ def test_ort_cuda_without_gpu_names_the_extra(tiny_onnx):
 
 
 def test_trt_backend_missing_names_the_extra(tmp_path, monkeypatch):
-    """Selection imports hanrt.backends.tensorrt lazily; when it cannot (no TensorRT / cuda-python), the
-    error names the extra to install."""
+    """Without TensorRT, asking for it (or auto on an engine) names the extra to install."""
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"\0" * 64)
-    monkeypatch.setitem(sys.modules, "hanrt.backends.tensorrt", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import -> ImportError, find_spec -> None
     with pytest.raises(MissingDependencyError, match=r"hanrt\[trt\]"):
         open_backend(plan, "trt")
     with pytest.raises(MissingDependencyError, match=r"hanrt\[trt\]"):

@@ -1,50 +1,60 @@
-"""Backend selection: ``auto | trt | ort-cuda | ort-cpu | torch | triton``.
+"""Backend selection: ``--backend auto`` or the name of a registered backend.
 
-Every backend module is imported lazily, so this package needs only numpy (tier 0):
+A backend is one :class:`~hanrt.backends.base.BackendSpec` (name, extra, file kinds, a probe that
+answers available-or-why, open), registered as an entry point of group ``hanrt.backends``
+(:mod:`hanrt.plugins`; hanrt's own in ``pyproject.toml``). This module holds no list of them:
 
-- ``trt``: a TensorRT engine (``.plan``/``.engine`` with its ``.json`` sidecar) through
-  :class:`hanrt.backends.tensorrt.TensorRTBackend` (``pip install 'hanrt[trt]'``; JetPack on Jetson).
-- ``ort-cuda``: an ``.onnx`` graph on ONNX Runtime's CUDA provider (``'hanrt[gpu]'``).
-- ``ort-cpu``: an ``.onnx`` graph on ONNX Runtime's CPU provider (``'hanrt[cpu]'``).
-- ``torch``: a checkpoint (``.pt``) in PyTorch, CPU or CUDA (``'hanrt[export]'``); the reference.
-- ``triton``: remote Triton Inference Servers (``--server HOST:PORT``), the model asked for by name
-  (:mod:`hanrt.backends.triton`, ``'hanrt[triton]'``); :func:`choose_backend`'s ``auto`` never picks it
-  (the Upscaler and the CLI take ``auto`` with servers given as ``triton``).
+- ``trt``: a TensorRT engine (:mod:`hanrt.backends.tensorrt`, ``'hanrt[trt]'``; JetPack on Jetson);
+- ``ort-cuda`` / ``ort-cpu``: an ``.onnx`` graph on ONNX Runtime (:mod:`hanrt.backends.onnxrt`);
+- ``torch``: a ``.pt`` checkpoint in PyTorch, registered by the host-side package (``'hanrt[export]'``);
+- ``triton``: remote Triton Inference Servers (``--server``; :mod:`hanrt.backends.triton`), never
+  picked by ``auto`` for a file (``auto`` with servers means it).
 
-``auto`` picks from the model file and what is installed, and logs which backend it picked and
-why (:func:`choose_backend` returns the same as data).
+``auto`` walks the specs that run the model's file kind in priority order and takes the first
+whose probe answers yes; it logs which one and why, and :func:`choose_backend` returns the same as
+data. Every backend module is imported lazily, so this package needs only numpy (tier 0).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from ..errors import MissingDependencyError, ModelError, UsageError
-from .base import Backend, OrtConfig, Slot, TorchConfig, TrtConfig
+from .. import plugins
+from ..errors import MissingDependencyError, UsageError
+from .base import (Backend, BackendSpec, FileKind, OpenOptions, OrtConfig, Probe, Slot, TorchConfig,
+                   TrtConfig)
 
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendSpec",
     "Slot",
     "Choice",
+    "OpenOptions",
     "OrtConfig",
+    "Probe",
     "TorchConfig",
     "TrtConfig",
+    "backend_names",
+    "specs",
+    "get_spec",
     "model_kind",
     "choose_backend",
     "open_backend",
+    "remote_backend",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Every ``--backend`` name, ``auto`` first. The one list: the CLI's choices, :func:`choose_backend`'s
-#: check and ``hanrt_bench``'s suite validation all read it.
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "torch", "triton")
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+
+def __getattr__(name: str):
+    if name == "BACKENDS":  # computed on first use: the registered names, auto first
+        return backend_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -55,86 +65,122 @@ class Choice:
     reason: str
 
 
-def model_kind(path: str | os.PathLike) -> str:
-    """``"onnx"``, ``"engine"`` or ``"torch"`` from the file suffix; UsageError otherwise."""
+def backend_names() -> tuple[str, ...]:
+    """Every ``--backend`` value, ``auto`` first (from the registrations' names: imports nothing)."""
+    return ("auto", *(e.name for e in plugins.entries(plugins.BACKENDS)))
+
+
+_loaded: dict[str, BackendSpec | str] = {}
+
+
+def _load(entry: plugins.Entry) -> BackendSpec | str:
+    """The spec behind ``entry``, or why it cannot be loaded (a plugin whose package is gone)."""
+    key = f"{entry.name}={entry.value}"
+    if key not in _loaded:
+        try:
+            spec = entry.load()
+        except ImportError as exc:
+            _loaded[key] = f"registered as {entry.value} (by {entry.source}) but cannot be imported: {exc}"
+        else:
+            if not isinstance(spec, BackendSpec) or spec.name != entry.name:
+                raise TypeError(f"entry point {entry.name} = {entry.value} (by {entry.source}) is not a "
+                                f"BackendSpec named {entry.name!r}: {spec!r}")
+            _loaded[key] = spec
+    return _loaded[key]
+
+
+def specs() -> tuple[BackendSpec, ...]:
+    """Every loadable backend spec, in ``auto``'s order (priority, then name)."""
+    got = [s for s in map(_load, plugins.entries(plugins.BACKENDS)) if isinstance(s, BackendSpec)]
+    return tuple(sorted(got, key=lambda s: (s.priority, s.name)))
+
+
+def get_spec(name: str) -> BackendSpec:
+    """The spec registered as ``name``; UsageError if none is, MissingDependencyError if it cannot load."""
+    for e in plugins.entries(plugins.BACKENDS):
+        if e.name == name:
+            spec = _load(e)
+            if isinstance(spec, str):
+                raise MissingDependencyError(f"backend {name!r} is {spec}.")
+            return spec
+    raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}.")
+
+
+def _kinds() -> list[FileKind]:
+    seen: dict[str, FileKind] = {}
+    for s in specs():
+        for k in s.kinds:
+            seen.setdefault(k.name, k)
+    return list(seen.values())
+
+
+def file_kind(path: str | os.PathLike) -> FileKind:
+    """The :class:`FileKind` of ``path`` from its suffix (among the registered backends' kinds)."""
     suf = Path(path).suffix.lower()
-    if suf == ".onnx":
-        return "onnx"
-    if suf in ENGINE_SUFFIXES:
-        return "engine"
-    if suf in (".pt", ".pth"):
-        return "torch"
-    raise UsageError(
-        f"cannot tell what {str(path)!r} is from its suffix: expected .onnx (ONNX graph), "
-        f".plan/.engine (TensorRT engine) or .pt/.pth (PyTorch checkpoint)."
-    )
+    kinds = _kinds()
+    for k in kinds:
+        if suf in k.suffixes:
+            return k
+    known = "; ".join(f"{'/'.join(k.suffixes)} ({k.label[k.label.index(' ') + 1:]})" for k in kinds if k.suffixes)
+    raise UsageError(f"cannot tell what {str(path)!r} is from its suffix: expected {known}.")
 
 
-def _ort_providers() -> list[str] | None:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    return list(ort.get_available_providers())
+def model_kind(path: str | os.PathLike) -> str:
+    """The name of ``path``'s file kind (``"onnx"``, ``"engine"``, ``"torch"``...); UsageError otherwise."""
+    return file_kind(path).name
 
 
-def _torch_cuda() -> bool | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return bool(torch.cuda.is_available())
+def _names(items: list[BackendSpec]) -> str:
+    return ", ".join(s.name for s in items)
 
 
 def choose_backend(
     model: str | os.PathLike,
     requested: str = "auto",
     *,
-    ort_providers: list[str] | None | bool = False,
-    torch_cuda: bool | None | str = "probe",
+    probes: Mapping[str, Probe] | None = None,
 ) -> Choice:
-    """Decide which backend runs ``model``. ``ort_providers``/``torch_cuda`` override the probes
-    (for tests: ``None`` means "not installed"); by default the installed packages are asked."""
-    if requested not in BACKENDS:
-        raise UsageError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}.")
-    if requested == "triton":  # the model is a name on the servers, not a local file
-        return Choice("triton", "requested: the tiles go to Triton servers")
-    kind = model_kind(model)
-    name = Path(model).name
-    if kind == "engine":
-        if requested not in ("auto", "trt"):
-            raise UsageError(f"{name} is a TensorRT engine: only --backend trt (or auto) runs it.")
-        return Choice("trt", f"{name} is a TensorRT engine")
-    if kind == "torch":
-        if requested not in ("auto", "torch"):
-            raise UsageError(
-                f"{name} is a PyTorch checkpoint: --backend {requested} runs .onnx graphs. Export it "
-                f"first (hanrt export --checkpoint {name} --output model.onnx) or use --backend torch."
-            )
-        cuda = _torch_cuda() if torch_cuda == "probe" else torch_cuda
-        where = "CUDA" if cuda else "the CPU"
-        return Choice("torch", f"{name} is a PyTorch checkpoint; PyTorch runs it on {where}")
-    # an ONNX graph
-    if requested == "trt":
-        raise UsageError(
-            f"the TensorRT backend runs engines, and {name} is an ONNX graph: build an engine on this "
-            f"GPU first (hanrt build {name} --tile HxW --batch N) and pass the .plan, or use --backend ort-cuda."
-        )
-    if requested == "torch":
-        raise UsageError(f"--backend torch runs PyTorch checkpoints (.pt), and {name} is an ONNX graph.")
-    if requested in ("ort-cpu", "ort-cuda"):
-        return Choice(requested, "requested")
-    provs = _ort_providers() if ort_providers is False else ort_providers
-    if provs is None:
-        raise MissingDependencyError(
-            f"no backend can run {name}: ONNX Runtime is not installed. Install it with "
-            f"pip install 'hanrt[cpu]' (or 'hanrt[gpu]' on an NVIDIA GPU)."
-        )
-    if "CUDAExecutionProvider" in provs:
-        return Choice("ort-cuda", "ONNX Runtime has the CUDA execution provider (onnxruntime-gpu); "
-                      "for TensorRT, build an engine with hanrt build")
-    return Choice("ort-cpu", "ONNX Runtime has no CUDA execution provider here (available: "
-                  f"{', '.join(provs)}), so the CPU runs it")
+    """Decide which backend runs ``model``. ``probes`` overrides named backends' probes (tests);
+    by default each candidate is asked. ``auto`` walks the specs that run the model's file kind."""
+    if requested != "auto":
+        spec = get_spec(requested)
+        if spec.remote:  # the model is a name on the servers, not a local file
+            return Choice(spec.name, f"requested: {spec.summary or spec.name}")
+        kind, name = file_kind(model), Path(model).name
+        if not spec.runs(kind):
+            able = [s for s in specs() if s.runs(kind)]
+            how = next((dict(k.make)[kind.name] for k in spec.kinds if kind.name in dict(k.make)), "")
+            how = how.format(file=name)
+            runs = " or ".join(k.label for k in spec.kinds)
+            other = (f"only --backend {able[0].name} (or auto) runs it" if len(able) == 1 else
+                     f"--backend {_names(able)} (or auto) run it" if able else "no registered backend runs it")
+            raise UsageError(f"{name} is {kind.label}: --backend {spec.name} runs {runs}, and {other}."
+                             + (f" To use {spec.name}, {how}." if how else ""))
+        return Choice(spec.name, "requested")
+    kind, name = file_kind(model), Path(model).name
+    tried: list[tuple[BackendSpec, Probe]] = []
+    for spec in specs():
+        if not spec.auto or not spec.runs(kind):
+            continue
+        probe = (probes or {}).get(spec.name) or spec.probe()
+        if probe.ok:
+            skipped = "".join(f"; not {s.name}: {p.why}" for s, p in tried)
+            return Choice(spec.name, f"{name} is {kind.label}; {probe.why}{skipped}")
+        tried.append((spec, probe))
+    extras = " or ".join(f"'hanrt[{s.extra}]'" for s, p in tried if "pip install" not in p.why)
+    raise MissingDependencyError(
+        f"no backend can run {name} ({kind.label}) here: "
+        + ("; ".join(f"{s.name}: {p.why}" for s, p in tried) or "no registered backend runs it")
+        + (f". Install one with pip install {extras}." if extras else ".")
+    )
+
+
+def remote_backend() -> BackendSpec:
+    """The first registered backend for models on servers (``auto`` with ``--server`` means it)."""
+    for s in specs():
+        if s.remote:
+            return s
+    raise UsageError("--server needs a backend for models on servers (hanrt[triton]), and none is registered.")
 
 
 def open_backend(
@@ -148,55 +194,10 @@ def open_backend(
     servers: tuple[str, ...] = (),
 ) -> Backend:
     """Open the backend :func:`choose_backend` picks for ``model``; ``auto`` logs the choice.
-    ``servers``: the Triton servers of ``requested="triton"`` (``model`` is then the model's name or
-    a file whose stem is that name)."""
+    ``servers``: for a remote backend (``requested="triton"``; ``model`` is then the model's name
+    or a file whose stem is that name)."""
     choice = choose_backend(model, requested)
-    if choice.name == "triton":
-        from .triton import model_name, open_triton
-
-        return open_triton(servers, model_name(model))
     if requested == "auto":
         log.info("backend: %s (%s)", choice.name, choice.reason)
-    path = Path(model)
-    if choice.name == "trt":
-        return _open_trt(path, device_id=device_id, slots=slots)
-    if choice.name == "torch":
-        return _open_torch(path, device_id=device_id, threads=threads, fp16=fp16)
-    from .onnxrt import OnnxRuntimeBackend
-
-    provider = "cpu" if choice.name == "ort-cpu" else "cuda"
-    if fp16 and provider == "cpu":
-        raise UsageError("--fp16 needs a GPU backend; precision of an ONNX graph lives in the graph "
-                         "(export an FP16 graph instead).")
-    return OnnxRuntimeBackend(path, config=OrtConfig(provider=provider, device_id=device_id,
-                                                     intra_op_threads=threads))
-
-
-def _open_trt(path: Path, *, device_id: int, slots: int) -> Backend:
-    if not path.is_file():
-        raise ModelError(f"engine {str(path)!r} does not exist.")
-    try:
-        mod = importlib.import_module("hanrt.backends.tensorrt")
-    except MissingDependencyError:
-        raise
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"the TensorRT backend cannot be loaded ({exc}). Install it with pip install 'hanrt[trt]' "
-            f"(on Jetson, TensorRT comes with JetPack: apt package python3-libnvinfer)."
-        ) from exc
-    cls = getattr(mod, "TensorRTBackend", None)
-    if cls is None:
-        raise MissingDependencyError("this hanrt build has no TensorRT backend (hanrt.backends.tensorrt.TensorRTBackend).")
-    return cls(str(path), config=TrtConfig(device_id=device_id, slots=slots))
-
-
-def _open_torch(path: Path, *, device_id: int, threads: int, fp16: bool) -> Backend:
-    from ..errors import require
-
-    require("torch", extra="export", purpose="the PyTorch backend")
-    mod = importlib.import_module("hanrt_export.torch_backend")  # lazy, by name (tier 2)
-    cuda = _torch_cuda()
-    device = f"cuda:{device_id}" if cuda else "cpu"
-    if fp16 and not cuda:
-        raise UsageError("--fp16 with the torch backend needs CUDA; PyTorch sees no CUDA GPU here.")
-    return mod.TorchBackend(path, config=TorchConfig(device=device, fp16=fp16, threads=threads))
+    options = OpenOptions(device_id=device_id, threads=threads, fp16=fp16, slots=slots, servers=tuple(servers))
+    return get_spec(choice.name).open(model, options)

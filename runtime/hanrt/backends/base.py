@@ -30,8 +30,9 @@ synchronous default (``submit`` runs ``run`` at once), so callers always use slo
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -40,6 +41,17 @@ from ..model_info import ModelInfo
 
 __all__ = [
     "Backend",
+    "BackendSpec",
+    "FileKind",
+    "Probe",
+    "OpenOptions",
+    "ONNX",
+    "ENGINE",
+    "CHECKPOINT",
+    "REMOTE",
+    "FILE_KINDS",
+    "installed",
+    "model_suffixes",
     "Slot",
     "OrtConfig",
     "TorchConfig",
@@ -111,6 +123,101 @@ class TrtConfig:
             raise UsageError(f"CUDA device must be >= 0, got {self.device_id}.")
 
 
+# --- registration: one spec per backend (hanrt.plugins, entry-point group hanrt.backends) ---------
+
+@dataclass(frozen=True)
+class FileKind:
+    """A kind of model file: ``name`` (``"onnx"``), ``label`` for messages (``"an ONNX graph"``), the
+    file ``suffixes`` (lower case, with the dot) and, optionally, ``make``: how to make such a file
+    from another kind's, ``{"torch": "export it first (hanrt export --checkpoint {file} ...)"}``."""
+
+    name: str
+    label: str
+    suffixes: tuple[str, ...]
+    make: tuple[tuple[str, str], ...] = ()
+
+
+ONNX = FileKind("onnx", "an ONNX graph", (".onnx",),
+                make=(("torch", "export it first (hanrt export --checkpoint {file} --output model.onnx)"),))
+ENGINE = FileKind("engine", "a TensorRT engine", (".plan", ".engine", ".trt"),
+                  make=(("onnx", "build an engine on this GPU first (hanrt build {file} --tile HxW --batch N) and "
+                                 "pass the .plan"),))
+CHECKPOINT = FileKind("torch", "a PyTorch checkpoint", (".pt", ".pth"))
+#: Not a file: the model is a name on servers (``--server``); a file's stem stands for it.
+REMOTE = FileKind("remote", "a model on servers", ())
+#: The file kinds hanrt itself knows (a plugin's spec may bring more).
+FILE_KINDS = (ONNX, ENGINE, CHECKPOINT)
+
+
+def model_suffixes(kinds: tuple[FileKind, ...] = FILE_KINDS) -> tuple[str, ...]:
+    """Every model file suffix of ``kinds`` (lower case, with the dot)."""
+    return tuple(s for k in kinds for s in k.suffixes)
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` could be imported (without importing it): for probes."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent that is not a package; a blocked import
+        return False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A backend's answer to "could you run here?": ``ok`` and, either way, ``why`` in words
+    (the reason ``auto`` states when it picks it, or what is missing and how to install it)."""
+
+    ok: bool
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenOptions:
+    """What a caller may ask of any backend; each backend reads the fields it has a use for.
+    ``device_id``: GPU; ``threads``: CPU threads (0: the backend's default); ``fp16``: half precision
+    where the backend chooses it at run time; ``slots``: buffer sets in flight; ``servers``: for
+    remote backends (``HOST:PORT``)."""
+
+    device_id: int = 0
+    threads: int = 0
+    fp16: bool = False
+    slots: int = 2
+    servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSpec:
+    """One backend, registered as an entry point of group ``hanrt.backends`` (DESIGN.md).
+
+    ``name``: the ``--backend`` value. ``extra``: the pip extra that installs what it needs.
+    ``kinds``: the model files it runs (:class:`FileKind`; :data:`REMOTE` for a model on servers).
+    ``probe()``: cheap, loads no model: can it run here, and why (not)? ``open(model, options)``:
+    the opened :class:`Backend`. ``auto``: whether ``--backend auto`` may pick it (walked in
+    ``priority`` order, lower first; the first whose probe answers yes wins). ``summary``: one line
+    for the documentation. The module holding a spec must import only the standard library, numpy
+    and hanrt at module level (its heavy packages inside ``open``/``probe``): ``auto`` loads every
+    spec to see which run a file.
+    """
+
+    name: str
+    extra: str
+    kinds: tuple[FileKind, ...]
+    probe: Callable[[], Probe]
+    open: Callable[[str | os.PathLike, OpenOptions], "Backend"]
+    auto: bool = True
+    priority: int = 50
+    summary: str = ""
+
+    def runs(self, kind: FileKind) -> bool:
+        return any(k.name == kind.name for k in self.kinds)
+
+    @property
+    def remote(self) -> bool:
+        return any(k.name == REMOTE.name for k in self.kinds)
+
+
 # --- helpers --------------------------------------------------------------------------------
 
 def batch_shape(info: ModelInfo, batch: int, h: int, w: int, *, output: bool = False) -> tuple[int, int, int, int]:
@@ -168,11 +275,13 @@ class Slot:
 class Backend(abc.ABC):
     """Base class of every backend (see the module docstring for the contract)."""
 
-    #: The name used by ``--backend``: one of :data:`hanrt.backends.BACKENDS` other than ``"auto"``.
+    #: The name used by ``--backend``: its :class:`BackendSpec`'s name.
     name: str = "backend"
     info: ModelInfo
     fixed_tile_shape: tuple[int, int] | None = None
     max_batch: int | None = None
+    #: Batches in flight the caller should keep at least (a remote backend asks for more).
+    min_slots: int = 1
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, InputError, MissingDependencyError, ModelError, require
+from ..errors import BackendError, InputError, MissingDependencyError, ModelError, UsageError, require
 from ..model_info import ModelInfo, read_model_info
-from .base import Backend, OrtConfig, check_batch
+from .base import ONNX, Backend, BackendSpec, OpenOptions, OrtConfig, Probe, check_batch, installed
 
-__all__ = ["OnnxRuntimeBackend", "available_providers"]
+__all__ = ["OnnxRuntimeBackend", "available_providers", "ORT_CPU", "ORT_CUDA"]
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +118,37 @@ class OnnxRuntimeBackend(Backend):
     def close(self) -> None:
         self._closed = True
         self._sess = None  # type: ignore[assignment]
+
+
+# --- registration (entry points ort-cuda, ort-cpu in pyproject.toml) ---------------------------
+
+def _probe_cuda() -> Probe:
+    if not installed("onnxruntime"):
+        return Probe(False, "ONNX Runtime is not installed (pip install 'hanrt[gpu]')")
+    provs = available_providers()
+    if "CUDAExecutionProvider" in provs:
+        return Probe(True, "ONNX Runtime has the CUDA execution provider (onnxruntime-gpu); "
+                           "for TensorRT, build an engine with hanrt build")
+    return Probe(False, f"ONNX Runtime has no CUDA execution provider here (available: {', '.join(provs)})")
+
+
+def _probe_cpu() -> Probe:
+    if not installed("onnxruntime"):
+        return Probe(False, "ONNX Runtime is not installed (pip install 'hanrt[cpu]', or 'hanrt[gpu]' on an NVIDIA GPU)")
+    return Probe(True, "ONNX Runtime runs it on the CPU")
+
+
+def _open(provider: str):
+    def open_(model: str | os.PathLike, o: OpenOptions) -> Backend:
+        if o.fp16 and provider == "cpu":
+            raise UsageError("--fp16 needs a GPU backend; precision of an ONNX graph lives in the graph "
+                             "(export an FP16 graph instead).")
+        return OnnxRuntimeBackend(model, config=OrtConfig(provider=provider, device_id=o.device_id,
+                                                          intra_op_threads=o.threads))
+    return open_
+
+
+ORT_CUDA = BackendSpec(name="ort-cuda", extra="gpu", kinds=(ONNX,), probe=_probe_cuda, open=_open("cuda"),
+                       priority=20, summary="an .onnx graph on ONNX Runtime's CUDA provider")
+ORT_CPU = BackendSpec(name="ort-cpu", extra="cpu", kinds=(ONNX,), probe=_probe_cpu, open=_open("cpu"),
+                      priority=90, summary="an .onnx graph on ONNX Runtime's CPU provider")

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import BackendError, ModelError, UsageError, require
 from ..model_info import ModelInfo
-from .base import Backend, Slot, check_batch
+from .base import REMOTE, Backend, BackendSpec, OpenOptions, Probe, Slot, check_batch, installed, model_suffixes
 
 __all__ = ["TritonBackend", "TritonConfig", "parse_server", "open_triton", "model_name", "SERVERS_ENV", "RETRY_AFTER_S"]
 
@@ -358,6 +358,24 @@ def model_name(model: str | os.PathLike | None, default: str = "hanrt_x4") -> st
     text = os.fspath(model)
     base = os.path.basename(text.rstrip("/")) or text
     stem, ext = os.path.splitext(base)
-    return stem if ext.lower() in (".onnx", ".plan", ".engine", ".trt", ".pt", ".pth") else base
+    return stem if ext.lower() in model_suffixes() else base
+
+
+# --- registration (entry point triton in pyproject.toml) ---------------------------------------
+
+def _probe() -> Probe:
+    if not installed("tritonclient"):
+        return Probe(False, "tritonclient is not installed (pip install 'hanrt[triton]')")
+    return Probe(True, "the tiles go to Triton servers")
+
+
+def _open(model: str | os.PathLike, o: OpenOptions) -> Backend:
+    return open_triton(o.servers, model_name(model))
+
+
+#: Never picked by ``auto`` for a file; ``auto`` with servers (``--server``) means this one.
+TRITON = BackendSpec(name="triton", extra="triton", kinds=(REMOTE,), probe=_probe, open=_open, auto=False,
+                     priority=100, summary="remote Triton Inference Servers (--server HOST:PORT), the model asked "
+                     "for by name")
 
 

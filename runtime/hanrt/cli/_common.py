@@ -5,8 +5,7 @@
 :func:`add_model_options` declares them from one table, each command passing its own help texts
 (and metavars). :func:`upscaler_from_args` turns the parsed options into an
 :class:`~hanrt.upscaler.Upscaler`. Stdlib only at import (``--help`` needs no extras); the
-Upscaler and its backend are imported when called. Not a subcommand (the leading underscore keeps
-:func:`hanrt.cli._commands` from loading it as one).
+Upscaler and its backend are imported when called. Not a subcommand (registers no entry point).
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ project has TensorRT); they are checked against the real bindings' API without a
 
 from __future__ import annotations
 
-from ..base import TrtConfig
+import os
+from pathlib import Path
+
+from ...errors import ModelError
+from ..base import ENGINE, Backend, BackendSpec, OpenOptions, Probe, TrtConfig, installed
 from .backend import TensorRTBackend, resolve_memory, slot_nbytes
 from .cache import (SIDECAR_FORMAT, BuildOptions, BuiltPlan, EngineResult, Fingerprint, Sidecar, Target,
                     check_compatible, default_cache_dir, engine_path, file_lock, find_engine, get_or_build,
@@ -25,6 +29,7 @@ from .profiles import (Profile, base_profiles, check_profiles, parse_hw, parse_n
                        profiles_from_tiles)
 
 __all__ = [
+    "TRT",
     "TrtConfig",
     "TensorRTBackend",
     "resolve_memory",
@@ -56,3 +61,25 @@ __all__ = [
     "pick_profile",
     "profiles_from_tiles",
 ]
+
+
+# --- registration (entry point trt in pyproject.toml) ------------------------------------------
+
+def _probe() -> Probe:
+    if not installed("tensorrt"):
+        return Probe(False, "TensorRT is not installed (pip install 'hanrt[trt]'; on Jetson it comes with JetPack)")
+    return Probe(True, "TensorRT runs engines")
+
+
+def _open(model: str | os.PathLike, o: OpenOptions) -> Backend:
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"engine {str(path)!r} does not exist.")
+    from .build import trt
+
+    trt()  # no TensorRT: the error names the extra before anything reads the engine
+    return TensorRTBackend(str(path), config=TrtConfig(device_id=o.device_id, slots=o.slots))
+
+
+TRT = BackendSpec(name="trt", extra="trt", kinds=(ENGINE,), probe=_probe, open=_open, priority=10,
+                  summary="a TensorRT engine (.plan/.engine with its .json sidecar), built on this GPU by hanrt build")

@@ -36,7 +36,14 @@ def trt() -> Any:
     """The ``tensorrt`` module, or MissingDependencyError naming the extra (JetPack on Jetson)."""
     from ...errors import require
 
-    return require("tensorrt", extra="trt", purpose="TensorRT engines")
+    return require("tensorrt", extra="trt", purpose="TensorRT engines", hint=INSTALL_HINT)
+
+
+#: How TensorRT gets installed besides the extra (the errors that ask for it add this).
+INSTALL_HINT = ("'hanrt[trt]' is 'hanrt[trt-cu12]' (TensorRT for CUDA 12, NVIDIA driver R535 or newer); "
+                "'hanrt[trt-cu13]' is TensorRT for CUDA 13 (driver R580 or newer). On Jetson, TensorRT comes "
+                "with JetPack (apt package python3-libnvinfer); add cuda-python with pip (JetPack 6: "
+                "pip install 'cuda-python==12.6.2.post1').")
 
 
 _LOGGER: Any = None

@@ -1,15 +1,18 @@
 """``hanrt eval``: PSNR/SSIM by the super-resolution papers' protocol (Y channel, shave = scale).
 
-Declared with the stdlib only; ``run`` imports ``hanrt_bench`` lazily.
+Registered by hanrt_bench (entry point ``eval``). Declared with the stdlib only; ``run`` imports the
+measuring modules lazily.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..backends import BACKENDS
-from ._common import SERVER_HELP
-from . import Command
+from hanrt.backends import BACKENDS
+from hanrt.cli import Command, request_from
+from hanrt.cli._common import SERVER_HELP
+
+from ..requests import EvalRequest
 
 _EPILOG = """\
 DATASET: E1 (the built-in held-out photos; needs scikit-image), a folder of HR images (Set5/Set14/
@@ -28,11 +31,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
     p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
     p.add_argument("--server", action="append", metavar="HOST:PORT", help=SERVER_HELP + " (MODEL's stem names the model there)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
+    p.add_argument("--backend", default=EvalRequest.backend, choices=BACKENDS,
                    help="hanrt backend (default auto)")
     p.add_argument("--tile", type=int, help="tile side for the tiled columns, input pixels (default: hanrt's)")
     p.add_argument("--margin", type=int, help="margin for the tiled columns, input pixels (default: hanrt's)")
-    p.add_argument("--batch", type=int, default=1, help="tiles per backend call (default 1)")
+    p.add_argument("--batch", type=int, default=EvalRequest.batch, help="tiles per backend call (default 1)")
     p.add_argument("--columns", help="comma list among '<fp32|fp16|int8> <whole|tiled>' (default: all available)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--output", "-o", help="folder for per_image.csv, summary.json/.md and crops/*.png")
@@ -40,14 +43,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hanrt_bench.cli import run_eval_cli
+    from hanrt.cli._common import triton_servers
 
-    from ._common import triton_servers
+    from ..cli import run_eval_cli
 
-    if args.server and args.backend == "auto":
-        args.backend = "triton"
+    req = request_from(EvalRequest, args, backend="triton" if args.server and args.backend == "auto" else args.backend)
     with triton_servers(args.server):
-        return run_eval_cli(args)
+        return run_eval_cli(req)
 
 
 COMMAND = Command("eval", "PSNR/SSIM on a dataset: bicubic, FP32/FP16/INT8, tiled and whole", configure, run, order=61)

@@ -1,9 +1,10 @@
 """``hanrt export``: checkpoint -> ONNX (needs the [export] extra), and/or a model -> a Triton Inference
-Server model repository (``--triton-repo``; runtime only: needs no torch, see :mod:`hanrt.triton_repo`).
+Server model repository (``--triton-repo``; needs no torch, see :mod:`hanrt.triton_repo`).
 
 With ``--triton-repo`` and ``--model`` (an ``.onnx`` graph, a TensorRT plan or a bundled model's name)
-no torch is imported, so it works from a runtime-only install; with ``--checkpoint --output`` as
-well, the exported graph goes into the repository.
+no torch is imported; with ``--checkpoint --output`` as well, the exported graph goes into the
+repository. Registered by hanrt_export (entry point ``export``); the checkpoint half runs
+:func:`hanrt_export.cli.run_export` on an :class:`~hanrt_export.requests.ExportRequest`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import Command
+from hanrt.cli import Command, request_from
+
+from ..requests import ExportRequest
+
+_D = ExportRequest
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="HAN checkpoint (.pt): official HAN_BIX*.pt or hanrt's own")
     p.add_argument("--output", "-o", help="output .onnx path (written only if the parity gate and the TensorRT lint pass)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
-    p.add_argument("--io", choices=["float", "uint8"], default="float",
+    p.add_argument("--opset", type=int, default=_D.opset, help="ONNX opset (>= 17; default %(default)s)")
+    p.add_argument("--io", choices=["float", "uint8"], default=_D.io,
                    help="float: float32 NCHW 0..255 in/out; uint8: uint8 NHWC in/out with cast, "
                    "transpose, clamp and rounding inside the graph (default float)")
-    p.add_argument("--csam", choices=["conv3d", "conv2d"], default="conv3d",
+    p.add_argument("--csam", choices=["conv3d", "conv2d"], default=_D.csam,
                    help="channel-spatial attention as the official Conv3d or the exactly equal banded "
                    "Conv2d (faster in TensorRT; default conv3d)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=_D.precision,
                    help="fp32 (default); fp16: FP16 mixed graph, the layer-attention energy and the "
                    "global pools kept FP32 (checked in real FP16 arithmetic); int8: explicit Q/DQ "
                    "INT8 convolutions calibrated on --calib photos, layer attention unquantized")
@@ -32,18 +37,16 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="folder of photos (jpg/png/...) for calibration: required for int8, used by "
                    "fp16 to check activation ranges (without it fp16 checks extreme inputs only). "
                    "Never calibrate on your evaluation photos")
-    p.add_argument("--int8-activations", choices=["int8", "uint8"], default="int8",
+    p.add_argument("--int8-activations", choices=["int8", "uint8"], default=_D.int8_activations,
                    help="int8 (default): symmetric INT8 activations, the Q/DQ form TensorRT accepts; uint8: "
                    "asymmetric UINT8, ONNX Runtime CPU's U8S8 path (TensorRT cannot build it: the export "
                    "warns and records that in the model's metadata instead of refusing)")
-    p.add_argument("--calib-count", type=int, default=16, metavar="N",
-                   help="number of calibration crops (default 16)")
-    p.add_argument("--calib-size", type=int, default=48, metavar="PX",
-                   help="side of the square calibration crops in input pixels (default 48)")
+    p.add_argument("--calib-count", type=int, default=_D.calib_count, metavar="N",
+                   help="number of calibration crops (default %(default)s)")
+    p.add_argument("--calib-size", type=int, default=_D.calib_size, metavar="PX",
+                   help="side of the square calibration crops in input pixels (default %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch parity gate")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-
-
     t = p.add_argument_group("Triton model repository (runtime only: no torch needed)")
     t.add_argument("--triton-repo", metavar="DIR",
                    help="write a Triton Inference Server model repository: DIR/NAME/config.pbtxt and "
@@ -78,7 +81,7 @@ def run_triton_repo(args: argparse.Namespace, model: str) -> int:
                             max_batch=args.max_batch, queue_delay_us=args.queue_delay_us,
                             accelerator=not args.no_trt_accelerator)
     folder = write_repository(model, args.triton_repo, settings, overwrite=args.overwrite)
-    if not getattr(args, "quiet", False):
+    if not args.quiet:
         print(f"hanrt: Triton model {folder.name!r} written to {folder}", file=sys.stderr)
     return 0
 
@@ -99,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
                          "into the repository.")
     require("torch", extra="export", purpose="hanrt export")
     require("onnx", extra="export", purpose="hanrt export")
-    from hanrt_export.cli import run_export
+    from ..cli import run_export
 
-    rc = run_export(args)
+    rc = run_export(request_from(ExportRequest, args, verify=not args.no_verify))
     if rc == 0 and args.triton_repo:
         return run_triton_repo(args, args.output)
     return rc

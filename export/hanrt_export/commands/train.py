@@ -1,10 +1,17 @@
-"""``hanrt train``: train or fine-tune HAN on a folder of photos (needs the [export] extra)."""
+"""``hanrt train``: train or fine-tune HAN on a folder of photos (needs the [export] extra).
+
+Registered by hanrt_export (entry point ``train``). The options' defaults are
+:class:`~hanrt_export.requests.TrainConfig`'s; :func:`train_config` builds that config once."""
 
 from __future__ import annotations
 
 import argparse
 
-from . import Command
+from hanrt.cli import Command
+
+from ..requests import TrainConfig
+
+_D = TrainConfig
 
 DESCRIPTION = """\
 Train HAN from scratch or fine-tune an existing checkpoint (--init, official HAN weights too) on
@@ -28,45 +35,33 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="with --init: deepen every residual group to N blocks; the new blocks start "
                         "as the identity, so training begins from the init model's quality")
     p.add_argument("--resume", action="store_true", help="continue from <output>.state.pt")
-    p.add_argument("--scale", type=int, default=4, choices=[2, 3, 4, 8])
-    p.add_argument("--resgroups", type=int, default=2, help="residual groups (default 2; official 10)")
-    p.add_argument("--resblocks", type=int, default=4, help="blocks per group (default 4; official 20)")
-    p.add_argument("--feats", type=int, default=32, help="features (default 32; official 64)")
-    p.add_argument("--reduction", type=int, default=8, help="channel-attention reduction (default 8)")
-    p.add_argument("--steps", type=int, default=20000, help="maximum steps (default 20000)")
+    p.add_argument("--scale", type=int, default=_D.scale, choices=[2, 3, 4, 8])
+    p.add_argument("--resgroups", type=int, default=_D.n_resgroups, help="residual groups (default %(default)s; official 10)")
+    p.add_argument("--resblocks", type=int, default=_D.n_resblocks, help="blocks per group (default %(default)s; official 20)")
+    p.add_argument("--feats", type=int, default=_D.n_feats, help="features (default %(default)s; official 64)")
+    p.add_argument("--reduction", type=int, default=_D.reduction, help="channel-attention reduction (default %(default)s)")
+    p.add_argument("--steps", type=int, default=_D.steps, help="maximum steps (default %(default)s)")
     p.add_argument("--minutes", type=float, default=None,
                    help="wall-clock budget; the LR schedule follows the time spent and training stops when it is used")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--patch", type=int, default=48, help="LR patch side in pixels (HR side = patch x scale)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
-    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--save-every", type=int, default=250)
-    p.add_argument("--flat-std", type=float, default=0.0, metavar="S",
+    p.add_argument("--batch", type=int, default=_D.batch)
+    p.add_argument("--patch", type=int, default=_D.patch, help="LR patch side in pixels (HR side = patch x scale)")
+    p.add_argument("--lr", type=float, default=_D.lr, help="peak learning rate (default %(default)g)")
+    p.add_argument("--warmup", type=int, default=_D.warmup, help="linear warm-up steps")
+    p.add_argument("--val-every", type=int, default=_D.val_every)
+    p.add_argument("--save-every", type=int, default=_D.save_every)
+    p.add_argument("--flat-std", type=float, default=_D.flat_std, metavar="S",
                    help="texture-biased sampling: HR patches whose luma std (0..255) is below S are "
                         "kept only with probability --flat-keep (default 0: off)")
-    p.add_argument("--flat-keep", type=float, default=0.25, metavar="P",
-                   help="probability of keeping a flat patch when --flat-std is set (default 0.25)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flat-keep", type=float, default=_D.flat_keep, metavar="P",
+                   help="probability of keeping a flat patch when --flat-std is set (default %(default)s)")
+    p.add_argument("--device", default=_D.device, help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=_D.threads, help="CPU threads for PyTorch (0: its default)")
+    p.add_argument("--seed", type=int, default=_D.seed)
 
 
-def run(args: argparse.Namespace) -> int:
-    from hanrt.errors import UsageError, require
-
-    require("torch", extra="export", purpose="hanrt train")
-    if args.fetch_photos:
-        from hanrt_export.data import fetch_training_photos
-
-        paths = fetch_training_photos(args.fetch_photos, deb=args.deb)
-        print(f"{len(paths)} photos ready in {args.fetch_photos}")
-        return 0
-    if not args.data or not args.output:
-        raise UsageError("hanrt train needs --data DIR and --output MODEL.pt (or --fetch-photos DIR).")
-    from hanrt_export.train import TrainConfig, train
-
-    cfg = TrainConfig(
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of the parsed options (the one place they are read)."""
+    return TrainConfig(
         data=args.data, output=args.output, scale=args.scale, n_resgroups=args.resgroups,
         n_resblocks=args.resblocks, n_feats=args.feats, reduction=args.reduction, steps=args.steps,
         batch=args.batch, patch=args.patch, lr=args.lr, warmup=args.warmup, val_every=args.val_every,
@@ -75,7 +70,24 @@ def run(args: argparse.Namespace) -> int:
         flat_std=args.flat_std, flat_keep=args.flat_keep,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
-    bar = _progress(args.steps)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hanrt.errors import UsageError, require
+
+    require("torch", extra="export", purpose="hanrt train")
+    if args.fetch_photos:
+        from ..data import fetch_training_photos
+
+        paths = fetch_training_photos(args.fetch_photos, deb=args.deb)
+        print(f"{len(paths)} photos ready in {args.fetch_photos}")
+        return 0
+    if not args.data or not args.output:
+        raise UsageError("hanrt train needs --data DIR and --output MODEL.pt (or --fetch-photos DIR).")
+    from ..train import train
+
+    cfg = train_config(args)
+    bar = _progress(cfg.steps)
     last_val = {}
 
     def progress(step: int, info: dict) -> None:

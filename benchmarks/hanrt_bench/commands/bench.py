@@ -1,7 +1,7 @@
 """``hanrt bench``: latency/throughput of hanrt against PyTorch baselines in one run.
 
-Options are declared with the stdlib only, so ``--help`` works without the extras; ``run``
-imports ``hanrt_bench`` lazily (it needs only hanrt; plots need matplotlib, the baselines torch,
+Registered by hanrt_bench (entry point ``bench``). Options are declared with the stdlib only, so
+``--help`` works without the extras; ``run`` imports the measuring modules lazily (it needs only hanrt; plots need matplotlib, the baselines torch,
 and each is skipped with a message where missing).
 """
 
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..backends import BACKENDS
-from ._common import SERVER_HELP
-from . import Command
+from hanrt.backends import BACKENDS
+from hanrt.cli import Command, request_from
+from hanrt.cli._common import SERVER_HELP
+
+from ..requests import BenchRequest
 
 _EPILOG = """\
 examples:
@@ -45,7 +47,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, help="timed iterations (default 5)")
     p.add_argument("--max-seconds", type=float, help="stop a configuration's timed loop after this many seconds")
     p.add_argument("--baselines", help="comma list of torch-eager,torch-chop,torch-tile, or 'none' (default: all)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default=BenchRequest.device, choices=["auto", "cpu", "cuda"],
                    help="where the PyTorch baselines run and which peak is measured (default auto)")
     p.add_argument("--no-peak", action="store_true", help="skip the device peak measurement")
     p.add_argument("--quality", help="hanrt eval summary.json: adds the quality-vs-speed Pareto chart")
@@ -54,14 +56,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hanrt_bench.cli import run_bench_cli
+    from hanrt.cli._common import triton_servers
 
-    from ._common import triton_servers
+    from ..cli import run_bench_cli
 
-    if args.server and not args.backend:
-        args.backend = ["triton"]
+    req = request_from(BenchRequest, args, backend=["triton"] if args.server and not args.backend else args.backend)
     with triton_servers(args.server):
-        return run_bench_cli(args)
+        return run_bench_cli(req)
 
 
 COMMAND = Command("bench", "latency and throughput of hanrt against PyTorch baselines", configure, run, order=60)

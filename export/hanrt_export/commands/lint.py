@@ -1,11 +1,12 @@
-"""``hanrt lint MODEL.onnx``: can TensorRT 10.3 build this graph? (needs onnx: the [export] extra)."""
+"""``hanrt lint MODEL.onnx``: can TensorRT 10.3 build this graph? (needs onnx: the [export] extra).
+Registered by hanrt_export (entry point ``lint``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from . import Command
+from hanrt.cli import Command
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from hanrt.errors import require
 
     require("onnx", extra="export", purpose="hanrt lint")
-    from hanrt_export.trt_lint import format_findings, lint
+    from ..trt_lint import format_findings, lint
 
     findings = lint(args.model)
     if args.json:

@@ -1,0 +1,73 @@
+"""Typed requests of hanrt_export's commands: the options, validated once, with their defaults in
+one place (the command modules take their ``--help`` defaults from here). Torch-free.
+
+- :class:`ExportRequest`: ``hanrt export --checkpoint`` (:func:`hanrt_export.cli.run_export`);
+- :class:`TrainConfig`: ``hanrt train`` (:func:`hanrt_export.train.train`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["ExportRequest", "TrainConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportRequest:
+    """Export ``checkpoint`` to ``output`` (an ONNX graph); see ``hanrt export --help`` for each field.
+    ``verify``: the ONNX Runtime vs PyTorch parity gate (``--no-verify`` turns it off)."""
+
+    checkpoint: str
+    output: str
+    opset: int = 17
+    io: Literal["float", "uint8"] = "float"
+    csam: Literal["conv3d", "conv2d"] = "conv3d"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    calib: str | None = None
+    int8_activations: Literal["int8", "uint8"] = "int8"
+    calib_count: int = 16
+    calib_size: int = 48
+    verify: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run (``hanrt train``; :func:`hanrt_export.train.train`)."""
+
+    data: str
+    output: str
+    scale: int = 4
+    n_resgroups: int = 2
+    n_resblocks: int = 4
+    n_feats: int = 32
+    reduction: int = 8
+    steps: int = 20000
+    batch: int = 16
+    patch: int = 48  # LR patch side; HR side is patch * scale
+    lr: float = 5e-4
+    lr_min: float = 1e-6
+    warmup: int = 200
+    val_every: int = 500
+    save_every: int = 250
+    val_fraction: float = 0.1
+    shrink: tuple[float, float] = (0.25, 0.6)
+    versions: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    init: str | None = None
+    # With ``init``: deepen every residual group to this many RCABs (identity-initialised, so the
+    # grown model starts with exactly the init model's output); None keeps the init model's depth.
+    grow_blocks: int | None = None
+    resume: bool = False
+    # Texture-biased sampling: an HR patch whose grey standard deviation (0..255) is below
+    # ``flat_std`` is kept only with probability ``flat_keep`` (else another is drawn). Flat
+    # patches (sky, walls) teach little that bicubic does not already do; 0 turns this off.
+    flat_std: float = 0.0
+    flat_keep: float = 0.25
+    # Optional wall-clock budget (seconds, counting resumed time): the schedule follows the
+    # fraction of the budget spent instead of the step count, and training stops when it is spent.
+    time_budget_s: float | None = None
+    extra: dict = field(default_factory=dict)
