@@ -36,7 +36,7 @@ CUDA host-memory strategy (an option of the CUDA backends, not of this module): 
 on discrete GPUs) stages each frame in pinned (page-locked) host buffers and copies it to device
 memory on the slot's stream; ``mapped`` (the right default on Jetson, whose GPU shares DRAM with
 the CPU) allocates mapped pinned host memory that the GPU reads and writes in place (zero-copy),
-so no copies are enqueued. See :mod:`hanrt_export.torch_stream` for the PyTorch implementation.
+so no copies are enqueued. The host-side export package implements it for PyTorch (``torch_stream``).
 """
 
 from __future__ import annotations

@@ -72,8 +72,9 @@ def _checkout_tables() -> dict[str, dict[str, str]] | None:
 
 @functools.lru_cache(maxsize=None)
 def entries(group: str) -> tuple[Entry, ...]:
-    """Every registration of ``group``: the checkout's own first (in file order), then those of the
-    installed distributions (sorted by name); the first of two with one name wins."""
+    """Every registration of ``group``: the checkout's own first, then those of the installed
+    distributions (by distribution name), each in its file's order; the first of two with one
+    name wins."""
     from importlib.metadata import entry_points
 
     out: dict[str, Entry] = {}
@@ -87,7 +88,7 @@ def entries(group: str) -> tuple[Entry, ...]:
         if checkout is not None and dist.lower() == _DIST:
             continue  # a checkout's own table replaces the (maybe stale) installed metadata
         found.append(Entry(ep.name, ep.value, dist or "?"))
-    for e in sorted(found, key=lambda e: e.name):
+    for e in sorted(found, key=lambda e: e.source):  # stable: each distribution keeps its order
         if e.name in out and out[e.name].value != e.value:
             log.debug("%s %r from %s ignored: %s already registers it", group, e.name, e.source, out[e.name].source)
         out.setdefault(e.name, e)

@@ -21,7 +21,7 @@ Vocabulary (all sizes in **input** pixels unless said otherwise):
 
 HAN has global operations (channel attention pools over each tile; layer attention correlates
 whole feature maps), so tiled output differs slightly from whole-image output; the default tile
-and margin are chosen by measurement (``python3 -m hanrt_bench.tiling_study``).
+and margin are chosen by measurement (the benchmarks' ``tiling_study``).
 
 Pixel conventions: images are ``HxW`` (grey) or ``HxWxC`` numpy arrays, ``uint8`` (0..255) or
 ``uint16`` (0..65535). Network tiles are float32 **NCHW** with values 0..255 (uint16 is divided by

@@ -62,7 +62,7 @@ __all__ = ["Upscaler", "plan_for_profiles", "default_model_path", "DEFAULT_TILE"
 log = logging.getLogger(__name__)
 
 #: Default tile side (input pixels, margin included) and margin, chosen by measurement with a
-#: trained model on real photos (``python3 -m hanrt_bench.tiling_study --lr-scale 2``, HAN 2x4x32):
+#: trained model on real photos (the benchmarks' ``tiling_study --lr-scale 2``, HAN 2x4x32):
 #: with T=128, margins of 4 or more kept tiled output >= 61 dB from whole-image output on every
 #: photo (margin 0: 44.1 dB worst; T=64 with margin 0: 39.9 dB worst, below the 40 dB floor), and
 #: margins above 4-8 bought nothing more. m=8 costs (128/112)^2 = 1.31x compute on large images and

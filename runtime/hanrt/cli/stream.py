@@ -234,7 +234,7 @@ def _short_switch_interval(seconds: float = 0.001):
 
     With the default, the encoder thread waited on the GIL behind the busy inference thread: a
     1-minute 160x90 clip ran end to end at 0.82 of compute-only fps; with 1 ms, 0.95 (one run each,
-    ``python -m hanrt_bench.stream_bench --clip clip.mp4 --make-clip 160x90 --seconds 60 --processor ort``,
+    the benchmarks' ``stream_bench --clip clip.mp4 --make-clip 160x90 --seconds 60 --processor ort``,
     tiny model, shared 2-core CPU). The CLI owns the process, so it sets this; the library does not.
     """
     old = sys.getswitchinterval()

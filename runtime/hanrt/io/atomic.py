@@ -1,7 +1,7 @@
 """Atomic file output: write a temporary file beside the target, then rename it into place.
 
-:func:`atomic_output` is the one way hanrt and its host-side packages (``hanrt_export``,
-``hanrt_bench``) write a result file, so that a failure of any kind (an exception, a full disk,
+:func:`atomic_output` is the one way hanrt and its host-side packages (export,
+benchmarks) write a result file, so that a failure of any kind (an exception, a full disk,
 Ctrl-C) leaves either the old file or nothing at all, never a half-written one::
 
     with atomic_output("model.onnx", overwrite=True) as tmp:
