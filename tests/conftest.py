@@ -1,7 +1,9 @@
 """Shared fixtures: tiny HAN models (PyTorch and ONNX, float and uint8 I/O), real photos, markers.
 
 Tiny models keep the suite fast on a 2-core CPU: HAN with 2 groups x 1 block x 8 features, random
-weights with both attention gammas nonzero so the attention modules matter.
+weights with both attention gammas nonzero so the attention modules matter. The ONNX graphs are
+committed (tests/fixtures/tiny_*.onnx, made by tests/fixtures/make_tiny_models.py), so the runtime
+tests need no torch; the PyTorch fixtures skip their tests where torch is not installed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_han():
+    pytest.importorskip("torch")
     return make_tiny_han()
 
 
@@ -61,24 +64,23 @@ def tiny_checkpoint(tmp_path_factory, tiny_han):
     return p
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_han):
-    """Path to a tiny float-I/O (NCHW float32 0..255) HAN x4 ONNX graph."""
-    from hanrt_export.to_onnx import ExportOptions, export_onnx
-
-    p = tmp_path_factory.mktemp("onnx") / "tiny_float.onnx"
-    export_onnx(tiny_han, p, options=ExportOptions(io="float"))
+def _fixture_copy(tmp_path_factory, name: str) -> Path:
+    """A private copy of a committed fixture (tests may write beside it: sidecars, repositories)."""
+    p = tmp_path_factory.mktemp("onnx") / name
+    shutil.copyfile(FIXTURES / name, p)
     return p
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx_uint8(tmp_path_factory, tiny_han):
-    """Path to a tiny uint8-I/O (NHWC uint8) HAN x4 ONNX graph."""
-    from hanrt_export.to_onnx import ExportOptions, export_onnx
+def tiny_onnx(tmp_path_factory):
+    """Path to a tiny float-I/O (NCHW float32 0..255) HAN x4 ONNX graph (``tiny_han`` exported)."""
+    return _fixture_copy(tmp_path_factory, "tiny_float.onnx")
 
-    p = tmp_path_factory.mktemp("onnx") / "tiny_uint8.onnx"
-    export_onnx(tiny_han, p, options=ExportOptions(io="uint8"))
-    return p
+
+@pytest.fixture(scope="session")
+def tiny_onnx_uint8(tmp_path_factory):
+    """Path to a tiny uint8-I/O (NHWC uint8) HAN x4 ONNX graph (``tiny_han`` exported)."""
+    return _fixture_copy(tmp_path_factory, "tiny_uint8.onnx")
 
 
 @pytest.fixture(scope="session")

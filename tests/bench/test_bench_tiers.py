@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = ["torch", "onnx", "onnxslim", "matplotlib", "skimage", "modelopt"]
 MODULES = ["hanrt_bench", "hanrt_bench.latency", "hanrt_bench.flops", "hanrt_bench.peak", "hanrt_bench.envinfo",
            "hanrt_bench.baselines", "hanrt_bench.suite", "hanrt_bench.bench", "hanrt_bench.report",
-           "hanrt_bench.quality", "hanrt_bench.evaluate", "hanrt_bench.cli", "hanrt.cli.bench", "hanrt.cli.eval"]
+           "hanrt_bench.quality", "hanrt_bench.evaluate", "hanrt_bench.cli", "hanrt_bench.commands.bench", "hanrt_bench.commands.eval"]
 
 from hanrt_testkit import IMPORT_BLOCKER as BLOCKER
 

@@ -127,12 +127,15 @@ def test_repo_for_a_tensorrt_plan(tmp_path, tiny_onnx):
 
 
 def test_repo_needs_no_torch(tmp_path):
-    """A runtime-only install writes repositories: torch, onnx and tritonclient blocked."""
+    """A runtime-only install (no host-side packages) writes repositories with hanrt triton-repo: torch,
+    onnx and tritonclient blocked; hanrt export, registered by the export package, is not there."""
     code = IMPORT_BLOCKER + "from hanrt.cli import main\nraise SystemExit(main(sys.argv[2:]))\n"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "runtime"))
     r = subprocess.run([sys.executable, "-c", code, json.dumps(["torch", "onnx", "onnxslim", "tritonclient", "pytriton"]),
-                        "-q", "export", "--triton-repo", str(tmp_path)], capture_output=True, text=True, env=env)
+                        "-q", "triton-repo", str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "[]", "export", "--help"], capture_output=True, text=True, env=env)
+    assert r.returncode == 5 and "hanrt export is registered" in r.stderr and "cannot be imported" in r.stderr, r.stderr
     assert _parse(tmp_path / "hanrt_x4").name == "hanrt_x4"
 
 

@@ -10,10 +10,7 @@ import pytest
 from hanrt.errors import InputError, ModelError, UsageError
 from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, STAGES, Upscaler, default_model_path
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
-
-from hanrt_export.torch_backend import TorchBackend  # noqa: E402
 
 
 def _psnr(a, b):
@@ -23,6 +20,8 @@ def _psnr(a, b):
 
 def _reference(tiny_han, img):
     """Whole-image PyTorch output, clamped and rounded to uint8 (HxWx3)."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None].astype(np.float32))
     with torch.no_grad():
         y = tiny_han(x)[0].numpy().transpose(1, 2, 0)
@@ -220,6 +219,8 @@ def test_stage_timings_add_up_and_change_nothing(tiny_onnx, photo_small, kind, t
 
 
 def test_backend_instance_is_not_closed(tiny_han, photo_small):
+    from hanrt_export.torch_backend import TorchBackend
+
     be = TorchBackend(tiny_han)
     with Upscaler(be, tile=0) as up:
         up.upscale(photo_small[:8, :8])

@@ -2,8 +2,8 @@
 Server model repository (``--triton-repo``; needs no torch, see :mod:`hanrt.triton_repo`).
 
 With ``--triton-repo`` and ``--model`` (an ``.onnx`` graph, a TensorRT plan or a bundled model's name)
-no torch is imported; with ``--checkpoint --output`` as well, the exported graph goes into the
-repository. Registered by hanrt_export (entry point ``export``); the checkpoint half runs
+no torch is imported (the runtime's own ``hanrt triton-repo`` does the same where this package is not
+installed); with ``--checkpoint --output`` as well, the exported graph goes into the repository. Registered by hanrt_export (entry point ``export``); the checkpoint half runs
 :func:`hanrt_export.cli.run_export` on an :class:`~hanrt_export.requests.ExportRequest`.
 """
 
@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from hanrt.cli import Command, request_from
+from hanrt.cli.triton_repo import add_repo_options, write_repo
 
 from ..requests import ExportRequest
 
@@ -47,43 +48,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="side of the square calibration crops in input pixels (default %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch parity gate")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    t = p.add_argument_group("Triton model repository (runtime only: no torch needed)")
+    t = p.add_argument_group("Triton model repository (also: hanrt triton-repo, which needs no torch)")
     t.add_argument("--triton-repo", metavar="DIR",
                    help="write a Triton Inference Server model repository: DIR/NAME/config.pbtxt and "
                    "DIR/NAME/1/model.onnx (or model.plan)")
-    t.add_argument("--model", "-m", metavar="MODEL",
-                   help="with --triton-repo: .onnx graph, TensorRT plan built on the target, or a bundled "
-                   "model's name (default: the exported --output, else the bundled hanrt_x4)")
-    t.add_argument("--name", help="model name in the repository (default: the file's stem)")
-    t.add_argument("--kind", choices=["gpu", "cpu"], default="gpu",
-                   help="instance kind: gpu (KIND_GPU, default) or cpu (KIND_CPU; ONNX only)")
-    t.add_argument("--instances", type=int, metavar="N",
-                   help="model instances per GPU (gpu) or in all (cpu); default 2 per GPU, 1 on the CPU")
-    t.add_argument("--gpus", metavar="IDS", help="comma list of GPU ids (default: every GPU)")
-    t.add_argument("--max-batch", type=int, metavar="N",
-                   help="max_batch_size in tiles (default 8 for ONNX; a plan's profile limit)")
-    t.add_argument("--queue-delay-us", type=int, default=1000, metavar="US",
-                   help="dynamic batching: longest wait to fill a batch, microseconds (default 1000)")
-    t.add_argument("--no-trt-accelerator", action="store_true",
-                   help="ONNX on GPUs: leave out ONNX Runtime's TensorRT accelerator")
-
-
-def run_triton_repo(args: argparse.Namespace, model: str) -> int:
-    """Write the Triton repository for ``model`` from the ``--triton-repo`` options (no torch)."""
-    from hanrt.errors import UsageError
-    from hanrt.triton_repo import RepoSettings, write_repository
-
-    try:
-        gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip()) if args.gpus else ()
-    except ValueError:
-        raise UsageError(f"--gpus must be a comma list of GPU ids like 0,1, got {args.gpus!r}.") from None
-    settings = RepoSettings(name=args.name, kind=args.kind, instances=args.instances, gpus=gpus,
-                            max_batch=args.max_batch, queue_delay_us=args.queue_delay_us,
-                            accelerator=not args.no_trt_accelerator)
-    folder = write_repository(model, args.triton_repo, settings, overwrite=args.overwrite)
-    if not args.quiet:
-        print(f"hanrt: Triton model {folder.name!r} written to {folder}", file=sys.stderr)
-    return 0
+    add_repo_options(t, model_help="with --triton-repo: .onnx graph, TensorRT plan built on the target, or a "
+                     "bundled model's name (default: the exported --output, else the bundled hanrt_x4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             raise UsageError("--output names the ONNX file exported from --checkpoint; with --triton-repo "
                              "alone pass the model with --model.")
-        return run_triton_repo(args, args.model or "hanrt_x4")
+        return write_repo(args, args.model or "hanrt_x4")
     if not args.checkpoint or not args.output:
         raise UsageError("hanrt export needs --checkpoint CKPT.pt --output MODEL.onnx, or --triton-repo DIR "
                          "(with --model MODEL) to write a Triton model repository.")
@@ -106,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     rc = run_export(request_from(ExportRequest, args, verify=not args.no_verify))
     if rc == 0 and args.triton_repo:
-        return run_triton_repo(args, args.output)
+        return write_repo(args, args.output)
     return rc
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from .. import __version__, plugins
-from ..errors import HanrtError
+from ..errors import HanrtError, MissingDependencyError
 
 __all__ = ["Command", "main", "build_parser", "commands", "request_from"]
 
@@ -51,10 +51,14 @@ def request_from(cls: type[R], args: argparse.Namespace, **values: Any) -> R:
     return cls(**{n: values[n] if n in values else getattr(args, n) for n in names})  # type: ignore[call-arg]
 
 
+_unavailable: dict[str, str] = {}
+
+
 def commands(only: str | None = None) -> list[Command]:
     """Every registered subcommand (:mod:`hanrt.plugins`), or just ``only``'s when one is registered
     by that name (the other modules are then not imported). A command whose module cannot be
     imported (its package is not installed) is left out."""
+    _unavailable.clear()
     entries = plugins.entries(plugins.COMMANDS)
     if any(e.name == only for e in entries):
         entries = tuple(e for e in entries if e.name == only)
@@ -64,6 +68,8 @@ def commands(only: str | None = None) -> list[Command]:
             c = e.load()
         except ImportError as exc:
             log.debug("command %s (%s, by %s) left out: %s", e.name, e.value, e.source, exc)
+            _unavailable[e.name] = (f"hanrt {e.name} is registered (by {e.source}: {e.value}) but cannot be "
+                                    f"imported ({exc}); install the package that provides it")
             continue
         if not isinstance(c, Command) or c.name != e.name:
             raise TypeError(f"entry point {e.name} = {e.value} (by {e.source}) is not a Command named {e.name!r}")
@@ -122,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)  # the subcommand, if any
     only = argv[first] if first is not None and not {"-h", "--help"} & set(argv[:first]) else None
     parser = build_parser(only)
+    if only in _unavailable:
+        print(f"hanrt: error: {_unavailable[only]}.", file=sys.stderr)
+        return MissingDependencyError.exit_code
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
