@@ -40,7 +40,9 @@ from hanrt.errors import HanrtError, MissingDependencyError, UsageError
 from hanrt.io.images import read_rgb8
 
 from .baselines import TORCH_METHODS, HanrtMethod, HanrtSettings, chop_pieces
-from .flops import HANShape, han_macs
+from hanrt_export.han_config import HANConfig
+
+from .flops import han_macs
 from .latency import Measurement, StageTimer, measure
 from .suite import Config, Suite
 
@@ -57,7 +59,8 @@ class ModelSource:
 
     label: str
     path: str  # the FP32 .onnx / .plan hanrt runs
-    shape: HANShape
+    shape: HANConfig
+    csam: str = "conv3d"
     torch_model: Any = None
     torch_missing: str = ""
     tmpdir: Any = None
@@ -120,7 +123,7 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
         except ImportError as exc:  # onnx/onnxslim/onnxruntime absent: only the torch backend can run
             onnx_missing = f"no ONNX graph: exporting needs onnx, onnxslim and onnxruntime ({exc})"
             log.warning("%s; only --backend torch runs", onnx_missing)
-        shape = HANShape.from_hyperparameters(model.config.to_dict())
+        shape = model.config
         ckpt = spec
         if m:
             from hanrt_export.checkpoint import save_checkpoint
@@ -135,9 +138,9 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     from hanrt.model_info import read_model_info
 
     info = read_model_info(p)
-    shape = HANShape.from_hyperparameters(info.hyperparameters or {"scale": info.scale}, csam=info.csam)
-    label = f"{p.name} (HAN x{shape.scale} {shape.n_resgroups}x{shape.n_resblocks}x{shape.n_feats}, {info.precision})"
-    src = ModelSource(label, str(p), shape)
+    shape = HANConfig.from_dict(info.hyperparameters or {"scale": info.scale})
+    label = f"{p.name} ({shape.label}, {info.precision})"
+    src = ModelSource(label, str(p), shape, csam=info.csam)
     if checkpoint:
         try:
             from hanrt_export.checkpoint import load_checkpoint
@@ -190,12 +193,13 @@ class BenchResult:
                 "rows": self.rows, "skipped": self.skipped}
 
 
-def _executed_macs(method: str, shape: HANShape, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int]) -> int:  # noqa: ARG001
+def _executed_macs(method: str, shape: HANConfig, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int],  # noqa: ARG001
+                   csam: str = "conv3d") -> int:
     """MACs actually computed by a method (tiles with their context; pieces with their overlap)."""
     if method == "torch-eager":
-        return han_macs(shape, h, w).macs
+        return han_macs(shape, h, w, csam=csam).macs
     if method == "torch-chop":
-        return sum(han_macs(shape, ph, pw).macs for _, _, ph, pw in chop_pieces(h, w))
+        return sum(han_macs(shape, ph, pw, csam=csam).macs for _, _, ph, pw in chop_pieces(h, w))
     if method == "torch-tile":
         core, pad = torch_tile
         total = 0
@@ -203,14 +207,14 @@ def _executed_macs(method: str, shape: HANShape, h: int, w: int, cfg: Config | N
             for left in range(0, w, core):
                 th = min(top + core + pad, h) - max(top - pad, 0)
                 tw = min(left + core + pad, w) - max(left - pad, 0)
-                total += han_macs(shape, th, tw).macs
+                total += han_macs(shape, th, tw, csam=csam).macs
         return total
     raise ValueError(f"unknown method {method!r}")
 
 
-def _plan_macs(shape: HANShape, plan: Any) -> int:
+def _plan_macs(shape: HANConfig, plan: Any, csam: str = "conv3d") -> int:
     """MACs of a hanrt tile plan: every tile runs at the plan's full tile shape."""
-    return plan.count * han_macs(shape, plan.tile_h, plan.tile_w).macs
+    return plan.count * han_macs(shape, plan.tile_h, plan.tile_w, csam=csam).macs
 
 
 def run_bench(
@@ -239,7 +243,7 @@ def run_bench(
             image = synthetic_frame(*suite.input)
     h, w = image.shape[:2]
     s = source.shape.scale
-    useful = han_macs(source.shape, h, w).macs
+    useful = han_macs(source.shape, h, w, csam=source.csam).macs
     res = BenchResult(suite, source.label, (h, w), env or {}, peak)
     peak_g = float(peak["gflops"]) if peak else float("nan")
     configs = suite.configs()
@@ -276,7 +280,7 @@ def run_bench(
 
     def add_row(meas: Measurement, method: str, cfg: Config | None, backend: str, executed: int | None = None) -> dict[str, Any]:
         if executed is None:
-            executed = _executed_macs(method, source.shape, h, w, cfg, torch_tile)
+            executed = _executed_macs(method, source.shape, h, w, cfg, torch_tile, csam=source.csam)
         row = meas.to_dict()
         mean = meas.stats.mean_s
         row.update({
@@ -367,7 +371,7 @@ def run_bench(
             meth.close()
             continue
         meth.close()
-        r = add_row(meas, "hanrt", eff, meth.backend_name, _plan_macs(source.shape, plan))
+        r = add_row(meas, "hanrt", eff, meth.backend_name, _plan_macs(source.shape, plan, source.csam))
         r["tiles"] = plan.count
         say(f"  hanrt [{cfg.label}]: mean {r['mean_ms']:.1f} ms")
 

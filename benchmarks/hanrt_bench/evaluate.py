@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 
 from hanrt.errors import InputError, UsageError
 from hanrt.io.images import IMAGE_SUFFIXES as _IMAGE_FORMATS
-from hanrt.io.images import read_image, to_rgb8
+from hanrt.io.images import list_images, read_image, to_rgb8
 
 from .quality import bicubic_down, bicubic_up, load_e1, modcrop, psnr, psnr_y, ssim_y
 
@@ -71,15 +71,11 @@ def _read_rgb(p: Path) -> np.ndarray:
     return to_rgb8(img.pixels)
 
 
-def _images(d: Path) -> list[Path]:
-    return sorted(q for q in d.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _lr_dir(root: Path, scale: int) -> Path | None:
     for rel in (f"LR_bicubic/X{scale}", f"LR_bicubic/x{scale}", f"LR/X{scale}", f"LR/x{scale}", f"LR_X{scale}",
                 f"LR_x{scale}", "LR"):
         d = root / rel
-        if d.is_dir() and _images(d):
+        if d.is_dir() and list_images(d):
             return d
     return None
 
@@ -105,7 +101,7 @@ def load_dataset(spec: str, scale: int, *, limit: int | None = None) -> tuple[st
     srf = root / f"image_SRF_{scale}"
     if srf.is_dir():
         root = srf
-    files = _images(root)
+    files = list_images(root)
     hr_lr = [(q, q.with_name(q.name.replace("_HR.", "_LR."))) for q in files if "_HR." in q.name]
     pairs: list[tuple[str, Path, Path | None]] = []
     if hr_lr:  # Huang's SRF layout
@@ -114,10 +110,10 @@ def load_dataset(spec: str, scale: int, *, limit: int | None = None) -> tuple[st
     else:
         hr_dir = root / "HR" if (root / "HR").is_dir() else root
         lr_dir = _lr_dir(root, scale)
-        hr_files = _images(hr_dir)
+        hr_files = list_images(hr_dir)
         lr_map: dict[str, Path] = {}
         if lr_dir is not None and lr_dir != hr_dir:
-            for q in _images(lr_dir):
+            for q in list_images(lr_dir):
                 stem = q.stem
                 for suf in (f"x{scale}", f"X{scale}", f"_x{scale}", f"_LR"):
                     if stem.endswith(suf) and len(stem) > len(suf):

@@ -16,35 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
-__all__ = ["HANShape", "FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4"]
+from hanrt_export.han_config import FULL_HAN_X4, HANConfig
 
-
-@dataclass(frozen=True)
-class HANShape:
-    """The hyperparameters that decide HAN's cost (official defaults: full HAN)."""
-
-    scale: int = 4
-    n_resgroups: int = 10
-    n_resblocks: int = 20
-    n_feats: int = 64
-    reduction: int = 16
-    n_colors: int = 3
-    csam: str = "conv3d"  # "conv2d": the banded dense 2-D form computes F*F*9 per pixel instead of 27*F
-
-    @classmethod
-    def from_hyperparameters(cls, hp: Mapping[str, Any], *, csam: str = "conv3d") -> "HANShape":
-        """From a ``HANConfig.to_dict()`` / ``ModelInfo.hyperparameters`` mapping."""
-        keys = ("scale", "n_resgroups", "n_resblocks", "n_feats", "reduction", "n_colors")
-        return cls(**{k: int(hp[k]) for k in keys if k in hp}, csam=csam)
-
-    @property
-    def label(self) -> str:
-        return f"HAN x{self.scale} {self.n_resgroups}x{self.n_resblocks}x{self.n_feats}"
-
-
-FULL_HAN_X4 = HANShape()
+__all__ = ["FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +29,7 @@ class FlopBreakdown:
     ``parts`` maps a part of the network to its MACs; ``macs`` is their sum; ``flops = 2*macs``.
     """
 
-    shape: HANShape
+    shape: HANConfig
     height: int
     width: int
     batch: int
@@ -73,8 +48,9 @@ class FlopBreakdown:
         return self.macs / (self.batch * self.height * self.width)
 
 
-def han_macs(shape: HANShape, height: int, width: int, batch: int = 1) -> FlopBreakdown:
+def han_macs(shape: HANConfig, height: int, width: int, batch: int = 1, *, csam: str = "conv3d") -> FlopBreakdown:
     """MACs of HAN on a ``batch x n_colors x height x width`` input (see the module docstring).
+    ``csam``: ``"conv2d"``, the banded dense 2-D form, computes F*F*9 per pixel instead of 27*F.
 
     Per-pixel terms scale with the number of input pixels; the channel-attention squeeze/excite
     runs once per image (on the pooled vector) and is counted as such.
@@ -94,7 +70,7 @@ def han_macs(shape: HANShape, height: int, width: int, batch: int = 1) -> FlopBr
     parts["group_convs"] = g * conv3 * p + conv3 * p  # each group's tail conv + the body's last conv
     parts["layer_attention"] = 2 * n_maps * n_maps * f * p  # energy bmm + attention bmm
     parts["last_conv"] = 9 * n_maps * f * f * p
-    parts["csam"] = (27 * f if shape.csam == "conv3d" else conv3) * p
+    parts["csam"] = (27 * f if csam == "conv3d" else conv3) * p
     parts["last"] = 9 * 2 * f * f * p
     up = 0
     if s & (s - 1) == 0:
@@ -109,7 +85,7 @@ def han_macs(shape: HANShape, height: int, width: int, batch: int = 1) -> FlopBr
     return FlopBreakdown(shape, height, width, batch, parts)
 
 
-def macs_per_input_pixel(shape: HANShape = FULL_HAN_X4) -> float:
+def macs_per_input_pixel(shape: HANConfig = FULL_HAN_X4) -> float:
     """MACs per input pixel (the per-image channel-attention term left out: it vanishes on real images)."""
     br = han_macs(shape, 1000, 1000)
     return (br.macs - br.parts["channel_attention"]) / 1e6

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from hanrt.metrics import psnr
+
 __all__ = [
     "rgb_to_y",
     "psnr",
@@ -47,16 +49,6 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 
 def _shave(a: np.ndarray, s: int) -> np.ndarray:
     return a[s:-s, s:-s] if s > 0 else a
-
-
-def psnr(a: np.ndarray, b: np.ndarray, *, peak: float = 255.0) -> float:
-    """PSNR in dB between two arrays of the same shape (inf when equal)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"psnr: shapes differ {a.shape} vs {b.shape}")
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
 
 
 def psnr_y(sr: np.ndarray, hr: np.ndarray, *, shave: int) -> float:

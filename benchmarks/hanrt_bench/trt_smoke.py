@@ -36,6 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hanrt.metrics import psnr
+
 TILE, BATCH = 64, 2
 
 
@@ -96,11 +98,6 @@ def _as_nhwc_u8(y: np.ndarray, info: Any) -> np.ndarray:
     if info.layout == "NCHW":
         y = y.transpose(0, 2, 3, 1)
     return np.clip(np.rint(y.astype(np.float32)), 0, 255).astype(np.uint8)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def _backend(plan: str | Path, **cfg: Any):
@@ -196,7 +193,7 @@ def step_build(args: argparse.Namespace) -> None:
             xr = x if ref.info.input_dtype == x.dtype else (
                 x.astype(np.float32).transpose(0, 3, 1, 2) if ref.info.layout == "NCHW" else x)
             want = _as_nhwc_u8(ref.run(np.ascontiguousarray(xr, dtype=ref.info.input_dtype)), ref.info)
-        _say(f"build {args.variant}: PSNR against the fp32 engine on the same random tiles {_psnr(got, want):.2f} dB")
+        _say(f"build {args.variant}: PSNR against the fp32 engine on the same random tiles {psnr(got, want):.2f} dB")
 
 
 def step_contexts(args: argparse.Namespace, rounds: int = 20) -> None:

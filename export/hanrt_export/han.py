@@ -20,50 +20,17 @@ so they load unchanged. The stacking order of the layer attention input is newes
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .han_config import SUPPORTED_SCALES, HANConfig
+
 __all__ = ["HANConfig", "HAN", "SUPPORTED_SCALES", "csam_conv2d_weight"]
 
-SUPPORTED_SCALES = (2, 3, 4, 8)
 # DIV2K RGB mean used by EDSR/RCAN/HAN (std 1.0 for each channel).
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-@dataclass(frozen=True)
-class HANConfig:
-    """HAN hyperparameters (official defaults: 10 groups x 20 blocks x 64 features, r=16)."""
-
-    scale: int = 4
-    n_resgroups: int = 10
-    n_resblocks: int = 20
-    n_feats: int = 64
-    reduction: int = 16
-    rgb_range: float = 255.0
-    n_colors: int = 3
-
-    def __post_init__(self) -> None:
-        if self.scale not in SUPPORTED_SCALES:
-            raise ValueError(f"HAN scale must be one of {SUPPORTED_SCALES}, got {self.scale}")
-        for name in ("n_resgroups", "n_resblocks", "n_feats", "reduction", "n_colors"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"HAN {name} must be >= 1, got {getattr(self, name)}")
-        if self.n_feats // self.reduction < 1:
-            raise ValueError(
-                f"n_feats ({self.n_feats}) // reduction ({self.reduction}) must be >= 1"
-            )
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["rgb_range"] = float(d["rgb_range"])
-        return d
-
-    @property
-    def n_params_hint(self) -> str:
-        return f"{self.n_resgroups}x{self.n_resblocks}x{self.n_feats}"
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:

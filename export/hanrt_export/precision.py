@@ -59,7 +59,8 @@ from typing import Any
 import numpy as np
 
 from hanrt.errors import InputError, MissingDependencyError, ParityError, UsageError
-from hanrt.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_rgb8
+from hanrt.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, list_images, read_rgb8
+from hanrt.metrics import psnr
 from hanrt.model_info import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def load_photos(folder: str | os.PathLike, *, limit: int | None = None,
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"calibration folder {str(d)!r} does not exist or is not a folder.")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = list_images(d)
     if not files:
         raise InputError(f"calibration folder {str(d)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     out: list[np.ndarray] = []
@@ -197,16 +198,6 @@ def to_graph_input(img: np.ndarray, io: str) -> np.ndarray:
     if io == "uint8":
         return a[None]
     return np.ascontiguousarray(a.transpose(2, 0, 1)[None].astype(np.float32))
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB of ``a`` against ``b`` (any shape, 0..peak); ``-inf`` if ``a`` has NaN/inf."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if not np.all(np.isfinite(a)):
-        return float("-inf")
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 # --- graph helpers -----------------------------------------------------------------------------

@@ -56,18 +56,16 @@ class _CudaArray:
 
 
 def _device_pointer(host_ptr: int) -> int:
+    """Device address of torch's pinned memory: cudaHostGetDevicePointer through hanrt's CUDA helper,
+    or the host address itself without cuda-python (UVA: cudaHostAlloc memory has the same address
+    on the device)."""
+    from hanrt.backends.tensorrt.cuda import device_pointer
+    from hanrt.errors import MissingDependencyError
+
     try:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            from cuda import cudart  # type: ignore[no-redef]
-    except ImportError:
-        return host_ptr  # UVA: cudaHostAlloc memory has the same address on the device
-    err, dptr = cudart.cudaHostGetDevicePointer(host_ptr, 0)
-    if int(err) != 0:
-        name = cudart.cudaGetErrorName(err)[1]
-        raise BackendError(f"cudaHostGetDevicePointer failed: {name!r}; use memory='copy'.")
-    return int(dptr)
+        return device_pointer(host_ptr)
+    except MissingDependencyError:
+        return host_ptr
 
 
 @dataclass(eq=False)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hanrt.errors import HanrtError, InputError, UsageError
+from hanrt.io.images import IMAGE_SUFFIXES, list_images
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .han import HAN
@@ -38,7 +39,6 @@ from .requests import TrainConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks"]
 
@@ -47,7 +47,7 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     p = Path(folder)
     if not p.is_dir():
         raise InputError(f"training data {str(p)!r} is not a folder of images.")
-    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    files = list_images(p, recursive=True)
     if not files:
         raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {str(p)!r}.")
     return files

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import InputError, ModelError, OutputError, UsageError
+from .backends.base import ENGINE
 from .model_info import ModelInfo, read_model_info
 
 __all__ = [
@@ -80,7 +81,6 @@ DEFAULT_QUEUE_DELAY_US = 1000
 DEFAULT_GPU_INSTANCES = 2
 DEFAULT_CPU_INSTANCES = 1
 TRT_WORKSPACE = 1 << 30
-_ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -168,7 +168,7 @@ def triton_model(model: str | os.PathLike, settings: RepoSettings = RepoSettings
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         backend, filename = "onnxruntime", "model.onnx"
-    elif suffix in _ENGINE_SUFFIXES:
+    elif suffix in ENGINE.suffixes:
         backend, filename = "tensorrt", "model.plan"
     else:
         raise UsageError(

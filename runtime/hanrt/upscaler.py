@@ -52,6 +52,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .backends import Backend, get_spec, open_backend, remote_backend
+from .backends.tensorrt.profiles import plan_for_profiles  # noqa: F401 (re-exported: hanrt.upscaler's API)
 from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
 from .tiling import TilePlan, describe, extract_tile, place_tile, plan_tiles
@@ -225,15 +226,9 @@ class Upscaler:
     def _plan(self, height: int, width: int) -> tuple[TilePlan, int, int]:
         """``(plan, tiles per slot, smallest batch the backend accepts)`` for a ``height x width`` input."""
         info = self._backend.info
-        profiles = getattr(self._backend, "profiles", None)  # engines: the shapes they accept
-        if profiles:
-            return plan_for_profiles(height, width, profiles=profiles, tile=self.tile, margin=self.margin,
-                                     batch=self.batch, info=info)
-        fixed = self._backend.fixed_tile_shape
-        if fixed is not None:
-            plan = plan_tiles(height, width, tile=fixed, margin=self.margin, scale=info.scale, fixed=True,
-                              min_tile=info.min_tile, tile_multiple=info.tile_multiple)
-            return plan, min(self.batch, plan.count), 1
+        planned = self._backend.plan_tiles(height, width, tile=self.tile, margin=self.margin, batch=self.batch)
+        if planned is not None:  # fixed shapes (an engine's profiles): the backend plans
+            return planned
         tile = self.tile
         if tile is not None and tile >= max(height, width):
             tile = None  # a tile at least as large as the image: whole-image inference
@@ -372,51 +367,6 @@ class Upscaler:
         if laps is not None:
             laps.lap("stitch")
         return len(group)
-
-
-def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int | None, margin: int,
-                      batch: int, info: ModelInfo) -> tuple[TilePlan, int, int]:
-    """Plan tiles within an engine's optimization profiles (pure; sizes in input pixels).
-
-    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`~hanrt.backends.tensorrt.Profile`).
-    ``tile``: the asked tile side (``None``: whole image). Per profile, the wanted tile (the asked
-    one, or the image's own size when the tile covers it) is clamped into the profile's H and W
-    range: a larger image is tiled with the profile's largest tile, a smaller one is
-    reflect-padded up to its smallest (``plan_tiles(fixed=True)``). A profile that holds the wanted
-    tile unchanged wins, then the one computing the fewest pixels, then the first. Returns
-    ``(plan, batch, min_batch)``: tiles per slot (within the profile's batch range) and the
-    profile's smallest batch (a shorter last group is filled up to it). UsageError if no profile fits.
-    """
-    def legal(n: int) -> int:
-        return max(info.min_tile, -(-n // info.tile_multiple) * info.tile_multiple)
-
-    def floor(n: int) -> int:
-        return n // info.tile_multiple * info.tile_multiple
-
-    whole = tile is None or tile >= max(height, width)
-    want = (legal(height) if whole or tile >= height else tile,
-            legal(width) if whole or tile >= width else tile)
-    best: tuple[tuple[bool, int, int], TilePlan, int, int] | None = None
-    for idx, p in enumerate(profiles):
-        lo, hi = (legal(p.min[1]), legal(p.min[2])), (floor(p.max[1]), floor(p.max[2]))
-        if lo[0] > hi[0] or lo[1] > hi[1]:
-            continue
-        th, tw = (min(max(legal(want[i]), lo[i]), hi[i]) for i in (0, 1))
-        try:
-            plan = plan_tiles(height, width, tile=(th, tw), margin=margin, scale=info.scale, fixed=True,
-                              min_tile=info.min_tile, tile_multiple=info.tile_multiple)
-        except UsageError:  # e.g. the margin leaves no core in this profile's largest tile
-            continue
-        b = max(min(batch, plan.count, p.max[0]), p.min[0])
-        rank = ((th, tw) != want, plan.count * th * tw, idx)
-        if best is None or rank < best[0]:
-            best = (rank, plan, b, p.min[0])
-    if best is None:
-        built = "; ".join(dict.fromkeys(  # each profile once (an earlier hanrt's --slots N: copies)
-            p.describe() if hasattr(p, "describe") else f"{p.min}..{p.max}" for p in profiles))
-        raise UsageError(f"no tile for a {width}x{height} image with margin {margin} fits this engine's "
-                         f"shapes [{built}]: use a smaller --margin or rebuild the engine (hanrt build).")
-    return best[1], best[2], best[3]
 
 
 def _resize_channel(channel: np.ndarray, scale: int) -> np.ndarray:

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 
 from hanrt.errors import InputError, ModelError, UsageError
+from hanrt.metrics import psnr
 from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, STAGES, Upscaler, default_model_path
 
 pytest.importorskip("onnxruntime")
-
-
-def _psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def _reference(tiny_han, img):
@@ -49,7 +45,7 @@ def test_tiled_close_to_whole(tiny_onnx, up_whole, photo_small, tile, margin, ba
     with Upscaler(tiny_onnx, backend="ort-cpu", tile=tile, margin=margin, batch=batch, threads=1) as up:
         assert up.plan(61, 47).count > 1
         tiled = up.upscale(photo_small)
-    assert _psnr(tiled, whole) >= 45.0
+    assert psnr(tiled, whole) >= 45.0
 
 
 def test_tile_at_least_image_is_whole_image(tiny_onnx, up_whole, photo_small):
@@ -145,7 +141,7 @@ def test_wide_strip_tiled_vs_whole(tiny_onnx, photo):
         whole = up.upscale(img)
     with Upscaler(tiny_onnx, backend="ort-cpu", tile=64, margin=8, batch=8, threads=1) as up:
         tiled = up.upscale(img)
-    assert _psnr(tiled, whole) >= 45.0
+    assert psnr(tiled, whole) >= 45.0
 
 
 def test_torch_backend_agrees_with_ort(tiny_checkpoint, tiny_onnx, photo_small):
@@ -263,7 +259,7 @@ def _actions(mod):
 
 from _local_backend import LocalBackend  # noqa: E402
 from hanrt.backends import tensorrt as E  # noqa: E402
-from hanrt.backends.tensorrt import pick_profile  # noqa: E402
+from hanrt.backends.tensorrt import pick_profile, plan_for_profiles  # noqa: E402
 
 
 class ProfiledBackend(LocalBackend):
@@ -285,6 +281,10 @@ class ProfiledBackend(LocalBackend):
     def make_slots(self, count, batch, tile_h, tile_w):
         self.slot_counts.append(count)
         return super().make_slots(count, batch, tile_h, tile_w)
+
+    def plan_tiles(self, height, width, *, tile, margin, batch):  # as the TensorRT backend plans
+        return plan_for_profiles(height, width, profiles=self.profiles, tile=tile, margin=margin, batch=batch,
+                                 info=self.info)
 
 
 README_RANGE = E.Profile((1, 64, 64), (4, 128, 128), (4, 192, 192))  # hanrt build --min/--opt/--max

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ModelError, UsageError
 from ..model_info import ModelInfo
+from ..tiling import TilePlan, plan_tiles
 
 __all__ = [
     "Backend",
@@ -299,6 +300,19 @@ class Backend(abc.ABC):
     def describe(self) -> str:
         """One line for logs: backend name and what it runs on."""
         return self.name
+
+    def plan_tiles(self, height: int, width: int, *, tile: int | None, margin: int,
+                   batch: int) -> tuple[TilePlan, int, int] | None:
+        """Tiles for a ``height x width`` input (pixels) when this backend runs fixed shapes only:
+        ``(plan, tiles per slot, smallest batch it accepts)``; ``None`` when any shape runs (the
+        caller plans). Default: one fixed tile shape (``fixed_tile_shape``) or none; a backend with
+        several shapes (the TensorRT engine's profiles) plans within them."""
+        if self.fixed_tile_shape is None:
+            return None
+        info = self.info
+        plan = plan_tiles(height, width, tile=self.fixed_tile_shape, margin=margin, scale=info.scale, fixed=True,
+                          min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+        return plan, min(batch, plan.count), 1
 
     # -- async slots: synchronous default --------------------------------------------------
     def make_slots(self, count: int, batch: int, tile_h: int, tile_w: int) -> list[Slot]:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..io.images import IMAGE_SUFFIXES  # tier 0 (numpy; Pillow only when reading or writing)
+from ..io.images import IMAGE_SUFFIXES, list_images  # tier 0 (numpy; Pillow only when reading or writing)
 from ..io.video import VIDEO_SUFFIXES  # PyAV is imported only when a video is opened
 from . import Command
 from ._common import add_model_options, upscaler_from_args
@@ -80,8 +80,7 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir()
-                           if c.is_file() and (c.suffix.lower() in IMAGE_SUFFIXES or c.suffix.lower() in VIDEO_SUFFIXES))
+            found = list_images(p, also=VIDEO_SUFFIXES)
             if not found:
                 misses.append((item, "folder holds no image files"))
             for c in found:

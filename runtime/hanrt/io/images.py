@@ -32,6 +32,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -45,6 +46,7 @@ __all__ = [
     "to_rgb8",
     "write_image",
     "IMAGE_SUFFIXES",
+    "list_images",
     "DEFAULT_MAX_PIXELS",
     "format_for",
     "apply_orientation",
@@ -402,3 +404,12 @@ def _write_tiff16_colour(tmp: Path, a: np.ndarray, p: Path) -> None:
     if not ok:
         raise OutputError(f"OpenCV could not encode {p.name} as a 16-bit TIFF.")
     buf.tofile(str(tmp))
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False, also: Iterable[str] = ()) -> list[Path]:
+    """The image files in ``folder`` (suffix in :data:`IMAGE_SUFFIXES`, or in ``also``, any case),
+    sorted by path; ``recursive``: in its subfolders too. The one lister every package uses."""
+    suffixes = set(IMAGE_SUFFIXES) | {s.lower() for s in also}
+    d = Path(folder)
+    found = d.rglob("*") if recursive else d.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in suffixes and p.is_file())

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from ..errors import InputError, OutputError, UsageError
 from .frames import Frame, SourceStats, as_rgb_uint8
-from .images import IMAGE_SUFFIXES, read_rgb8, write_image
+from .images import IMAGE_SUFFIXES, list_images, read_rgb8, write_image
 
 __all__ = ["ImageSequenceSource", "ImageSequenceSink", "is_sequence_spec", "IMAGE_SUFFIXES"]
 
@@ -40,7 +40,7 @@ def is_sequence_spec(spec: str) -> bool:
 
 def _expand(spec: str) -> list[str]:
     if os.path.isdir(spec):
-        files = [str(p) for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        files = [str(p) for p in list_images(spec)]
     elif re.search(r"%0?\d*d", spec):
         files = []
         i = 0

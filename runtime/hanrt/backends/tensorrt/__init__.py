@@ -26,7 +26,7 @@ from .cache import (SIDECAR_FORMAT, BuildOptions, BuiltPlan, EngineResult, Finge
                     check_compatible, default_cache_dir, engine_path, file_lock, find_engine, get_or_build,
                     read_sidecar, rebuild_command, sidecar_path, timing_cache_file, write_engine)
 from .profiles import (Profile, base_profiles, check_profiles, parse_hw, parse_nhw, parse_size, pick_profile,
-                       profiles_from_tiles)
+                       plan_for_profiles, profiles_from_tiles)
 
 __all__ = [
     "TRT",
@@ -59,6 +59,7 @@ __all__ = [
     "parse_nhw",
     "parse_size",
     "pick_profile",
+    "plan_for_profiles",
     "profiles_from_tiles",
 ]
 

@@ -40,7 +40,7 @@ from ..base import Backend, Slot, TrtConfig, batch_shape, check_batch
 from . import build as _build
 from . import cuda as _cuda
 from .cache import Sidecar, check_compatible, read_sidecar
-from .profiles import pick_profile
+from .profiles import pick_profile, plan_for_profiles
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,11 @@ class TensorRTBackend(Backend):
     def describe(self) -> str:
         fp = self.sidecar.fingerprint
         return f"trt ({fp.gpu}, TensorRT {fp.tensorrt}, {self.info.precision}, memory {self.memory})"
+
+    def plan_tiles(self, height: int, width: int, *, tile: int | None, margin: int, batch: int):
+        """Tiles within the engine's optimization profiles (:func:`~.profiles.plan_for_profiles`)."""
+        return plan_for_profiles(height, width, profiles=self.profiles, tile=tile, margin=margin, batch=batch,
+                                 info=self.info)
 
     # -- slots ------------------------------------------------------------------------------
     def make_slots(self, count: int, batch: int, tile_h: int, tile_w: int) -> list[Slot]:

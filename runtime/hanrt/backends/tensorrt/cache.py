@@ -41,6 +41,7 @@ from ...errors import EngineMismatchError, InputError, ModelError, OutputError, 
 from ...io.atomic import atomic_output
 from ...io.digest import sha256_file
 from ...model_info import ModelInfo, read_model_info
+from ..base import ENGINE
 from .profiles import Profile, _fmt, base_profiles, check_profiles
 
 log = logging.getLogger(__name__)
@@ -515,7 +516,7 @@ def get_or_build(onnx_path: str | os.PathLike, options: BuildOptions, *, target:
     fp = Fingerprint.make(target=target, onnx_sha256=sha, info=info, options=options)
     if output is not None:
         plan = Path(output)
-        if plan.suffix.lower() not in (".plan", ".engine", ".trt"):
+        if plan.suffix.lower() not in ENGINE.suffixes:
             raise UsageError(f"--output must end in .plan (or .engine/.trt), got {plan.name!r}.")
     else:
         plan = engine_path(cache_dir if cache_dir is not None else default_cache_dir(), onnx, fp)

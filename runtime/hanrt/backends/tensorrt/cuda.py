@@ -31,7 +31,7 @@ from ...errors import BackendError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 __all__ = ["cudart", "check", "call", "set_device", "current_device", "HostBuffer", "DeviceBuffer", "Stream",
-           "Event", "device_properties", "is_integrated"]
+           "Event", "device_properties", "is_integrated", "device_pointer"]
 
 _CUDART: Any = None
 
@@ -117,6 +117,12 @@ def is_integrated(device: int = 0) -> bool:
     return device_properties(device)[2]
 
 
+def device_pointer(host_ptr: int) -> int:
+    """The device address of mapped pinned host memory (``cudaHostGetDevicePointer``): the one helper
+    for the TensorRT slots and the PyTorch stream processor. BackendError names the CUDA error."""
+    return int(call("cudaHostGetDevicePointer", host_ptr, 0))
+
+
 class HostBuffer:
     """Page-locked host memory of ``shape`` x ``dtype`` (C order), viewed as ``self.array``.
 
@@ -134,7 +140,7 @@ class HostBuffer:
         self.device_ptr = 0
         if mapped:
             try:
-                self.device_ptr = int(call("cudaHostGetDevicePointer", self.ptr, 0))
+                self.device_ptr = device_pointer(self.ptr)
             except BaseException:
                 self.close()  # the pinned memory would leak otherwise
                 raise

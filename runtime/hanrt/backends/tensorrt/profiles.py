@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 from ...errors import UsageError
 from ...model_info import ModelInfo
+from ...tiling import TilePlan, plan_tiles
 
 __all__ = [
+    "plan_for_profiles",
     "Shape3",
     "Profile",
     "MAX_SLOTS",
@@ -203,3 +205,48 @@ def pick_profile(profiles: tuple[Profile, ...] | list[Profile], batch: int, h: i
     built = "; ".join(dict.fromkeys(p.describe() for p in profiles))  # each profile once (old engines: copies)
     raise UsageError(f"this engine takes batch x height x width in [{built}], not {batch}x{h}x{w}: "
                      f"use a matching --tile/--batch or rebuild with hanrt build --tile {h}x{w} --batch {batch}.")
+
+
+def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int | None, margin: int,
+                      batch: int, info: ModelInfo) -> tuple[TilePlan, int, int]:
+    """Plan tiles within an engine's optimization profiles (pure; sizes in input pixels).
+
+    ``profiles``: objects with ``min``/``max`` ``(N, H, W)`` (:class:`Profile`).
+    ``tile``: the asked tile side (``None``: whole image). Per profile, the wanted tile (the asked
+    one, or the image's own size when the tile covers it) is clamped into the profile's H and W
+    range: a larger image is tiled with the profile's largest tile, a smaller one is
+    reflect-padded up to its smallest (``plan_tiles(fixed=True)``). A profile that holds the wanted
+    tile unchanged wins, then the one computing the fewest pixels, then the first. Returns
+    ``(plan, batch, min_batch)``: tiles per slot (within the profile's batch range) and the
+    profile's smallest batch (a shorter last group is filled up to it). UsageError if no profile fits.
+    """
+    def legal(n: int) -> int:
+        return max(info.min_tile, -(-n // info.tile_multiple) * info.tile_multiple)
+
+    def floor(n: int) -> int:
+        return n // info.tile_multiple * info.tile_multiple
+
+    whole = tile is None or tile >= max(height, width)
+    want = (legal(height) if whole or tile >= height else tile,
+            legal(width) if whole or tile >= width else tile)
+    best: tuple[tuple[bool, int, int], TilePlan, int, int] | None = None
+    for idx, p in enumerate(profiles):
+        lo, hi = (legal(p.min[1]), legal(p.min[2])), (floor(p.max[1]), floor(p.max[2]))
+        if lo[0] > hi[0] or lo[1] > hi[1]:
+            continue
+        th, tw = (min(max(legal(want[i]), lo[i]), hi[i]) for i in (0, 1))
+        try:
+            plan = plan_tiles(height, width, tile=(th, tw), margin=margin, scale=info.scale, fixed=True,
+                              min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+        except UsageError:  # e.g. the margin leaves no core in this profile's largest tile
+            continue
+        b = max(min(batch, plan.count, p.max[0]), p.min[0])
+        rank = ((th, tw) != want, plan.count * th * tw, idx)
+        if best is None or rank < best[0]:
+            best = (rank, plan, b, p.min[0])
+    if best is None:
+        built = "; ".join(dict.fromkeys(  # each profile once (an earlier hanrt's --slots N: copies)
+            p.describe() if hasattr(p, "describe") else f"{p.min}..{p.max}" for p in profiles))
+        raise UsageError(f"no tile for a {width}x{height} image with margin {margin} fits this engine's "
+                         f"shapes [{built}]: use a smaller --margin or rebuild the engine (hanrt build).")
+    return best[1], best[2], best[3]
