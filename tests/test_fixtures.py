@@ -27,8 +27,12 @@ def test_the_script_reproduces_the_committed_fixtures(tmp_path):
     from hanrt.model_info import read_model_info
 
     mod = _script()
+    pytest.importorskip("skimage")
+    from PIL import Image
+
     made = {p.name: p for p in mod.build(tmp_path)}
-    assert sorted(made) == sorted(mod.FIXTURES)
+    assert sorted(made) == sorted([*mod.FIXTURES, mod.PHOTO])
+    assert np.array_equal(np.asarray(Image.open(FIXTURES / mod.PHOTO)), np.asarray(Image.open(made[mod.PHOTO])))
     x = {"float": np.random.default_rng(0).uniform(0, 255, (1, 3, 12, 10)).astype(np.float32),
          "uint8": np.random.default_rng(0).integers(0, 256, (1, 12, 10, 3), dtype=np.uint8)}
     for name, io in mod.FIXTURES.items():

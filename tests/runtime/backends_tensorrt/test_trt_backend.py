@@ -121,6 +121,7 @@ def make_backend(fx, tmp_path):
     (``profiles`` then lists each profile N times in a row)."""
     import hashlib
 
+    pytest.importorskip("onnx", reason="the graph and the fake TensorRT's parser need onnx ('hanrt[export]')")
     from conformance.scenario import make_onnx
     from hanrt.backends.tensorrt import build as B
 

@@ -25,6 +25,7 @@ from _trt_common import INFO, ORIN, opts
 @pytest.fixture
 def onnx(tmp_path):
     """A tiny hanrt graph (nearest x4, float NCHW, dynamic N/H/W)."""
+    pytest.importorskip("onnx", reason="the graph and the fake TensorRT's parser need onnx ('hanrt[export]')")
     from conformance.scenario import make_onnx
 
     return make_onnx(tmp_path / "m.onnx", "float")
