@@ -6,23 +6,28 @@ installed) and a ``run(args) -> int`` that imports what it needs lazily. A missi
 raises :class:`~hanrt.errors.MissingDependencyError`, which names the extra to install.
 
 ``main(argv=None) -> int`` runs in-process for tests; errors derived from ``HanrtError`` print one
-line (``hanrt: error: ...``) and map to their exit codes; Ctrl-C exits with 130.
+line (``hanrt: error: ...``) and map to their exit codes; SIGINT (Ctrl-C) exits with 130 and
+SIGTERM (``kill``, ``timeout``, ``docker stop``) with 143, after the running command has cleaned
+up (no temporary files; see each command).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import HanrtError
 
-__all__ = ["Command", "main", "build_parser"]
+__all__ = ["Command", "main", "build_parser", "Terminated"]
 
 log = logging.getLogger("hanrt")
 
@@ -79,6 +84,30 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and ``except KeyboardInterrupt`` cleans
+    up the same way; ``signum`` says which signal."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs (main thread only), SIGTERM raises :class:`Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hanrt`` command; returns the exit code (0 success)."""
     parser = build_parser()
@@ -88,13 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose, args.quiet)
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args._run(args) or 0)
     except HanrtError as exc:
         print(f"hanrt: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("hanrt: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        print(f"hanrt: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover
