@@ -269,6 +269,11 @@ def _finish_video(sink: Any, out: str | None, stopped: int | None) -> str:
         sink.discard()
         return (f"stopped by {_signal.Signals(stopped).name}: {out} was not written (a video file is "
                 f"written whole or not at all; {sink.frames} frames had been encoded).")
+    if not sink.frames:
+        from hanrt.errors import InputError
+
+        sink.discard()
+        raise InputError("no frame of the source could be decoded (damaged or empty video); nothing was written.")
     sink.commit()
     if stopped is not None:
         return f"stopped by {_signal.Signals(stopped).name}: kept the recording {out} ({sink.frames} frames; it plays)."
@@ -358,6 +363,11 @@ def run_upscale_videos(args: argparse.Namespace, videos: list[Any], images: list
     code = 0
     try:
         for v, dst in targets:
+            if dst.exists() and not getattr(args, "overwrite", False):  # before any work, as for images
+                exc = OutputError(f"{str(dst)!r} exists; pass --overwrite to replace it.")
+                print(f"hanrt: error: {v}: {exc}", file=sys.stderr)
+                code = code or exc.exit_code
+                continue
             ns = argparse.Namespace(**vars(args))
             ns.output = str(dst)
             try:

@@ -146,6 +146,21 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
         raise InputError(f"{src!r} is a folder, not an image.")
     if p.stat().st_size == 0:
         raise InputError(f"{src!r} is empty (0 bytes).")
+    # Pillow warns (UserWarning) about damaged metadata it skips, e.g. corrupt EXIF: a log line, not
+    # a Python warning on stderr (or an error where warnings are errors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _read_image(p, src, max_pixels)
+        finally:
+            for w in caught:
+                if not issubclass(w.category, DeprecationWarning) and "DecompressionBomb" not in w.category.__name__:
+                    log.warning("%s: %s", p.name, w.message)
+
+
+def _read_image(p: Path, src: str, max_pixels: int | None) -> ImageData:
+    from PIL import Image, UnidentifiedImageError
+
     with _PIL_LOCK:  # Pillow's guard is a module global: we lift it only while we check our own
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None

@@ -251,11 +251,14 @@ class VideoSource:
     def _open(self) -> None:
         av = _av()
         try:
-            c = av.open(self.url, mode="r", options=self._options or None)
+            # metadata_errors="replace": a tag that is not UTF-8 must not make the file unreadable
+            c = av.open(self.url, mode="r", options=self._options or None, metadata_errors="replace")
         except FileNotFoundError as exc:
             raise InputError(f"video {self.url!r}: {exc.strerror or exc}.") from None
         except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot open video {self.url!r}: {exc}") from None
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(f"cannot open video {self.url!r}: {why} (not a video FFmpeg can read, or "
+                             f"damaged).") from None
         if not c.streams.video:
             c.close()
             raise InputError(f"{self.url!r} has no video stream.")
@@ -645,9 +648,11 @@ class VideoSink:
             except BaseException:
                 self.discard()
                 raise
-        if self._vs is None and err is None:
-            log.warning("no frames were written to %s", self.path)
         self._finalized = True
+        if self._vs is None and err is None:  # an empty container is no video: write nothing
+            log.warning("no frames were given: nothing was written to %s", self.path)
+            self.discard()
+            return
         if self._failed or err is not None:
             if self.keep_partial and self.playable_when_cut and self.frames:
                 try:
