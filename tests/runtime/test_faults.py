@@ -103,21 +103,39 @@ def _batch(folder: Path, photo, n: int = 6, side: int = 160) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _signal_at_random(proc, ready, sig: int, seed: int, max_delay: float) -> str:
-    """Wait until ``ready()`` (the command runs: its handlers are installed), then a random moment
-    (seeded), send ``sig``; return the command's stderr once it has exited."""
+def _signal_at_random(proc, wait, sig: int, seed: int, max_delay: float) -> str:
+    """Call ``wait()`` (returns the stderr lines it read) until the command is at the chosen point,
+    wait a random moment more (seeded), send ``sig``; return the whole stderr once it has exited."""
     try:
-        deadline = time.time() + 60
-        while not ready() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
+        head = wait()
         time.sleep(random.Random(seed).uniform(0.0, max_delay))
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = "".join(head) + err
     assert_no_traceback(err)
     return err
+
+
+def _after_files(proc, k: int, out: Path):
+    """``wait`` for :func:`_signal_at_random`: the command runs (it created ``out``; a signal during
+    Python's start-up, before hanrt's code, gets Python's default handling), then read stderr until
+    ``k`` files were written."""
+    def wait() -> list[str]:
+        deadline = time.time() + 60
+        while not out.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        lines: list[str] = []
+        while sum("wrote" in ln for ln in lines) < k:
+            ln = proc.stderr.readline()
+            if not ln:
+                break
+            lines.append(ln)
+        return lines
+
+    return wait
 
 
 SIGNAL_CASES = [(sig, seed) for sig in (signal.SIGINT, signal.SIGTERM) for seed in (1, 2)]
@@ -125,26 +143,40 @@ SIGNAL_CASES = [(sig, seed) for sig in (signal.SIGINT, signal.SIGTERM) for seed 
 
 @pytest.mark.parametrize("sig,seed", SIGNAL_CASES)
 def test_signal_at_a_random_moment_of_an_image_batch(tmp_path, photo, tiny_onnx, sig, seed):
-    names = _batch(tmp_path / "in", photo, n=8, side=256)  # longer than the largest delay
+    """The moment: after a random number of finished files (0..n-3), then up to 50 ms more: during
+    a read, an upscale or a write."""
+    names = _batch(tmp_path / "in", photo, n=8, side=192)
     out = tmp_path / "out"
     p = hanrt_proc(["upscale", tmp_path / "in", "-o", out, "-m", tiny_onnx, *FAST])
-    err = _signal_at_random(p, out.exists, sig, seed, 2.5)  # the output folder exists: it runs
+    k = random.Random(seed).randint(0, len(names) - 3)
+    err = _signal_at_random(p, _after_files(p, k, out), sig, seed, 0.05)
     done = sorted(f.name for f in out.iterdir()) if out.exists() else []
     assert p.returncode == 128 + sig, err
     m = re.search(rf"stopped by {signal.Signals(sig).name}: (\d+) of {len(names)} files upscaled", err)
-    assert m and int(m.group(1)) == len(done) < len(names), err
+    assert m and k <= int(m.group(1)) == len(done) < len(names), err
     for n in done:
-        assert _decodes(out / n) == (1024, 1024)
+        assert _decodes(out / n) == (768, 768)
     assert temporaries(tmp_path) == []
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    return make_test_video(tmp_path_factory.mktemp("long") / "long.mp4", frames=240, audio=False)
+
+
 @pytest.mark.parametrize("sig,seed", SIGNAL_CASES[::3])
-def test_signal_at_a_random_moment_of_a_video(tmp_path, sample_video, tiny_onnx, sig, seed):
+def test_signal_at_a_random_moment_of_a_video(tmp_path, long_clip, tiny_onnx, sig, seed):
     """A file transcode is written whole or not at all: stopped, nothing is left."""
     out = tmp_path / "v.mp4"
-    p = hanrt_proc(["upscale", sample_video, "-o", out, "-m", tiny_onnx, *FAST])  # 64 frames: ~5 s and more
-    # ready when the output is open (a temporary file): decoding has started
-    err = _signal_at_random(p, lambda: bool(temporaries(tmp_path)) or out.exists(), sig, seed, 1.5)
+    p = hanrt_proc(["upscale", long_clip, "-o", out, "-m", tiny_onnx, *FAST])  # 240 frames: several s
+
+    def opened() -> list[str]:  # the output (a temporary file) is open: decoding has started
+        deadline = time.time() + 60
+        while not (temporaries(tmp_path) or out.exists()) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        return []
+
+    err = _signal_at_random(p, opened, sig, seed, 1.0)
     assert p.returncode == 128 + sig, err
     assert "was not written" in err and not out.exists()
     assert temporaries(tmp_path) == []

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..errors import HanrtError
 
-__all__ = ["Command", "main", "build_parser", "Terminated"]
+__all__ = ["Command", "main", "build_parser"]
 
 log = logging.getLogger("hanrt")
 
@@ -84,28 +84,28 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every ``finally`` and ``except KeyboardInterrupt`` cleans
-    up the same way; ``signum`` says which signal."""
-
-    signum = signal.SIGTERM
-
-
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While the command runs (main thread only), SIGTERM raises :class:`Terminated`."""
+def _stop_on_signals():
+    """While the command runs (main thread only), SIGINT and SIGTERM raise
+    :class:`~hanrt.errors.Interrupted` (after noting the signal in ``hanrt.errors.stop_signal``)."""
+    from .. import errors
+
+    errors.stop_signal = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, _frame):
-        raise Terminated()
+        errors.stop_signal = signum
+        raise errors.Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        errors.stop_signal = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose, args.quiet)
     try:
-        with _sigterm_as_interrupt():
+        with _stop_on_signals():
             return int(args._run(args) or 0)
     except HanrtError as exc:
         print(f"hanrt: error: {exc}", file=sys.stderr)

@@ -274,13 +274,15 @@ def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tup
             errors.append((str(src), e))
     for src, e in errors:
         print(f"hanrt: error: {src}: {e}", file=sys.stderr)
-    created = make_output_folder(folder) if (folder is not None and todo) else None
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     tqdm = _progress_factory(quiet)
     ok = 0
     t0 = time.perf_counter()
     current: Path | None = None  # the file in flight
+    created: Path | None = None
     try:
+        if folder is not None and todo:
+            created = make_output_folder(folder)
         if todo:
             with upscaler_from_args(args) as up:
                 if args.backend == "auto" and not quiet and up.model_path is not None:
