@@ -183,3 +183,15 @@ def test_random_option_values(seeds, tiny_onnx, threads, tile, margin, batch, qu
                    "--quality", str(quality), "--max-pixels", str(max_pixels)])
         _check_outputs(folder, out, rc, None)
         assert read_image(src).pixels.shape == (16, 24, 3)  # the input is never touched
+
+
+def test_found_by_the_properties_a_video_cut_inside_its_stream_header(seeds, tmp_path):
+    """Found by the scaled-up run: an MP4 cut inside the track's header opened with a stream that
+    has no codec context (an AttributeError escaped). Now an InputError, and nothing is written."""
+    data = seeds["mp4"]
+    cut = data[:data.index(b"vide", data.index(b"hdlr")) + 4]  # the handler type of the video track
+    src = tmp_path / "cut.mp4"
+    src.write_bytes(cut)
+    out = tmp_path / "out.mp4"
+    assert main(["-q", "upscale", str(src), "-o", str(out), "--backend", "ort-cpu"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]

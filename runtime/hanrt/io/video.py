@@ -263,6 +263,10 @@ class VideoSource:
             c.close()
             raise InputError(f"{self.url!r} has no video stream.")
         vs = c.streams.video[0]
+        if vs.codec_context is None:  # a stream header FFmpeg has no decoder for (damaged or unknown codec)
+            c.close()
+            raise InputError(f"{self.url!r}: its video stream cannot be decoded (damaged header or unknown "
+                             f"codec).")
         vs.thread_type = "AUTO"
         if self._threads:
             vs.codec_context.thread_count = self._threads
