@@ -167,6 +167,13 @@ def test_4_whole_image_beyond_memory_is_refused_with_the_estimate_and_the_fix(tm
     assert re.search(r"needs about [\d.]+ GB of memory .* only [\d.]+ GB is available .*--tile 128", err), err
 
 
+def test_4_a_video_whose_queues_cannot_fit_is_refused_before_decoding(tmp_path, short_clip, tiny_onnx, capsys):
+    rc = main(["stream", str(short_clip), "-o", str(tmp_path / "v.mp4"), "-m", str(tiny_onnx), *FAST,
+               "--queue", "100000000"])
+    assert rc == 2 and "of memory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_4_the_memory_estimate_names_estimate_limit_and_option():
     from hanrt.model_info import ModelInfo
     from hanrt.resources import check_memory, estimate_run_bytes

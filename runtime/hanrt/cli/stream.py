@@ -222,6 +222,18 @@ def run_stream(args: argparse.Namespace, source: Any | None = None) -> int:
         src.close()
         raise
     with up:
+        w, h = getattr(src, "width", 0) or 0, getattr(src, "height", 0) or 0
+        if w and h:  # frames in flight: the queues between the stages, plus one in each stage
+            from pathlib import Path
+
+            from .upscale import check_run_memory
+
+            try:
+                check_run_memory(up, Path(str(getattr(src, "url", "video"))), (h, w, 3), 1,
+                                 frames=2 * getattr(args, "queue", 4) + 3)
+            except BaseException:
+                src.close()
+                raise
         holder: list[Any] = []
         try:
             sink, out = _open_sink(args, src, lambda: holder[0].stop() if holder else None)

@@ -356,8 +356,9 @@ def format_timings(name: str, total_s: float, stages: dict[str, float], **extra_
     return line
 
 
-def _check_memory(up, src: Path, shape: tuple[int, ...], itemsize: int, frames: int = 1) -> None:
-    """Refuse (UsageError) an image whose estimated memory need exceeds the available memory."""
+def check_run_memory(up, src: Path, shape: tuple[int, ...], itemsize: int, frames: int = 1) -> None:
+    """Refuse (UsageError) an image (or ``frames`` images held at once: an animation, a video's queues)
+    whose estimated memory need exceeds the available memory (:mod:`hanrt.resources`)."""
     from ..resources import check_memory, estimate_run_bytes
 
     h, w = shape[:2]
@@ -379,7 +380,7 @@ def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, writ
     t0 = time.perf_counter()
     img = read_image(src, max_pixels=max_pixels)
     t_read = time.perf_counter() - t0
-    _check_memory(up, src, img.pixels.shape, img.pixels.dtype.itemsize)
+    check_run_memory(up, src, img.pixels.shape, img.pixels.dtype.itemsize)
     progress = None
     bar = None
     if tqdm is not None:
@@ -415,7 +416,7 @@ def _one_animation(up, src: Path, dst: Path, args, max_pixels: int) -> list[str]
     from ..io.images import Animation, read_animation, write_animation
 
     anim = read_animation(src, max_pixels=max_pixels)
-    _check_memory(up, src, anim.frames[0].shape, 1, frames=len(anim.frames))
+    check_run_memory(up, src, anim.frames[0].shape, 1, frames=len(anim.frames))
     out = Animation([up.upscale(f) for f in anim.frames], anim.durations, anim.loop, anim.source)
     write_animation(dst, out, overwrite=args.overwrite, quality=args.quality)
     h, w = out.frames[0].shape[:2]
