@@ -10,7 +10,9 @@ handlers take a typed request built once from the options (:func:`request_from`)
 extra raises :class:`~hanrt.errors.MissingDependencyError`, which names the extra to install.
 
 ``main(argv=None) -> int`` runs in-process for tests; errors derived from ``HanrtError`` print one
-line (``hanrt: error: ...``) and map to their exit codes; Ctrl-C exits with 130.
+line (``hanrt: error: ...``) and map to their exit codes; SIGINT (Ctrl-C) exits with 130 and
+SIGTERM (``kill``, ``timeout``, ``docker stop``) with 143, after the running command has cleaned
+up (no temporary files; see each command).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -122,6 +126,30 @@ def _logging(verbose: int, quiet: bool, run: Callable[..., Any]) -> Iterator[Non
             root.removeHandler(added)
 
 
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While the command runs (main thread only), SIGINT and SIGTERM raise
+    :class:`~hanrt.errors.Interrupted` (after noting the signal in ``hanrt.errors.stop_signal``)."""
+    from .. import errors
+
+    errors.stop_signal = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        errors.stop_signal = signum
+        raise errors.Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        errors.stop_signal = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hanrt`` command; returns the exit code (0 success)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -136,14 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _logging(args.verbose, args.quiet, args._run):
+        with _logging(args.verbose, args.quiet, args._run), _stop_on_signals():
             return int(args._run(args) or 0)
     except HanrtError as exc:
         print(f"hanrt: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("hanrt: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        print(f"hanrt: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover
