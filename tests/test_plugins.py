@@ -142,7 +142,7 @@ def test_discovery_from_a_checkout_and_from_installed_metadata(tmp_path, mode):
     if mode == "metadata-only":  # hanrt's metadata as `pip install` writes it, first on the path
         _dist(site, "hanrt", tables)
     r = subprocess.run([sys.executable, "-c", _HELP, mode], capture_output=True, text=True,
-                       env=_env(site), timeout=120)
+                       env=_env(site), timeout=120, cwd=tmp_path)  # not the checkout: it may hold an egg-info
     assert r.returncode == 0, r.stderr
     names, sources = r.stdout.strip().splitlines()
     assert names == str((sorted(tables["hanrt.commands"]), ["auto", *tables["hanrt.backends"]]))
@@ -178,3 +178,39 @@ def test_main_leaves_global_logging_as_it_found_it(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     logging.getLogger("hanrt.upscaler").info("still heard")
     assert [r.getMessage() for r in caplog.records] == ["still heard"]
+
+
+_CACHED = r"""
+import json, sys
+import hanrt.plugins as P
+from hanrt.backends import backend_names
+print(json.dumps([list(backend_names()), "importlib.metadata" in sys.modules]))
+"""
+
+
+def test_discovery_is_cached_until_the_installed_distributions_change(tmp_path):
+    """The second start reads the cache (no importlib.metadata); a distribution installed (a new
+    dist-info) or an entry point edited afterwards is seen at once; HANRT_PLUGIN_CACHE=0 turns it off."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "nearest_plugin.py").write_text(textwrap.dedent(PLUGIN), encoding="utf-8")
+    env = dict(_env(site), XDG_CACHE_HOME=str(tmp_path / "cache"))
+
+    def run(**extra: str) -> tuple[list[str], bool]:
+        r = subprocess.run([sys.executable, "-c", _CACHED], capture_output=True, text=True,
+                           env=dict(env, **extra), timeout=120)
+        assert r.returncode == 0, r.stderr
+        return tuple(json.loads(r.stdout))
+
+    names, scanned = run()
+    assert scanned and "nearest" not in names and len(list((tmp_path / "cache" / "hanrt" / "plugins").iterdir())) == 1
+    assert run() == (names, False)
+    _dist(site, "nearest_plugin", {"hanrt.backends": {"nearest": "nearest_plugin:SPEC"}})
+    names2, scanned = run()
+    assert scanned and names2 == [*names, "nearest"]
+    assert run() == (names2, False)
+    ep = site / "nearest_plugin-0.1.dist-info" / "entry_points.txt"
+    ep.write_text(ep.read_text(encoding="utf-8").replace("nearest =", "nearest2 ="), encoding="utf-8")
+    os.utime(ep, ns=(ep.stat().st_atime_ns, ep.stat().st_mtime_ns + 10**9))  # a later edit, whatever the clock's grain
+    assert run() == ([*names, "nearest2"], True)
+    assert run(HANRT_PLUGIN_CACHE="0") == ([*names, "nearest2"], True)
