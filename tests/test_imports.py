@@ -142,3 +142,16 @@ def test_trt_lint_needs_no_torch():
     """The TensorRT support table is pure data (no torch, no onnx); the lint needs onnx only."""
     assert not _import_all(["hanrt_export.trt_ops"], TIER2 + TIER1)
     assert not _import_all(["hanrt_export.trt_lint"], ["torch", "onnxslim", "modelopt"] + TIER1)
+
+
+def test_registered_commands_and_backends_import_without_their_extras():
+    """Every module an entry point names (hanrt's own and the host-side packages': export, train,
+    lint, bench, eval, the torch backend's spec) imports with torch, onnx and every backend package
+    blocked, so `hanrt --help` and `auto` never need an extra; so do the torch-free typed requests
+    and HANConfig."""
+    import hanrt.plugins as P
+
+    mods = sorted({e.value.partition(":")[0] for g in (P.COMMANDS, P.BACKENDS) for e in P.entries(g)})
+    assert {"hanrt_export.commands.export", "hanrt_bench.commands.eval", "hanrt_export.torch_spec"} <= set(mods)
+    extra = ["hanrt_export.requests", "hanrt_export.han_config", "hanrt_bench.requests", "hanrt_bench.flops"]
+    assert not _import_all(mods + extra, TIER2 + TIER1 + ["tritonclient", "pytriton", "matplotlib", "skimage"])

@@ -77,8 +77,12 @@ def _checkout_tables() -> dict[str, dict[str, str]] | None:
         return None
     try:
         import tomllib
-    except ImportError:  # Python 3.10: no tomllib; the installed metadata stands alone
-        return None
+    except ImportError:  # Python 3.10: tomli (pytest's own dependency there), else the metadata alone
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            log.debug("no TOML reader: %s is not read; installed metadata only", path)
+            return None
     with open(path, "rb") as f:
         data = tomllib.load(f)
     if data.get("project", {}).get("name") != _DIST:
