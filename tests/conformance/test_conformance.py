@@ -261,3 +261,57 @@ def test_a_missing_synchronize_fails_the_output_comparison(runner, monkeypatch):
     monkeypatch.setattr(cu.Event, "synchronize", lambda self: None)
     with pytest.raises(AssertionError, match="output differs from nearest x4"):
         r.step_slots()
+
+
+# --- what TensorRT's ONNX parser refuses (findings 1 and 2), as the fake parser does -------------
+
+def _graph(path, nodes, inputs, outputs, inits=()):
+    import onnx
+    from onnx import helper
+
+    from hanrt.model_info import ModelInfo
+
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits)),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    io = "uint8" if inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8 else "float"
+    for k, v in ModelInfo(scale=4, io=io).metadata_props().items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(path))
+    return path
+
+
+def test_the_parser_refuses_uint8_inside_the_graph_and_int32_dequantize(runner, capsys):
+    """UINT8 only as graph I/O through a Cast; DequantizeLinear on INT8/FP8/INT4 only. hanrt build
+    reports the parser's refusal as a ModelError naming the tensor."""
+    import onnx
+    from onnx import TensorProto as TP
+    from onnx import helper, numpy_helper
+
+    from hanrt.cli import main
+    from hanrt.errors import ModelError
+
+    r = runner("10.3.0")
+    scales = helper.make_tensor("scales", TP.FLOAT, [4], [1.0, 1.0, 4.0, 4.0])
+    transpose_first = _graph(r.work / "t_first.onnx", [
+        helper.make_node("Transpose", ["input"], ["t"], perm=[0, 3, 1, 2]),  # UINT8 Transpose: refused
+        helper.make_node("Cast", ["t"], ["f"], to=TP.FLOAT),
+        helper.make_node("Resize", ["f", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Transpose", ["up"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Cast", ["nhwc"], ["output"], to=TP.UINT8)],
+        [helper.make_tensor_value_info("input", TP.UINT8, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info("output", TP.UINT8, ["N", "H4", "W4", 3])], [scales])
+    bias = numpy_helper.from_array(np.arange(3, dtype=np.int32).reshape(1, 3, 1, 1), "bias_q")
+    dq_int32 = _graph(r.work / "dq.onnx", [
+        helper.make_node("DequantizeLinear", ["bias_q", "bias_scale"], ["bias"]),  # INT32 data: refused
+        helper.make_node("Add", ["input", "bias"], ["b"]),
+        helper.make_node("Resize", ["b", "", "scales"], ["output"], mode="nearest")],
+        [helper.make_tensor_value_info("input", TP.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TP.FLOAT, ["N", 3, "H4", "W4"])],
+        [scales, bias, numpy_helper.from_array(np.array(0.5, np.float32), "bias_scale")])
+    for path, says in ((transpose_first, "UINT8 tensor 'input'"), (dq_int32, "only activation types")):
+        onnx.checker.check_model(onnx.load(str(path)))
+        rc = main(["build", str(path), "--tile", "16x16", "--cache-dir", str(r.work / "e")])
+        err = capsys.readouterr().err
+        assert rc == ModelError.exit_code and says in err, err
+    assert r.fx.builds == 0
