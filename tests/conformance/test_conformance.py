@@ -29,7 +29,10 @@ sys.path.insert(0, str(HERE.parent))
 from conformance import fetch  # noqa: E402
 
 REPO = HERE.parent.parent
-MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS))
+#: every TensorRT x cuda-bindings pair, plus JetPack 6's likely pair: TensorRT 10.3 with the legacy
+#: cuda-python 12.2 (module cuda.cudart)
+MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS)) + \
+    [("10.3.0", v) for v in fetch.LEGACY_CUDA_WHEELS]
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +49,8 @@ def _scenario(trt_v: str, cuda_u: "fetch.Unpacked", tmp: Path, *, only: str | No
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "runtime"), str(REPO / "export"), str(REPO / "benchmarks"),
                                          env.get("PYTHONPATH", "")]).strip(os.pathsep)
     cmd = [sys.executable, str(HERE / "scenario.py"), trt_v, cuda_u.version, str(out), "--live"]
+    if cuda_u.version in fetch.LEGACY_CUDA_WHEELS:
+        cmd.append("--legacy")
     if only:
         cmd += ["--only", only]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -99,6 +104,11 @@ def test_specs_hold_the_members_hanrt_relies_on(real_modules):
         assert s["probes"]["cudaMemcpyAsync"]["len"] == 1
         props = s["classes"]["cudaDeviceProp"]["members"]
         assert {"name", "major", "minor", "integrated"} <= set(props)
+    legacy = load_spec("cuda", "12.2.1")
+    assert legacy["module"] == "cuda.cudart"
+    raised = {k for k, v in legacy["probes"].items() if v.get("raises", "").startswith("RuntimeError: ")}
+    assert {"cudaMalloc", "cudaSetDevice", "cudaHostAlloc", "cudaMemcpyAsync"} <= raised  # no error tuples
+    assert legacy["probes"]["cudaGetErrorName"]["len"] == 2  # needs no driver
     p12 = set(load_spec("cuda", "12.9.10")["classes"]["cudaDeviceProp"]["members"])
     p13 = set(load_spec("cuda", "13.5.0")["classes"]["cudaDeviceProp"]["members"])
     assert {"clockRate", "computeMode", "memoryClockRate"} <= p12 - p13  # gone in CUDA 13

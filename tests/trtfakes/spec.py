@@ -260,8 +260,8 @@ class Api:
         self.fail: dict[str, Any] = {}
         for q, c in spec["classes"].items():
             if c.get("kind") == "enum":
-                vals = {n: m["value"] for n, m in c["members"].items()
-                        if m.get("kind") == "enumval" and m.get("enum") == q}
+                vals = {n: m if isinstance(m, int) else m["value"] for n, m in c["members"].items()
+                        if isinstance(m, int) or m.get("kind") == "enumval" and m.get("enum") == q}
                 self.enums[q] = self._make_enum(q, vals)
 
     # enum construction -------------------------------------------------------------------------
@@ -309,7 +309,8 @@ class Api:
         c = self.spec["classes"].get(qualname)
         if c is None:
             return None
-        return c["members"].get(name)
+        m = c["members"].get(name)
+        return {"kind": "enumval", "enum": qualname, "value": m} if isinstance(m, int) else m  # an enum alias
 
     def signatures(self, qualname: str, name: str) -> list[Signature]:
         key = (qualname, name)
@@ -367,6 +368,8 @@ class Api:
             raise KeyError(f"{qualname} is not in {self.label}")
         ns: dict[str, Any] = {"_q": qualname, "_api": api, "__qualname__": qualname}
         for name, m in spec["members"].items():
+            if isinstance(m, int):
+                continue  # an enum's alias: not a class
             if m.get("kind") == "enumval" and m["enum"] in self.enums:
                 ns[name] = self.enums[m["enum"]](m["value"])
             elif m.get("kind") == "class" and m.get("qualname") in self.enums:
