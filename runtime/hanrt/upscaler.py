@@ -398,7 +398,7 @@ def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int 
         if best is None or rank < best[0]:
             best = (rank, plan, b, p.min[0])
     if best is None:
-        built = "; ".join(dict.fromkeys(  # each profile once: hanrt build --slots N replicates them
+        built = "; ".join(dict.fromkeys(  # each profile once (an earlier hanrt's --slots N: copies)
             p.describe() if hasattr(p, "describe") else f"{p.min}..{p.max}" for p in profiles))
         raise UsageError(f"no tile for a {width}x{height} image with margin {margin} fits this engine's "
                          f"shapes [{built}]: use a smaller --margin or rebuild the engine (hanrt build).")

@@ -87,10 +87,10 @@ class TorchConfig:
 class TrtConfig:
     """TensorRT backend settings (:class:`hanrt.backends.tensorrt.TensorRTBackend`).
 
-    ``device_id``: CUDA device. ``slots``: pinned in/out buffer sets, each with its own execution
-    context (two or more overlap copies with compute); each needs its own optimization profile, so
-    the engine must be built with ``hanrt build --slots N`` (N >= slots; default 2) for them to run
-    at once -- with fewer, fewer slots are made and a warning names the rebuild command.
+    ``device_id``: CUDA device (made current on every thread that calls the backend). ``slots``:
+    pinned in/out buffer sets, each with its own execution context (two or more overlap copies with
+    compute); all contexts share the engine's optimization profile for the tile shape (TensorRT >= 10),
+    so any engine runs any number of slots, each costing one context's activation memory.
     ``check_fingerprint``: refuse an engine whose sidecar does not match this GPU/TensorRT
     (:class:`~hanrt.errors.EngineMismatchError`). ``memory``: ``auto`` (mapped on integrated GPUs
     such as Jetson, copy elsewhere), ``copy`` (pinned host + device buffers, async copies) or
