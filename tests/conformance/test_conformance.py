@@ -35,14 +35,6 @@ MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS)) + \
     [("10.3.0", v) for v in fetch.LEGACY_CUDA_WHEELS]
 
 
-@pytest.fixture(scope="session")
-def real_modules():
-    try:
-        return fetch.ensure_all()
-    except fetch.Unavailable as exc:
-        fetch.skip_or_fail(str(exc))
-
-
 def _scenario(trt_v: str, cuda_u: "fetch.Unpacked", tmp: Path, *, only: str | None = None) -> dict:
     out = tmp / f"report-{trt_v}-{cuda_u.version}.json"
     env = cuda_u.env()
@@ -130,30 +122,6 @@ def _hanrt_attr(name: str, *modules: str):
 
 CUDA_MODULES = ("hanrt.backends.tensorrt.cuda", "hanrt.backends._cuda")
 BUILD_MODULES = ("hanrt.backends.tensorrt.build", "hanrt._tensorrt")
-
-
-@pytest.fixture
-def runner(real_modules, tmp_path):
-    """The scenario's steps in this process, on the fakes of TensorRT 11.4 and cuda-bindings 12.9 (specs only)."""
-    from conformance.scenario import Runner
-    from trtfakes import install
-
-    def make(trt_v: str = "11.4.0.106", cuda_v: str = "12.9.10"):
-        ctx = install(trt_v, cuda_v)
-        fx = ctx.__enter__()
-        r = Runner(fx, tmp_path)
-        r._ctx = ctx
-        return r
-
-    made = []
-
-    def factory(*a, **k):
-        made.append(make(*a, **k))
-        return made[-1]
-
-    yield factory
-    for r in made:
-        r._ctx.__exit__(None, None, None)
 
 
 def test_a_removed_tensorrt_member_fails(runner, monkeypatch):

@@ -17,7 +17,7 @@ import importlib
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 from .cuda import CudaSim, _CudartModule, make_cudart
 from .spec import LOG, PROCEED, Checked, Log

@@ -16,14 +16,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PROCEED", "LOG", "Log", "Param", "Signature", "parse_signature", "Api", "FakeGap", "Violation"]
+__all__ = ["PROCEED", "LOG", "Log", "Param", "Signature", "parse_signature", "Api", "FakeGap"]
 
 
 PROCEED = object()  # a failure injector's "behave normally this time"
-
-
-class Violation(Exception):
-    """A use of the API the real module would refuse (also raised as TypeError/AttributeError)."""
 
 
 class FakeGap(NotImplementedError):

@@ -14,7 +14,6 @@ import json
 import threading
 import types
 import weakref
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,10 +92,6 @@ class FakeTrt:
             logger.log(self.enum("ILogger.Severity", "ERROR"), msg)
         except Exception:  # noqa: BLE001 - a logger's own failure is not TensorRT's
             pass
-
-
-def _dims(api: Api, shape) -> tuple:
-    return tuple(int(d) for d in shape)
 
 
 def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
