@@ -89,6 +89,8 @@ def why_unavailable() -> str | None:
         return f"the conformance suite needs Linux x86_64 (the wheels' platform), not {sys.platform} {platform.machine()}"
     if shutil.which(os.environ.get("CC", "cc")) is None:
         return "no C compiler ('cc') to build the TensorRT stub libraries: apt-get install gcc"
+    if shutil.which("readelf") is None:
+        return "no readelf to find the sonames the TensorRT extension needs: apt-get install binutils"
     return None
 
 
