@@ -293,3 +293,15 @@ def test_the_parser_refuses_uint8_inside_the_graph_and_int32_dequantize(runner, 
         err = capsys.readouterr().err
         assert rc == ModelError.exit_code and says in err, err
     assert r.fx.builds == 0
+
+
+@pytest.mark.parametrize("ci,rc,says", [("", 0, "1 skipped"), ("true", 1, "CI must run the TensorRT conformance suite")])
+def test_no_c_compiler_skips_or_fails_under_ci(ci, rc, says, tmp_path):
+    """Without a C compiler the suite skips, naming why; under CI=true it fails instead."""
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), CI=ci, HANRT_CONFORMANCE_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                        str(HERE / "test_conformance.py"), "-k", "specs_hold"],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == rc and says in r.stdout, r.stdout[-2000:]
+    assert "no C compiler" in r.stdout
+    assert not (tmp_path / "cache").exists()  # nothing downloaded
