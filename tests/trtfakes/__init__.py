@@ -21,7 +21,7 @@ from typing import Iterator
 
 from .cuda import CudaSim, _CudartModule, make_cudart
 from .spec import LOG, PROCEED, Checked, Log
-from .trt import CACHE_MAGIC, PLAN_MAGIC, make_trt
+from .trt import CACHE_MAGIC, PLAN_MAGIC, _FakeModule, make_trt
 
 __all__ = ["install", "Fakes", "load_spec", "reset_hanrt_caches", "LOG", "PROCEED", "read_plan", "timing_cache_blob",
            "read_timing_cache"]
@@ -81,7 +81,7 @@ def reset_hanrt_caches() -> None:
         if not name.startswith("hanrt") or mod is None:
             continue
         for attr, v in list(vars(mod).items()):
-            if isinstance(v, (Checked, _CudartModule)) or (attr == "_CUDART" and v is not None):
+            if isinstance(v, (Checked, _CudartModule, _FakeModule)) or (attr == "_CUDART" and v is not None):
                 setattr(mod, attr, None)
 
 
