@@ -32,13 +32,15 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
 from ..errors import ModelError, UsageError
 from ..model_info import ModelInfo
-from ..tiling import TilePlan, plan_tiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tiling import TilePlan
 
 __all__ = [
     "Backend",
@@ -302,13 +304,15 @@ class Backend(abc.ABC):
         return self.name
 
     def plan_tiles(self, height: int, width: int, *, tile: int | None, margin: int,
-                   batch: int) -> tuple[TilePlan, int, int] | None:
+                   batch: int) -> "tuple[TilePlan, int, int] | None":
         """Tiles for a ``height x width`` input (pixels) when this backend runs fixed shapes only:
         ``(plan, tiles per slot, smallest batch it accepts)``; ``None`` when any shape runs (the
         caller plans). Default: one fixed tile shape (``fixed_tile_shape``) or none; a backend with
         several shapes (the TensorRT engine's profiles) plans within them."""
         if self.fixed_tile_shape is None:
             return None
+        from ..tiling import plan_tiles  # not at import: `hanrt --help` needs no tiling
+
         info = self.info
         plan = plan_tiles(height, width, tile=self.fixed_tile_shape, margin=margin, scale=info.scale, fixed=True,
                           min_tile=info.min_tile, tile_multiple=info.tile_multiple)
