@@ -10,7 +10,6 @@ installed); with ``--checkpoint --output`` as well, the exported graph goes into
 from __future__ import annotations
 
 import argparse
-import sys
 
 from hanrt.cli import Command, request_from
 from hanrt.cli.triton_repo import add_repo_options, write_repo
