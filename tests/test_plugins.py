@@ -101,6 +101,9 @@ def test_a_backend_in_one_module_and_one_registration(tmp_path):
 
     r = hanrt("upscale", "--help")
     assert r.returncode == 0 and "nearest" in r.stdout, r.stderr
+    r = hanrt("info", "--backends", "--json")
+    rows = {b["name"]: b for b in json.loads(r.stdout)}
+    assert rows["nearest"]["available"] and rows["nearest"]["suffixes"] == [".nn"] and "ort-cpu" in rows
     for backend, n in (("nearest", 1), ("auto", 2)):
         out = tmp_path / f"out{n}.png"
         r = hanrt("-v", "upscale", str(tmp_path / "in.png"), "--output", str(out), "--model", str(model),

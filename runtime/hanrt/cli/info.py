@@ -1,4 +1,6 @@
-"""``hanrt info MODEL|ENGINE``: what a graph or engine is (stdlib + hanrt only: no onnx needed)."""
+"""``hanrt info MODEL|ENGINE``: what a graph or engine is (stdlib + hanrt only: no onnx needed).
+``hanrt info --backends``: every registered backend, its extra, the files it runs and whether it can
+run here (its probe's answer, the same ``--backend auto`` walks)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,31 @@ from . import Command
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL|ENGINE",
+    p.add_argument("model", metavar="MODEL|ENGINE", nargs="?",
                    help=".onnx graph exported by hanrt, or a TensorRT engine (.plan with its .plan.json sidecar)")
+    p.add_argument("--backends", action="store_true",
+                   help="list the registered backends: extra, files they run, available here or why not")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
+
+
+def backends_table() -> list[dict]:
+    """Every registered backend in ``auto``'s order with its probe's answer."""
+    from ..backends import specs
+
+    out = []
+    for s in specs():
+        probe = s.probe()
+        out.append({"name": s.name, "extra": s.extra, "files": [k.label for k in s.kinds],
+                    "suffixes": [x for k in s.kinds for x in k.suffixes], "auto": s.auto, "priority": s.priority,
+                    "available": probe.ok, "why": probe.why, "summary": s.summary})
+    return out
 
 
 def describe(path: str) -> dict:
     """The description of a model or engine as a dict (keys: kind, model_info, engine, file)."""
     from pathlib import Path
 
+    from ..backends.base import ENGINE, ONNX, model_suffixes
     from ..backends.tensorrt.cache import read_sidecar, sidecar_path
     from ..errors import InputError
     from ..model_info import read_model_info
@@ -33,7 +51,7 @@ def describe(path: str) -> dict:
         raise InputError(f"{str(p)!r} is a PyTorch checkpoint; hanrt info describes ONNX graphs and TensorRT "
                          f"engines. Export it first (hanrt export --checkpoint {p.name} --output {p.stem}.onnx), then run "
                          f"hanrt info {p.stem}.onnx.")
-    if suffix not in (".onnx", ".plan", ".engine", ".trt", ".json"):
+    if suffix not in (*model_suffixes((ONNX, ENGINE)), ".json"):
         raise InputError(f"{str(p)!r} is neither an .onnx graph nor a TensorRT engine (.plan/.engine with its "
                          f".json sidecar).")
     if suffix == ".onnx":
@@ -96,6 +114,21 @@ def format_text(d: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+
+    if args.backends:
+        rows = backends_table()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                state = "available" if r["available"] else "not available"
+                print(f"{r['name']:<10} {state}: {r['why']}\n{'':<10} runs {', '.join(r['files'])}"
+                      f"{' (never picked by auto)' if not r['auto'] else ''}; pip install 'hanrt[{r['extra']}]'")
+        if args.model is None:
+            return 0
+    if args.model is None:
+        raise UsageError("hanrt info needs a MODEL or ENGINE (or --backends).")
     d = describe(args.model)
     print(json.dumps(d, indent=2, sort_keys=True) if args.json else format_text(d))
     return 0
