@@ -21,11 +21,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MODEL_OPTIONS", "add_model_options", "upscaler_from_args"]
 
+def tile_arg(text: str) -> int | str:
+    """``--tile``: a side in pixels (0: whole image) or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, 0 (whole image) or auto, got {text!r}") from None
+
+
 #: The model options: destination -> (flags, argparse keywords other than ``help``/``metavar``).
 MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "model": (("--model", "-m"), {"default": None}),
     "backend": (("--backend", "-b"), {"default": "auto", "choices": BACKENDS}),
-    "tile": (("--tile",), {"type": int, "default": None}),
+    "tile": (("--tile",), {"type": tile_arg, "default": None}),
     "margin": (("--margin",), {"type": int, "default": None}),
     "batch": (("--batch",), {"type": int, "default": 1}),
     "threads": (("--threads",), {"type": int, "default": 0}),

@@ -26,7 +26,7 @@ Upscale images with HAN (4x). INPUT: image files, folders (their images) or glob
 
 examples:
   hanrt upscale photo.jpg --output photo_x4.png
-  hanrt upscale shots/ 'more/*.png' --output out/ --backend ort-cpu --tile 128 --margin 8
+  hanrt upscale shots/ 'more/*.png' --output out/ --backend ort-cpu --tile 192 --margin 8
   hanrt upscale photo.png --output out/ --compare       # also out/photo_compare.png
   hanrt upscale photo.png --output out/ --timings       # where the time goes, per image
 
@@ -38,7 +38,8 @@ image (or --tile 0) runs the whole image at once (more memory, no seams).
 MODEL_HELP = {
     "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx",
     "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
-    "tile": "tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)",
+    "tile": "largest tile side in input pixels incl. margin (default auto: an exact grid at the backend's "
+            "fastest tile size; 0 or >= image: whole image)",
     "margin": "context pixels around each tile, cropped after upscaling (default 8)",
     "batch": "tiles per backend call (default 1)",
     "threads": "CPU threads for CPU backends (default: all)",
@@ -159,7 +160,7 @@ def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tup
     from ..io.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
 
     mapping, folder = output_paths(files, args.output, len(args.inputs))
-    if args.tile is not None and args.tile < 0:
+    if isinstance(args.tile, int) and args.tile < 0:
         raise UsageError(f"--tile must be >= 0, got {args.tile}.")
     names: dict[Path, Path] = {}
     errors: list[tuple[str, HanrtError]] = [(a, _miss_error(a, why)) for a, why in misses]
