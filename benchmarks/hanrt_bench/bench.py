@@ -209,8 +209,12 @@ def _executed_macs(method: str, shape: HANShape, h: int, w: int, cfg: Config | N
 
 
 def _plan_macs(shape: HANShape, plan: Any) -> int:
-    """MACs of a hanrt tile plan: every tile runs at the plan's full tile shape."""
-    return plan.count * han_macs(shape, plan.tile_h, plan.tile_w).macs
+    """MACs of a hanrt tile plan: every tile at its own window shape (an exact grid's windows differ)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for t in plan.tiles:
+        hw = plan.window(t)
+        sizes[hw] = sizes.get(hw, 0) + 1
+    return sum(n * han_macs(shape, h, w).macs for (h, w), n in sizes.items())
 
 
 def run_bench(
@@ -351,7 +355,8 @@ def run_bench(
         plan = meth.up.plan(h, w)
         eff = Config(cfg.backend, cfg.precision, 0 if plan.whole_image else plan.tile_h, plan.margin,
                      min(meth.up.batch, plan.count))
-        key = (meth.backend_name, path, eff)
+        key = (meth.backend_name, path, eff.precision, eff.batch,
+               tuple((t.wy, t.wx, *plan.window(t)) for t in plan.tiles))  # the same tiles run the same
         if key in measured:  # e.g. batch 4 of a one-tile (whole-image) plan is batch 1 again
             meth.close()
             res.skipped.append({"method": "hanrt", "config": cfg.label, "reason": f"runs the same as [{measured[key]}]"})

@@ -3,21 +3,21 @@
 ``python -m hanrt_bench.tile_cost [--model M] [--sides 32 64 128 ...] [--repeats 3]`` runs square
 tiles of each side through an ONNX Runtime session (the options hanrt uses, or the variants named
 by ``--variant``) in one process, interleaved (side 1, side 2, ..., side 1, side 2, ...), and
-prints the median milliseconds per tile, microseconds per input pixel, the per-pixel cost relative
-to the cheapest side, and the process's peak RSS growth per side (ru_maxrss, measured in a fresh
+prints the median and the minimum milliseconds per tile (the minimum is the figure least disturbed
+by other processes on a shared machine), minimum microseconds per input pixel, that per-pixel cost
+relative to the cheapest side, and the process's peak RSS growth per side (VmHWM, measured in a fresh
 subprocess per side with ``--rss``).
 
 Options it compares with ``--variant`` (each a fresh session, interleaved the same way):
-``default`` (hanrt's session options), ``threads=N``, ``spin=0|1``, ``arena=0|1``, ``nhwc=1``
-(graph layout optimisation level ORT_ENABLE_ALL vs ORT_ENABLE_EXTENDED: the NCHWc layout transformer
-only runs at ALL), ``ext=1`` (ORT_ENABLE_EXTENDED).
+``default`` (hanrt's session options), ``threads=N``, ``spin=0|1``, ``arena=0|1``, ``pattern=0|1``
+(ORT's memory-pattern planning), ``ext=1`` (graph optimisation level ORT_ENABLE_EXTENDED instead
+of ALL: the NCHWc channels-blocked layout transformer runs only at ALL).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +35,7 @@ def _session(model: str, variant: str) -> Any:
 
     kw: dict[str, Any] = {}
     level = None
+    pattern = None
     for part in filter(None, variant.split(",")):
         if part == "default":
             continue
@@ -45,6 +46,8 @@ def _session(model: str, variant: str) -> Any:
             kw["spinning"] = bool(int(v))
         elif k == "arena":
             kw["memory_arena"] = bool(int(v))
+        elif k == "pattern":
+            pattern = bool(int(v))
         elif k == "ext":
             level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if int(v) else None
         else:
@@ -52,11 +55,17 @@ def _session(model: str, variant: str) -> Any:
     so = session_options(ort, OrtConfig(**kw))
     if level is not None:
         so.graph_optimization_level = level
+    if pattern is not None:
+        so.enable_mem_pattern = pattern
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS of this process in MiB: ``VmHWM`` (``ru_maxrss`` would carry the parent's peak over a
+    fork and exec)."""
+    from .policy import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,16 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for v in a.variant:
         med = {s: statistics.median(times[(v, s)]) for s in a.sides}
-        per_px = {s: med[s] / (s * s) * 1e6 for s in a.sides}
+        low = {s: min(times[(v, s)]) for s in a.sides}
+        per_px = {s: low[s] / (s * s) * 1e6 for s in a.sides}
         best = min(per_px.values())
         for s in a.sides:
-            row = {"variant": v, "side": s, "ms": round(med[s] * 1e3, 2), "us_per_px": round(per_px[s], 3),
-                   "relative": round(per_px[s] / best, 3)}
+            row = {"variant": v, "side": s, "median_ms": round(med[s] * 1e3, 2), "min_ms": round(low[s] * 1e3, 2),
+                   "min_us_per_px": round(per_px[s], 3), "relative": round(per_px[s] / best, 3)}
             if a.rss:
                 out = subprocess.run([sys.executable, "-m", "hanrt_bench.tile_cost", "--model", model,
                                       "--variant", v, "--_rss-one", str(s)], capture_output=True, text=True, check=True)
                 r = json.loads(out.stdout)
                 row["rss_growth_mb"] = round(r["peak_mb"] - r["base_mb"], 1)
+                row["peak_rss_mb"] = round(r["peak_mb"], 1)
             rows.append(row)
     if a.json:
         print(json.dumps(rows, indent=1))

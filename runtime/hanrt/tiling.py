@@ -312,11 +312,15 @@ class TileCost:
         return min(self.points, key=lambda p: p[1])[0]
 
 
-#: ONNX Runtime's CPU provider running the bundled HAN (2x8x32), 2 threads, AMD EPYC (AVX-512):
-#: microseconds per input pixel of square tiles, medians of interleaved runs
-#: (``python -m hanrt_bench.tile_cost``; README "Tiling"). ``max_pixels``: the memory budget.
-CPU_TILE_COST = TileCost(points=((32, 9.0), (64, 5.0), (128, 4.5), (192, 4.7), (256, 5.4), (384, 7.4)),
-                         max_pixels=256 * 256, source="measured: ort-cpu, bundled model, 2 threads")
+#: ONNX Runtime's CPU provider running the bundled HAN (2x8x32), 2 threads, AMD EPYC (AVX-512),
+#: shared machine: microseconds per input pixel of square tiles, the minimum of 9 interleaved runs
+#: (``python -m hanrt_bench.tile_cost --repeats 9``; README "Tiling"). Small tiles pay a fixed
+#: cost per call, large ones miss the caches. ``max_pixels``: the memory budget: ORT's working
+#: memory grows with the window (measured with hanrt's session options: 38 MB at 64x64, 138 MB at
+#: 128x128, 249 MB at 192x192), and 160x160 keeps a 2000x1500 input within its output + 300 MB.
+CPU_TILE_COST = TileCost(points=((48, 4.3), (64, 4.0), (96, 4.1), (128, 4.2), (160, 4.5), (192, 4.6), (256, 4.8),
+                                 (384, 5.4), (512, 5.6)),
+                         max_pixels=160 * 160, source="measured: ort-cpu, bundled model, 2 threads")
 
 #: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
 #: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.
@@ -358,7 +362,7 @@ def choose_grid(height: int, width: int, *, margin: int, cost: TileCost, max_sid
     for ny, yv in ys.items():
         hmax = max(h for h, _ in yv)
         for nx, xv in xs.items():
-            if hmax * max(w for w, _ in xv) > cost.max_pixels and (ny, nx) != (1, 1):
+            if hmax * max(w for w, _ in xv) > cost.max_pixels:
                 continue
             t = sum(cy * cx * cost.tile_us(h, w) for h, cy in yv for w, cx in xv)
             if best is None or t < best[0]:

@@ -337,7 +337,7 @@ class Upscaler:
 
     def wait(self, job: "UpscaleJob", timeout: float | None = None) -> np.ndarray:
         """Block until ``job`` (from :meth:`submit`) is done; return its result (owned by the caller)."""
-        if not job.done.wait(timeout):
+        if not job.event.wait(timeout):
             raise TimeoutError(f"upscaling a {job.image.shape[1]}x{job.image.shape[0]} image took more than {timeout} s.")
         if job.error is not None:
             raise job.error
@@ -353,7 +353,7 @@ class Upscaler:
                     self._worker = None
                     return
             with self._lock:
-                self._stream(self._next_job)
+                self._stream(self._next_job, frames=True)
 
     def _next_job(self) -> "UpscaleJob | None":
         with self._jobs_cv:
@@ -380,10 +380,11 @@ class Upscaler:
             out_color = out[..., 0] if (img.ndim == 3 and c == 1) else out
         return UpscaleJob(img, out, color, out_color, alpha, progress, laps)
 
-    def _stream(self, next_job: Callable[[], "UpscaleJob | None"]) -> None:
+    def _stream(self, next_job: Callable[[], "UpscaleJob | None"], *, frames: bool = False) -> None:
         """Run jobs' tiles through the slots, round robin, until ``next_job()`` returns None; a job
         is finished (stitched, alpha re-attached, ``done`` set) as soon as its last tile is back.
-        Slots are drained only when no job is left, so consecutive frames overlap."""
+        Slots are drained only when no job is left, so consecutive frames overlap. ``frames``: more
+        jobs may follow (:meth:`submit`), so every slot is used even when a frame has fewer batches."""
         be = self._backend
         layout = be.info.layout
         lanes: list = []
@@ -394,15 +395,13 @@ class Upscaler:
             while job is not None:
                 laps = job.laps
                 try:
-                    if self._closed:
-                        raise UsageError("this Upscaler was closed.")
                     img = job.color
                     if img.ndim == 3 and img.shape[2] != be.info.n_colors:
                         raise InputError(f"image has {img.shape[2]} colour channels; the model takes {be.info.n_colors}.")
                     plan, batch, min_batch = self._plan(img.shape[0], img.shape[1])
                     log.debug("tiles: %s", describe(plan))
                     groups = list(plan.batches(batch))
-                    n_lanes = min(self.n_slots, len(groups))
+                    n_lanes = self.n_slots if frames else min(self.n_slots, len(groups))
                     key = (n_lanes, batch, plan.shapes)
                     if self._slot_shape != key:
                         self._drain(lanes, pending)  # earlier frames' tiles come back first
@@ -450,9 +449,15 @@ class Upscaler:
                 if job.error is None and job.remaining == 0:  # everything came back already
                     self._finish(job)
                 job = next_job()
+                while job is None and any(p is not None for p in pending):
+                    # nothing queued: bring back the oldest batch in flight (finishing its frame,
+                    # which lets a caller submit the next one), then look again
+                    i = next(j % len(lanes) for j in range(k, k + len(lanes)) if pending[j % len(lanes)] is not None)
+                    item, pending[i] = pending[i], None
+                    self._collect(lanes[i], item, layout)
+                    job = next_job()
                 if job is not None and job.laps is not None:
                     job.laps.skip()
-            self._drain(lanes, pending)
         except BaseException as exc:  # noqa: BLE001 - interrupts: leave no slot pending, fail its jobs
             for i, item in enumerate(pending):
                 if item is not None:
@@ -528,20 +533,20 @@ class Upscaler:
         except Exception as exc:  # noqa: BLE001
             self._fail_job(job, exc)
             return
-        job.done.set()
+        job.event.set()
 
     @staticmethod
     def _fail_job(job: "UpscaleJob", exc: BaseException) -> None:
         if job.error is None:
             job.error = exc
-        job.done.set()
+        job.event.set()
 
 
 class UpscaleJob:
     """A frame handed to :meth:`Upscaler.submit`; pass it to :meth:`Upscaler.wait`."""
 
     __slots__ = ("image", "out", "color", "out_color", "alpha", "progress", "laps", "plan", "remaining",
-                 "done", "error")
+                 "event", "error")
 
     def __init__(self, image: np.ndarray, out: np.ndarray, color: np.ndarray, out_color: np.ndarray,
                  alpha: np.ndarray | None, progress: Progress | None, laps: _Laps | None) -> None:
@@ -549,8 +554,12 @@ class UpscaleJob:
         self.progress, self.laps = progress, laps
         self.plan: TilePlan | None = None
         self.remaining = -1
-        self.done = threading.Event()
+        self.event = threading.Event()
         self.error: BaseException | None = None
+
+    def done(self) -> bool:
+        """True once the frame is upscaled (or failed); :meth:`Upscaler.wait` then returns at once."""
+        return self.event.is_set()
 
 
 def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int | None, margin: int,

@@ -78,19 +78,24 @@ def available_cores() -> int:
 
 
 def session_options(ort, config: OrtConfig):  # type: ignore[no-untyped-def]
-    """The ``SessionOptions`` hanrt gives ONNX Runtime for ``config``; each choice measured
-    (``python -m hanrt_bench.tile_cost --variant ...``, README "ONNX Runtime settings"):
+    """The ``SessionOptions`` hanrt gives ONNX Runtime for ``config``. Each choice was measured with
+    ``python -m hanrt_bench.tile_cost --variant ...`` (bundled model, 2-core AMD EPYC; README
+    "ONNX Runtime settings"):
 
     - intra-op threads: ``config.intra_op_threads`` or :func:`available_cores` (ORT's own default
       counts every core of the machine, not the ones this process may use);
-    - inter-op threads 1 and sequential execution: HAN is one chain of operators;
-    - spinning off by default on the CPU provider (idle threads spin-waiting between operators cost
-      the other pipeline stages and neighbouring processes their CPU; no speed was lost by turning
-      it off), kept on for GPU providers (their CPU threads are idle anyway);
-    - memory arena off by default on the CPU provider: with tiles of a few shapes it gains no
-      speed and its pools only grow;
-    - graph optimisation level ALL (includes the NCHWc layout transformer on x86).
+    - inter-op threads 1, sequential execution: HAN is one chain of operators;
+    - spinning (:data:`DEFAULT_SPINNING`): off on the CPU provider. Idle threads spinning between
+      operators gained ~25% on a lightly loaded machine but cost 1.5-1.9x when other processes (or
+      the pipeline's decode and encode threads) wanted the same cores; on for GPU providers;
+    - memory arena (:data:`DEFAULT_ARENA`): on; off ran 1.3-2x slower;
+    - memory patterns (:data:`DEFAULT_MEM_PATTERN`): off on the CPU provider: 35% less working
+      memory (137 vs 213 MB for a 128x128 tile), no measurable speed difference, so larger tiles fit
+      the same memory budget;
+    - graph optimisation level ALL: includes the NCHWc (channels-blocked) layout transformer, which
+      ran 5-20% faster than EXTENDED (plain NCHW).
     """
+    cpu = config.provider == "cpu"
     so = ort.SessionOptions()
     so.log_severity_level = config.log_severity
     so.intra_op_num_threads = config.intra_op_threads or available_cores()
@@ -98,15 +103,17 @@ def session_options(ort, config: OrtConfig):  # type: ignore[no-untyped-def]
         so.inter_op_num_threads = config.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    spin = DEFAULT_SPINNING if config.spinning is None else config.spinning
+    spin = (DEFAULT_SPINNING if cpu else True) if config.spinning is None else config.spinning
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.enable_cpu_mem_arena = DEFAULT_ARENA if config.memory_arena is None else config.memory_arena
+    so.enable_mem_pattern = DEFAULT_MEM_PATTERN if cpu else True
     return so
 
 
-#: Measured defaults (see :func:`session_options`).
-DEFAULT_SPINNING = True
+#: Measured defaults for the CPU provider (see :func:`session_options`).
+DEFAULT_SPINNING = False
 DEFAULT_ARENA = True
+DEFAULT_MEM_PATTERN = False
 
 
 def available_providers() -> list[str]:

@@ -145,14 +145,21 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _progress_factory(quiet: bool):
-    """tqdm progress bars when tqdm is installed and not ``--quiet``; ``None`` (silent) otherwise."""
+    """tqdm progress bars when tqdm is installed and not ``--quiet``; ``None`` (silent) otherwise.
+    tqdm itself is imported by the first bar (most one-tile images never need one)."""
     if quiet:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("tqdm") is None:
         return None
-    return tqdm
+
+    def bar(*a, **kw):
+        from tqdm import tqdm
+
+        return tqdm(*a, **kw)
+
+    return bar
 
 
 def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tuple[str, str]]) -> int:
