@@ -5,8 +5,10 @@ runs the Upscaler with its default tiling (``tile="auto"``), the whole image (``
 fixed tile side asked (``--tile``), **interleaved**: repeat 1 of every variant, then repeat 2, ...
 (on a shared machine a burst of load then hits all variants alike). Reported per size: the
 median (and minimum) seconds of each variant, the best fixed tile, the default's share of the
-best of {whole, every fixed tile} (best time / default time; 1.0 = as fast as the best), the tiles
-the default used, and the default's peak RSS in a fresh process next to the output image's size (``VmHWM``).
+best of {whole, every fixed tile} (best time / default time; 1.0 = as fast as the best; from the
+medians and from the minima, the figure least disturbed by other processes), the tiles
+the default used, and the default's peak RSS in a fresh process next to the output image's size (``VmHWM``). Variants whose plans are the same tiles (the default runs a
+small image whole, say) do the same work: their samples are pooled.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def _peak_rss(model: str, backend: str, h: int, w: int, threads: int) -> dict[st
 
 def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, tiles=DEFAULT_TILES, margin: int | None = None,
                repeats: int = 3, threads: int = 0, rss: bool = True, whole_max_pixels: int = WHOLE_MAX_PIXELS,
+               big_pixels: int = 1000 * 750,
                say: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
-    """Measure the policy (see the module docstring); one dict per input size."""
+    """Measure the policy (see the module docstring); one dict per input size. Inputs above
+    ``big_pixels`` get no warm-up run and a third of the repeats (at least one)."""
     from hanrt.backends import open_backend
     from hanrt.upscaler import DEFAULT_MARGIN, Upscaler
 
@@ -82,15 +86,23 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
                 if 2 * m < t < max(h, w):  # a tile at least the image is the whole image again
                     variants[f"tile {t}"] = Upscaler(be, tile=t, margin=m)
             times: dict[str, list[float]] = {k: [] for k in variants}
-            for k, up in variants.items():  # warm-up: every shape once
-                up.upscale(img)
-            for i in range(repeats):
+            reps = repeats if h * w <= big_pixels else max(1, repeats // 3)
+            if h * w <= big_pixels:  # warm-up: every shape once (a large image warms up in its first tiles)
+                for k, up in variants.items():
+                    up.upscale(img)
+            for i in range(reps):
                 for k, up in variants.items():
                     t0 = time.perf_counter()
                     up.upscale(img)
                     times[k].append(time.perf_counter() - t0)
-                say(f"{w}x{h}: repeat {i + 1}/{repeats} done")
+                say(f"{w}x{h}: repeat {i + 1}/{reps} done")
+            # variants whose plans are the same tiles run the same work: pool their samples
+            sig = {k: tuple((t.wy, t.wx, *up.plan(h, w).window(t)) for t in up.plan(h, w).tiles)
+                   for k, up in variants.items()}
+            pooled = {k: [x for j in variants if sig[j] == sig[k] for x in times[j]] for k in variants}
+            times = pooled
             med = {k: statistics.median(v) for k, v in times.items()}
+            low = {k: min(v) for k, v in times.items()}
             fixed = {k: v for k, v in med.items() if k.startswith("tile ")}
             alts = {k: v for k, v in med.items() if k != "default"}
             best_k = min(alts, key=alts.get) if alts else "default"
@@ -100,8 +112,9 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
                 "best_fixed": min(fixed, key=fixed.get) if fixed else None,
                 "best_fixed_s": min(fixed.values()) if fixed else None,
                 "best_alternative": best_k, "share_of_best": (alts[best_k] / med["default"]) if alts else 1.0,
+                "share_of_best_min": (min(low[k] for k in alts) / low["default"]) if alts else 1.0,
                 "default_tiles": plan.count, "default_window": f"{plan.tile_w}x{plan.tile_h}",
-                "default_overhead": plan.overhead, "min_s": {k: min(v) for k, v in times.items()},
+                "default_overhead": plan.overhead, "min_s": low,
                 "median_s": med,
             }
             if rss:
@@ -112,13 +125,14 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
 
 
 def policy_markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("| LR input | default (auto) | whole image | best fixed tile | default's share of the best | "
-            "default's tiles | peak RSS / output |")
+    head = ("| LR input | default (auto) | whole image | best fixed tile | default's share of the best "
+            "(medians / minima) | default's tiles | peak RSS / output |")
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         whole = f"{r['whole_s']:.3f} s" if r.get("whole_s") is not None else "not run (memory)"
         fixed = f"{r['best_fixed_s']:.3f} s ({r['best_fixed']})" if r.get("best_fixed") else "n/a"
         rss = (f"{r['peak_mb']:.0f} MB / {r['output_mb']:.0f} MB" if "peak_mb" in r else "n/a")
-        lines.append(f"| {r['input']} | {r['default_s']:.3f} s | {whole} | {fixed} | {r['share_of_best']:.2f} | "
+        lines.append(f"| {r['input']} | {r['default_s']:.3f} s | {whole} | {fixed} | {r['share_of_best']:.2f} / "
+                     f"{r['share_of_best_min']:.2f} | "
                      f"{r['default_tiles']} (up to {r['default_window']}, x{r['default_overhead']:.2f} pixels) | {rss} |")
     return "\n".join(lines)

@@ -14,10 +14,24 @@ Memory: the result buffer is allocated once (or is the caller's ``out``); tiles 
 and written into it one batch at a time, so peak memory is the input, the output and a few
 tiles -- never a full-size float copy.
 
+**Tiling** (``tile="auto"``, the default): on backends that take any shape (ONNX Runtime,
+PyTorch) each image gets an exact grid of tiles -- cores differing by at most a pixel, margins only
+towards neighbours, nothing padded -- at the window size the backend's measured cost table
+(:data:`hanrt.tiling.CPU_TILE_COST`) predicts fastest within its memory budget; a small image runs
+whole. A number is the largest tile side (the fewest grid tiles that fit it); ``0`` the whole image.
+Engines with optimization profiles (TensorRT) tile within their shapes (:func:`plan_for_profiles`).
+
+**Frames in flight**: :meth:`Upscaler.submit` queues an image and returns a handle at once;
+:meth:`Upscaler.wait` returns its result. One worker thread per Upscaler runs the queued frames'
+tiles through the slots without draining them between frames, so on an asynchronous backend (TensorRT
+slots) frame k+1's copies and first tiles overlap frame k's last ones; :class:`~hanrt.pipeline.Pipeline`
+uses this (``in_flight`` frames).
+
 **Buffer ownership**: ``upscale`` never modifies ``image``; it returns ``out`` when given (written
-in place) or a new array the caller owns. **Thread safety**: one ``Upscaler`` may be shared
-between threads; calls are serialized by a lock (a backend runs one batch at a time). For
-parallel work open one ``Upscaler`` per thread (and per GPU).
+in place) or a new array the caller owns (likewise ``submit``/``wait``; the image must stay unchanged
+until ``wait`` returned). **Thread safety**: one ``Upscaler`` may be shared between threads; calls
+are serialized by a lock (a backend runs one batch at a time). For parallel work open one
+``Upscaler`` per thread (and per GPU).
 
 **Stage timings** (``upscale(..., timings=d)``): the call adds the seconds (``time.perf_counter``,
 host wall time) it spent in each stage of :data:`STAGES` to ``d``:
@@ -63,12 +77,12 @@ __all__ = ["Upscaler", "UpscaleJob", "AUTO", "ENGINE_TILE", "plan_for_profiles",
 
 log = logging.getLogger(__name__)
 
-#: Default tile side (input pixels, margin included) and margin, chosen by measurement with a
-#: trained model on real photos (``python3 -m hanrt_bench.tiling_study --lr-scale 2``, HAN 2x4x32):
-#: with T=128, margins of 4 or more kept tiled output >= 61 dB from whole-image output on every
-#: photo (margin 0: 44.1 dB worst; T=64 with margin 0: 39.9 dB worst, below the 40 dB floor), and
-#: margins above 4-8 bought nothing more. m=8 costs (128/112)^2 = 1.31x compute on large images and
-#: leaves headroom for deeper models than the one measured.
+#: Default tiling and margin, chosen by measurement. Margin (``python -m hanrt_bench.tiling_study
+#: --model hanrt_x4.onnx --lr-scale 2 --tiles 64,128 --margins 0,2,4,6,8,12``, bundled HAN 2x8x32,
+#: exact grids, 4 E1 photos): tiled vs whole-image output is >= 50 dB on every photo from margin 2
+#: (53.4 dB worst at tile 64, 56.0 at 128); margin 4: 53.9 / 57.0; margin 8: 54.2 / 57.5. Margin 8
+#: stays the default as headroom for deeper models (full-size HAN could not be measured with trained
+#: weights here); ``margin=4`` is enough for the bundled model and computes ~11% fewer pixels.
 DEFAULT_TILE = "auto"
 DEFAULT_MARGIN = 8
 #: ``tile="auto"``: on backends that take any shape, an exact grid at the backend's cheapest tile
@@ -337,6 +351,10 @@ class Upscaler:
 
     def wait(self, job: "UpscaleJob", timeout: float | None = None) -> np.ndarray:
         """Block until ``job`` (from :meth:`submit`) is done; return its result (owned by the caller)."""
+        if not job.event.is_set():
+            with self._jobs_cv:
+                job.waited = True  # the worker collects its tiles now instead of waiting for more frames
+                self._jobs_cv.notify_all()
         if not job.event.wait(timeout):
             raise TimeoutError(f"upscaling a {job.image.shape[1]}x{job.image.shape[0]} image took more than {timeout} s.")
         if job.error is not None:
@@ -354,6 +372,14 @@ class Upscaler:
                     return
             with self._lock:
                 self._stream(self._next_job, frames=True)
+
+    def _await_collect(self, owner: "UpscaleJob") -> bool:
+        """Block until a new frame is queued (False) or ``owner`` is waited for or the Upscaler
+        closes (True: collect now)."""
+        with self._jobs_cv:
+            while not self._jobs and not owner.waited and not self._closed:
+                self._jobs_cv.wait()
+            return not self._jobs
 
     def _next_job(self) -> "UpscaleJob | None":
         with self._jobs_cv:
@@ -450,9 +476,13 @@ class Upscaler:
                     self._finish(job)
                 job = next_job()
                 while job is None and any(p is not None for p in pending):
-                    # nothing queued: bring back the oldest batch in flight (finishing its frame,
-                    # which lets a caller submit the next one), then look again
+                    # nothing queued: bring back the oldest batch in flight once its frame is
+                    # waited for (which lets the caller submit the next one); until then a new
+                    # frame may still arrive and be fed to the device behind it
                     i = next(j % len(lanes) for j in range(k, k + len(lanes)) if pending[j % len(lanes)] is not None)
+                    if frames and not self._await_collect(pending[i][0]):
+                        job = next_job()
+                        continue
                     item, pending[i] = pending[i], None
                     self._collect(lanes[i], item, layout)
                     job = next_job()
@@ -546,7 +576,7 @@ class UpscaleJob:
     """A frame handed to :meth:`Upscaler.submit`; pass it to :meth:`Upscaler.wait`."""
 
     __slots__ = ("image", "out", "color", "out_color", "alpha", "progress", "laps", "plan", "remaining",
-                 "event", "error")
+                 "event", "error", "waited")
 
     def __init__(self, image: np.ndarray, out: np.ndarray, color: np.ndarray, out_color: np.ndarray,
                  alpha: np.ndarray | None, progress: Progress | None, laps: _Laps | None) -> None:
@@ -556,6 +586,7 @@ class UpscaleJob:
         self.remaining = -1
         self.event = threading.Event()
         self.error: BaseException | None = None
+        self.waited = False
 
     def done(self) -> bool:
         """True once the frame is upscaled (or failed); :meth:`Upscaler.wait` then returns at once."""
