@@ -67,7 +67,7 @@ def _peak_rss(model: str, backend: str, h: int, w: int, threads: int) -> dict[st
 
 def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, tiles=DEFAULT_TILES, margin: int | None = None,
                repeats: int = 3, threads: int = 0, rss: bool = True, whole_max_pixels: int = WHOLE_MAX_PIXELS,
-               big_pixels: int = 1000 * 750,
+               big_pixels: int = 512 * 384,
                say: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
     """Measure the policy (see the module docstring); one dict per input size. Inputs above
     ``big_pixels`` get no warm-up run and a third of the repeats (at least one)."""

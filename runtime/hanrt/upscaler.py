@@ -192,7 +192,8 @@ class Upscaler:
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
         self.n_slots = slots
         self._lock = threading.Lock()
-        self._slots: list = []
+        self._slots: list = []  # every slot made, flat (what release_slots gets)
+        self._lanes: list[dict] = []  # per lane (slots in flight at once): window shape -> slot
         self._slot_shape: tuple | None = None
         self._closed = False
         self._jobs: collections.deque[UpscaleJob] = collections.deque()
@@ -233,8 +234,8 @@ class Upscaler:
             worker.join()
         with self._lock:
             if self._slots:
-                self._backend.release_slots([s for lane in self._slots for s in lane.values()])
-                self._slots = []
+                self._backend.release_slots(self._slots)
+                self._slots, self._lanes = [], []
             if self._owns:
                 self._backend.close()
 
@@ -434,7 +435,7 @@ class Upscaler:
                         self._make_lanes(n_lanes, batch, plan.shapes)
                         self._slot_shape = key
                         k = 0
-                    lanes = self._slots
+                    lanes = self._lanes
                     if len(pending) != len(lanes):
                         pending = [None] * len(lanes)
                     job.plan, job.remaining = plan, plan.count
@@ -499,15 +500,16 @@ class Upscaler:
         """(Re)allocate the slots: ``n_lanes`` lanes, each with one slot per window shape."""
         be = self._backend
         if self._slots:
-            be.release_slots([s for lane in self._slots for s in lane.values()])
-            self._slots = []
+            be.release_slots(self._slots)
+            self._slots, self._lanes = [], []
         self._slot_shape = None
         per_shape = [be.make_slots(n_lanes, batch, h, w) for h, w in shapes]
         n = min(len(v) for v in per_shape)  # a TensorRT engine may give fewer (see its warning)
         for extra in per_shape:
             if len(extra) > n:
                 be.release_slots(extra[n:])
-        self._slots = [{shape: per_shape[j][i] for j, shape in enumerate(shapes)} for i in range(n)]
+        self._lanes = [{shape: per_shape[j][i] for j, shape in enumerate(shapes)} for i in range(n)]
+        self._slots = [lane[shape] for lane in self._lanes for shape in shapes]
 
     def _drain(self, lanes: list, pending: list) -> None:
         for i, item in enumerate(pending):
