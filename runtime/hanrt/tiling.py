@@ -312,15 +312,17 @@ class TileCost:
         return min(self.points, key=lambda p: p[1])[0]
 
 
-#: ONNX Runtime's CPU provider running the bundled HAN (2x8x32), 2 threads, AMD EPYC (AVX-512),
-#: shared machine: microseconds per input pixel of square tiles, the minimum of 9 interleaved runs
+#: ONNX Runtime's CPU provider running the bundled HAN (2x8x32) with hanrt's session options
+#: (2 threads, no spinning, arena on), AMD EPYC (AVX-512), shared machine (load average 3-6):
+#: microseconds per input pixel of square tiles, the minimum of 9 interleaved runs
 #: (``python -m hanrt_bench.tile_cost --repeats 9``; README "Tiling"). Small tiles pay a fixed
-#: cost per call, large ones miss the caches. ``max_pixels``: the memory budget: ORT's working
-#: memory grows with the window (measured with hanrt's session options: 38 MB at 64x64, 138 MB at
-#: 128x128, 249 MB at 192x192), and 160x160 keeps a 2000x1500 input within its output + 300 MB.
-CPU_TILE_COST = TileCost(points=((48, 4.3), (64, 4.0), (96, 4.1), (128, 4.2), (160, 4.5), (192, 4.6), (256, 4.8),
-                                 (384, 5.4), (512, 5.6)),
-                         max_pixels=160 * 160, source="measured: ort-cpu, bundled model, 2 threads")
+#: cost per call (without spinning, threads wake up for every operator), large ones miss the caches.
+#: ``max_pixels``: the memory budget: ORT's working memory grows with the window (38 MB at 64x64,
+#: 138 MB at 128x128, 249 MB at 192x192), and 160x160 keeps a 2000x1500 input within its output
+#: + 300 MB.
+CPU_TILE_COST = TileCost(points=((48, 5.7), (64, 7.9), (96, 6.4), (128, 5.5), (160, 5.3), (192, 5.1), (256, 5.15),
+                                 (384, 5.4), (512, 8.5)),
+                         max_pixels=160 * 160, source="measured: ort-cpu, bundled model, 2 threads, no spinning")
 
 #: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
 #: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.

@@ -473,8 +473,6 @@ class Upscaler:
                         break
                     pending[k] = (job, group, slot)
                     k = (k + 1) % len(lanes)
-                if job.error is None and job.remaining == 0:  # everything came back already
-                    self._finish(job)
                 job = next_job()
                 while job is None and any(p is not None for p in pending):
                     # nothing queued: bring back the oldest batch in flight once its frame is
