@@ -30,8 +30,10 @@ examples:
   hanrt upscale photo.png --output out/ --compare       # also out/photo_compare.png
   hanrt upscale photo.png --output out/ --timings       # where the time goes, per image
 
---tile N is the network input side in pixels, margin included; a tile at least as large as the
-image (or --tile 0) runs the whole image at once (more memory, no seams).
+--tile auto (the default) covers each image with an exact grid of tiles at the backend's fastest
+size within its memory budget; --tile N asks for tiles of at most N pixels a side, margin
+included; a tile at least as large as the image (or --tile 0) runs the whole image at once (more
+memory, no seams).
 """
 
 
