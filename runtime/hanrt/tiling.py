@@ -318,11 +318,12 @@ class TileCost:
 #: (``python -m hanrt_bench.tile_cost --repeats 9``; README "Tiling"). Small tiles pay a fixed
 #: cost per call (without spinning, threads wake up for every operator), large ones miss the caches.
 #: ``max_pixels``: the memory budget: ORT's working memory grows with the window (38 MB at 64x64,
-#: 138 MB at 128x128, 249 MB at 192x192); windows of 150x166 took a 2000x1500 input to its output
-#: + 320 MB, so the budget is 140x140 pixels (measured: output + 302 MB; goal: + 300 MB).
+#: 138 MB at 128x128, 249 MB at 192x192). A 2000x1500 input peaked at its output + 320 MB with
+#: windows up to 150x166 and + 302 MB with 140x140 pixels; with this budget, 136x136 pixels,
+#: + 294 MB (goal: + 300 MB).
 CPU_TILE_COST = TileCost(points=((48, 5.7), (64, 7.9), (96, 6.4), (128, 5.5), (160, 5.3), (192, 5.1), (256, 5.15),
                                  (384, 5.4), (512, 8.5)),
-                         max_pixels=140 * 140, source="measured: ort-cpu, bundled model, 2 threads, no spinning")
+                         max_pixels=136 * 136, source="measured: ort-cpu, bundled model, 2 threads, no spinning")
 
 #: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
 #: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.
