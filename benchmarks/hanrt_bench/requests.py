@@ -16,7 +16,8 @@ class BenchRequest:
     model: str | None = None
     suite: str | None = None
     checkpoint: str | None = None
-    input: str | None = None
+    input: list[str] | None = None
+    policy: bool = False
     backend: list[str] | None = None
     precision: list[str] | None = None
     fp16: str | None = None

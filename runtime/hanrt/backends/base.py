@@ -72,8 +72,11 @@ class OrtConfig:
 
     ``provider``: ``"cpu"`` (CPUExecutionProvider), ``"cuda"`` (CUDAExecutionProvider, I/O binding)
     or ``"tensorrt"`` (TensorrtExecutionProvider, falling back to CUDA then CPU; needs
-    onnxruntime-gpu built with TensorRT). ``intra_op_threads``: CPU threads per operator (0: ORT's
-    default, all cores). ``io_binding``: on GPU providers, bind the output on the device and copy it
+    onnxruntime-gpu built with TensorRT). ``intra_op_threads``: CPU threads per operator (0: the
+    physical cores this process may use, :func:`hanrt.backends.onnxrt.available_cores`).
+    ``spinning``: let idle intra-op threads spin-wait (``None``: hanrt's measured choice for the
+    provider, see :func:`hanrt.backends.onnxrt.session_options`). ``memory_arena``: ONNX Runtime's
+    CPU memory arena (``None``: hanrt's measured choice). ``io_binding``: on GPU providers, bind the output on the device and copy it
     back once per batch. ``trt_fp16``/``trt_cache_dir``: TensorRT EP options.
     """
 
@@ -81,6 +84,8 @@ class OrtConfig:
     device_id: int = 0
     intra_op_threads: int = 0
     inter_op_threads: int = 1
+    spinning: bool | None = None
+    memory_arena: bool | None = None
     io_binding: bool = True
     trt_fp16: bool = False
     trt_cache_dir: str = ""
@@ -285,6 +290,9 @@ class Backend(abc.ABC):
     max_batch: int | None = None
     #: Batches in flight the caller should keep at least (a remote backend asks for more).
     min_slots: int = 1
+    #: Measured seconds per tile size (:class:`hanrt.tiling.TileCost`) that ``tile="auto"`` plans
+    #: with on backends that take any shape; ``None``: the CPU table.
+    tile_cost: Any = None
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
