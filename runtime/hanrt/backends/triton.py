@@ -30,15 +30,17 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..errors import BackendError, ModelError, UsageError, require
 from ..model_info import ModelInfo
 from .base import REMOTE, Backend, BackendSpec, OpenOptions, Probe, Slot, check_batch, installed, model_suffixes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import Future
 
 __all__ = ["TritonBackend", "TritonConfig", "parse_server", "open_triton", "model_name", "SERVERS_ENV", "RETRY_AFTER_S"]
 
@@ -174,6 +176,8 @@ class TritonBackend(Backend):
         #: batches the Upscaler keeps in flight: two per server, so each has one computing and one
         #: queued (the network round trip and the server's batcher hide behind the other)
         self.min_slots = workers
+        from concurrent.futures import ThreadPoolExecutor  # here: `auto` loads this spec for every file
+
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hanrt-triton")
         self._dtype = "UINT8" if info.io == "uint8" else "FP32"
 
@@ -299,7 +303,7 @@ class TritonBackend(Backend):
     def wait(self, slot: Slot) -> np.ndarray:
         if not slot.pending:
             raise UsageError(f"slot {slot.index}: wait() without submit().")
-        fut: Future = slot.handle
+        fut: "Future" = slot.handle
         slot.pending = False
         slot.handle = None
         slot.result = fut.result()

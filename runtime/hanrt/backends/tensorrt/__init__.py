@@ -21,12 +21,34 @@ from pathlib import Path
 
 from ...errors import ModelError
 from ..base import ENGINE, Backend, BackendSpec, OpenOptions, Probe, TrtConfig, installed
-from .backend import TensorRTBackend, resolve_memory, slot_nbytes
-from .cache import (SIDECAR_FORMAT, BuildOptions, BuiltPlan, EngineResult, Fingerprint, Sidecar, Target,
-                    check_compatible, default_cache_dir, engine_path, file_lock, find_engine, get_or_build,
-                    read_sidecar, rebuild_command, sidecar_path, timing_cache_file, write_engine)
-from .profiles import (Profile, base_profiles, check_profiles, parse_hw, parse_nhw, parse_size, pick_profile,
-                       plan_for_profiles, profiles_from_tiles)
+
+#: Where each public name lives. Imported on first use (PEP 562), so that loading the ``trt`` spec
+#: (``--backend auto`` loads every spec) costs no more than this file.
+_LAZY = {
+    "backend": ("TensorRTBackend", "resolve_memory", "slot_nbytes"),
+    "cache": ("SIDECAR_FORMAT", "BuildOptions", "BuiltPlan", "EngineResult", "Fingerprint", "Sidecar", "Target",
+              "check_compatible", "default_cache_dir", "engine_path", "file_lock", "find_engine", "get_or_build",
+              "read_sidecar", "rebuild_command", "sidecar_path", "timing_cache_file", "write_engine"),
+    "profiles": ("Profile", "base_profiles", "check_profiles", "parse_hw", "parse_nhw", "parse_size", "pick_profile",
+                 "plan_for_profiles", "profiles_from_tiles"),
+}
+_WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "TRT",
@@ -79,6 +101,8 @@ def _open(model: str | os.PathLike, o: OpenOptions) -> Backend:
     from .build import trt
 
     trt()  # no TensorRT: the error names the extra before anything reads the engine
+    from .backend import TensorRTBackend
+
     return TensorRTBackend(str(path), config=TrtConfig(device_id=o.device_id, slots=o.slots))
 
 
