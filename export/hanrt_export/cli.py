@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
 from .to_onnx import ExportOptions, export_onnx
 
 
@@ -19,7 +18,15 @@ def run_export(args: argparse.Namespace) -> int:
     if out.exists() and not getattr(args, "overwrite", False):
         raise OutputError(f"{str(out)!r} exists; pass --overwrite to replace it.")
     hook = _precision_hook(args)
-    ck = load_checkpoint(args.checkpoint, csam_conv2d=args.csam == "conv2d")
+    # --- model registry (issue 14): HAN strictly, other SR architectures through spandrel -------
+    from .models import load_model
+
+    ck = load_model(args.checkpoint, csam_conv2d=args.csam == "conv2d")
+    if getattr(args, "precision", "fp32") == "int8" and ck.int8:
+        from hanrt.errors import UsageError
+
+        raise UsageError(f"--precision int8 is not offered for {ck.arch}: {ck.int8}.")
+    # --------------------------------------------------------------------------------------------
     u8_act = getattr(args, "precision", "fp32") == "int8" and getattr(args, "int8_activations", "int8") == "uint8"
     opts = ExportOptions(opset=args.opset, io=args.io, verify=not args.no_verify,
                          trt_lint="record" if u8_act else "refuse",
@@ -27,11 +34,16 @@ def run_export(args: argparse.Namespace) -> int:
                          if u8_act else "")
     res = export_onnx(ck.model, out, options=opts, source_sha256=ck.sha256, source=ck.path,
                       overwrite=getattr(args, "overwrite", False), precision_hook=hook)
-    c = ck.config
     parity = ("skipped (--no-verify)" if res.max_abs_diff is None else
               f"max abs {res.max_abs_diff:.3g}, mean abs {res.mean_abs_diff:.3g} (0..255 scale)")
-    print(f"exported HAN x{c.scale} ({c.n_resgroups}x{c.n_resblocks}x{c.n_feats}, io={args.io}, "
-          f"csam={args.csam}, opset {args.opset}) to {res.path} in {res.export_s:.1f} s; "
+    if ck.arch == "HAN":
+        c = ck.config
+        what = f"HAN x{c.scale} ({c.n_resgroups}x{c.n_resblocks}x{c.n_feats}, io={args.io}, csam={args.csam}"
+    else:
+        rules = (f", tiles >= {ck.min_tile} px, multiples of {ck.tile_multiple}"
+                 if ck.min_tile > 1 or ck.tile_multiple > 1 else "")
+        what = f"{ck.label} via spandrel ({ck.n_params / 1e6:.3g} M parameters, io={args.io}{rules}"
+    print(f"exported {what}, opset {args.opset}) to {res.path} in {res.export_s:.1f} s; "
           f"{res.nodes} nodes; parity {parity}", file=sys.stdout)
     print(f"TensorRT: {res.info.trt_lint}", file=sys.stdout)
     if res.info.precision != "fp32":

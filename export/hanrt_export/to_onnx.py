@@ -1,4 +1,10 @@
-"""PyTorch HAN -> ONNX, with the model description in the metadata and a parity gate.
+"""PyTorch model -> ONNX, with the model description in the metadata and a parity gate.
+
+HAN is the flagship; any architecture of the model registry (:mod:`hanrt_export.models`: spandrel's
+super-resolution models) exports through the same steps. Every exported graph reads and writes
+0..255 (0..1 models are wrapped by :func:`hanrt_export.models.for_export`); graphs of models with
+shape rules (``min_tile``, ``tile_multiple``) are checked at a second input shape as well, since a
+traced graph bakes Python control flow on shapes.
 
 Exporter choice: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``).
 HAN's forward is static Python (no data-dependent control flow), so tracing is exact; the
@@ -31,13 +37,15 @@ from torch import nn
 from hanrt.errors import MissingDependencyError, ModelError, OutputError, ParityError, UsageError
 from hanrt.io.atomic import atomic_output, check_output_path
 from hanrt.model_info import ModelInfo
+from hanrt.tiling import legal_tile
 
 from . import __version__
 from .han import HAN
+from .models import LoadedModel, for_export, han_loaded
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportOptions", "ExportResult", "export_onnx", "Uint8IO", "parity_check", "trt_lint_gate"]
+__all__ = ["ExportOptions", "ExportResult", "export_onnx", "Uint8IO", "parity_check", "trt_lint_gate", "model_info_for"]
 
 PARITY_TOL = 1e-2  # max abs difference on the 0..255 scale
 
@@ -50,7 +58,7 @@ class Uint8IO(nn.Module):
     :mod:`hanrt_export.trt_lint` checks the final file).
     """
 
-    def __init__(self, model: HAN) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
@@ -108,7 +116,7 @@ def parity_check(path: str | os.PathLike, torch_module: nn.Module, x: torch.Tens
     name = sess.get_inputs()[0].name
     got = sess.run(None, {name: x.numpy()})[0]
     with torch.no_grad():
-        ref = torch_module(x).numpy()
+        ref = torch_module(x.clone()).numpy()
     if got.shape != ref.shape:
         raise ParityError(f"ONNX output shape {got.shape} differs from PyTorch {ref.shape}.")
     d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
@@ -116,7 +124,7 @@ def parity_check(path: str | os.PathLike, torch_module: nn.Module, x: torch.Tens
 
 
 def export_onnx(
-    model: HAN,
+    model: HAN | LoadedModel,
     output: str | os.PathLike,
     *,
     options: ExportOptions = ExportOptions(),
@@ -135,19 +143,27 @@ def export_onnx(
     _check_output_path(out, overwrite)
     if options.opset < 17:
         raise UsageError(f"--opset must be >= 17 (LayerNorm-era ops and dynamic shapes), got {options.opset}.")
-    model = model.eval()
-    wrapped: nn.Module = Uint8IO(model).eval() if options.io == "uint8" else model
-    cfg = model.config
-    h, w = options.parity_shape
+    loaded = model if isinstance(model, LoadedModel) else han_loaded(model)
+    net = for_export(loaded)
+    wrapped: nn.Module = Uint8IO(net).eval() if options.io == "uint8" else net
+    n_colors = loaded.n_colors
+    h, w = (legal_tile(v, loaded.min_tile, loaded.tile_multiple) for v in options.parity_shape)
     gen = torch.Generator().manual_seed(options.seed)
     if options.io == "uint8":
-        example = torch.randint(0, 256, (1, h, w, cfg.n_colors), dtype=torch.uint8, generator=gen)
+        example = torch.randint(0, 256, (1, h, w, n_colors), dtype=torch.uint8, generator=gen)
         dyn = {"input": {0: "batch", 1: "height", 2: "width"},
                "output": {0: "batch", 1: "out_height", 2: "out_width"}}
     else:
-        example = torch.rand((1, cfg.n_colors, h, w), generator=gen) * 255.0
+        example = torch.rand((1, n_colors, h, w), generator=gen) * 255.0
         dyn = {"input": {0: "batch", 2: "height", 3: "width"},
                "output": {0: "batch", 2: "out_height", 3: "out_width"}}
+    # Other architectures: a second parity input of another shape (and batch 2) catches a trace that
+    # baked the example's shape into Python control flow (padding to a window multiple, say).
+    second = None
+    if loaded.arch != "HAN":
+        h2, w2 = h + max(loaded.tile_multiple, 3), w + 2 * max(loaded.tile_multiple, 3)
+        second = (torch.randint(0, 256, (2, h2, w2, n_colors), dtype=torch.uint8, generator=gen)
+                  if options.io == "uint8" else torch.rand((2, n_colors, h2, w2), generator=gen) * 255.0)
 
     with atomic_output(out, overwrite=overwrite) as tmp:
         t0 = time.perf_counter()
@@ -167,13 +183,8 @@ def export_onnx(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 m = onnxslim.slim(m)
-        info = ModelInfo(
-            scale=cfg.scale, io=options.io, n_colors=cfg.n_colors,
-            value_range=(0.0, float(cfg.rgb_range)), precision="fp32",
-            hyperparameters=cfg.to_dict(), csam="conv2d" if model.csa.conv2d_form else "conv3d",
-            source_sha256=source_sha256, source=os.path.basename(source) if source else "",
-            hanrt_version=__version__, opset=options.opset,
-        )
+        info = model_info_for(loaded, io=options.io, source_sha256=source_sha256, source=source,
+                              opset=options.opset)
         _set_metadata(m, info)
         onnx.save(m, str(tmp))
         export_s = time.perf_counter() - t0
@@ -181,6 +192,10 @@ def export_onnx(
         note = ""
         if options.verify:
             max_d, mean_d = parity_check(tmp, wrapped, example)
+            if second is not None:
+                max2, mean2 = parity_check(tmp, wrapped, second)
+                log.info("parity at %s: max abs %.3g", tuple(second.shape), max2)
+                max_d, mean_d = max(max_d, max2), max(mean_d, mean2)
             tol = PARITY_TOL if options.io == "float" else 1.0
             log.info("parity: max abs %.3g, mean abs %.3g (tolerance %.3g)", max_d, mean_d, tol)
             if options.io == "uint8":
@@ -197,6 +212,20 @@ def export_onnx(
         info, findings = trt_lint_gate(tmp, info, options=options, name=out.name)
         nodes = len(onnx.load(str(tmp), load_external_data=False).graph.node)
     return ExportResult(str(out), info, export_s, max_d, mean_d, nodes, note, tuple(findings))
+
+
+def model_info_for(loaded: LoadedModel, *, io: str = "float", source_sha256: str = "", source: str = "",
+                   opset: int = 0) -> ModelInfo:
+    """The FP32 :class:`ModelInfo` of a graph exported from ``loaded`` (HAN: exactly as before, plus
+    ``arch``; other architectures: graph I/O 0..255, the network's own range in ``network_range``)."""
+    common = dict(scale=loaded.scale, io=io, n_colors=loaded.n_colors, precision="fp32", arch=loaded.arch,
+                  min_tile=loaded.min_tile, tile_multiple=loaded.tile_multiple, source_sha256=source_sha256,
+                  source=os.path.basename(source) if source else "", hanrt_version=__version__, opset=opset)
+    if loaded.arch == "HAN":
+        return ModelInfo(value_range=tuple(loaded.value_range), hyperparameters=loaded.hyperparameters,
+                         csam="conv2d" if loaded.model.csa.conv2d_form else "conv3d", **common)
+    return ModelInfo(value_range=(0.0, 255.0), network_range=tuple(loaded.value_range),
+                     hyperparameters=loaded.hyperparameters, csam="", **common)
 
 
 def trt_lint_gate(path: str | os.PathLike, info: ModelInfo, *, options: ExportOptions = ExportOptions(),

@@ -54,7 +54,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
-from .tiling import TilePlan, describe, extract_tile, place_tile, plan_tiles
+from .tiling import TilePlan, describe, extract_tile, legal_tile, place_tile, plan_tiles
 
 __all__ = ["Upscaler", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
            "STAGES"]
@@ -235,6 +235,8 @@ class Upscaler:
                               min_tile=info.min_tile, tile_multiple=info.tile_multiple)
             return plan, min(self.batch, plan.count), 1
         tile = self.tile
+        if tile and (tile < info.min_tile or tile % info.tile_multiple):
+            tile = legal_tile(tile, info.min_tile, info.tile_multiple)  # the model's shape rules (ModelInfo)
         if tile is not None and tile >= max(height, width):
             tile = None  # a tile at least as large as the image: whole-image inference
         plan = plan_tiles(height, width, tile=tile, margin=self.margin, scale=info.scale,
