@@ -93,10 +93,13 @@ def _short(msg: str, n: int = 160) -> str:
     return msg if len(msg) <= n else msg[: n - 3] + "..."
 
 
-def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
+def unwrap_state_dict(obj: Any, *, source: str = "checkpoint",
+                      strip_prefixes: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Return ``(state_dict, meta)`` from any accepted checkpoint layout.
 
-    ``meta`` holds hanrt's recorded fields (``config`` etc.) when present.
+    ``meta`` holds hanrt's recorded fields (``config`` etc.) when present. ``strip_prefixes``: drop a
+    ``module.``/``model.`` prefix shared by every key (HAN's layouts; spandrel gets the keys as they
+    are, since some architectures' own names start with ``model.``).
     """
     meta: dict = {}
     if isinstance(obj, Mapping) and obj.get("format") == HANRT_FORMAT:
@@ -119,10 +122,16 @@ def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> tuple[dict[str
         bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
         raise CheckpointError(f"{source} is not a state dict of tensors (non-tensor entries: {bad}).")
     sd = dict(obj)
+    return (strip_common_prefix(sd) if strip_prefixes else sd), meta
+
+
+def strip_common_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` without a ``module.`` (DataParallel) or ``model.`` prefix shared by every key."""
+    sd = dict(sd)
     for prefix in ("module.", "model."):
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd, meta
+    return sd
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -263,7 +272,7 @@ def load_checkpoint(path: str | os.PathLike, *, csam_conv2d: bool = False) -> Lo
     return LoadedCheckpoint(model=model, config=model.config, sha256=sha256_file(p), path=str(p), meta=meta)
 
 
-def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+def read_state(path: str | os.PathLike, *, strip_prefixes: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint file safely and return ``(state_dict, meta)`` (any accepted layout).
 
     ``.safetensors`` files are read with ``safetensors.torch.load_file`` (tensors only, no code);
@@ -285,7 +294,7 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
             raise CheckpointError(f"cannot read {str(p)!r} as safetensors ({_short(str(exc))}).") from None
     else:
         obj = _read_file(p)
-    return unwrap_state_dict(obj, source=f"checkpoint {str(p)!r}")
+    return unwrap_state_dict(obj, source=f"checkpoint {str(p)!r}", strip_prefixes=strip_prefixes)
 
 
 def _read_file_checks(path: Path) -> None:

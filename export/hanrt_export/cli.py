@@ -32,7 +32,7 @@ def run_export(args: argparse.Namespace) -> int:
                          trt_lint="record" if u8_act else "refuse",
                          trt_note="--int8-activations uint8: asymmetric UINT8 activations for ONNX Runtime CPU"
                          if u8_act else "")
-    res = export_onnx(ck.model, out, options=opts, source_sha256=ck.sha256, source=ck.path,
+    res = export_onnx(ck, out, options=opts, source_sha256=ck.sha256, source=ck.path,
                       overwrite=getattr(args, "overwrite", False), precision_hook=hook)
     parity = ("skipped (--no-verify)" if res.max_abs_diff is None else
               f"max abs {res.max_abs_diff:.3g}, mean abs {res.mean_abs_diff:.3g} (0..255 scale)")

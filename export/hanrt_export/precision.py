@@ -404,6 +404,13 @@ def doubled_input(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _static_hw(model) -> bool:
+    """Whether the graph's input has fixed height and width (a fixed-tile export)."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    hw = (dims[1], dims[2]) if model.graph.input[0].type.tensor_type.elem_type == 2 else (dims[2], dims[3])
+    return all(d.HasField("dim_value") for d in hw)
+
+
 def _area(x: np.ndarray) -> int:
     return int(x.shape[1] * x.shape[2]) if x.dtype == np.uint8 else int(x.shape[2] * x.shape[3])
 
@@ -450,8 +457,11 @@ def decide_fp32_nodes(model, calib_inputs: Sequence[np.ndarray] = (), *,
     prod = _producers(model)
     if calib_inputs:
         small = activation_ranges(model, calib_inputs)
-        big_inputs = [doubled_input(np.asarray(x)) for x in calib_inputs]
-        big = activation_ranges(model, big_inputs)
+        if _static_hw(model):  # a fixed-tile graph: the tile cannot grow, ranges are what they are
+            big_inputs, big = [np.asarray(x) for x in calib_inputs], small
+        else:
+            big_inputs = [doubled_input(np.asarray(x)) for x in calib_inputs]
+            big = activation_ranges(model, big_inputs)
         area = max(_area(x) for x in big_inputs)
         ref_area = float(options.reference_tile) ** 2
         max_abs = {t: max(small[t], big[t]) for t in small}
@@ -643,6 +653,13 @@ def _ort_run(path_or_model, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
+def _fit(img: np.ndarray, side: int) -> np.ndarray:
+    """An HxWx3 crop mirror-padded (or cut) to ``side`` x ``side`` (the input of a fixed-tile graph)."""
+    a = _rgb(img)[:side, :side]
+    ph, pw = side - a.shape[0], side - a.shape[1]
+    return np.ascontiguousarray(np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="symmetric")) if ph or pw else a
+
+
 def _legal(n: int, info: ModelInfo) -> int:
     """``n`` rounded up to a side the graph accepts (its ``min_tile`` and ``tile_multiple``)."""
     from hanrt.tiling import legal_tile
@@ -667,9 +684,10 @@ def make_fp16(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[n
 
     path = Path(tmp_path)
     m32 = onnx.load(str(path))
-    side = _legal(max(8, options.calib_size), info)
-    inputs = [to_graph_input(c, info.io) for c in calib if min(c.shape[:2]) >= info.min_tile
-              and c.shape[0] % info.tile_multiple == 0 and c.shape[1] % info.tile_multiple == 0]
+    side = info.fixed_tile or _legal(max(8, options.calib_size), info)
+    inputs = [to_graph_input(_fit(c, side) if info.fixed_tile else c, info.io) for c in calib
+              if info.fixed_tile or (min(c.shape[:2]) >= info.min_tile and c.shape[0] % info.tile_multiple == 0
+                                     and c.shape[1] % info.tile_multiple == 0)]
     inputs += [to_graph_input(v, info.io) for v in extreme_inputs(side).values()]
     if fp32_nodes is not None:
         decision = Fp32Decision({n: "explicit (given by the caller)" for n in fp32_nodes},
@@ -681,7 +699,7 @@ def make_fp16(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[n
     info = info.with_(precision="fp16", fp32_nodes=decision.fp32_nodes, precision_notes=decision.notes())
     _set_metadata(m16, info)
     worst = float("inf")
-    check_size = _legal(check_size, info)
+    check_size = info.fixed_tile or _legal(check_size, info)
     for name, img in extreme_inputs(check_size).items():
         x = to_graph_input(img, info.io)
         ref = _ort_run(m32, x).astype(np.float64)

@@ -56,6 +56,11 @@ class ModelInfo:
       0..255 network; a HAN trained with ``rgb_range`` 1 says 0..1). ``network_range``: the range
       the network itself computes in (0..1 for spandrel's models, whose graphs scale by 1/255 in
       and 255 out); ``None`` when it equals ``value_range`` (and in older descriptions).
+    - ``fixed_tile``: when > 0 the graph runs only ``fixed_tile`` x ``fixed_tile`` inputs (static
+      height and width: a model whose traced graph bakes a size-dependent mask, e.g. SwinIR's
+      shifted windows); the tiler then plans fixed tiles and pads smaller images. 0: any legal size.
+    - ``max_batch``: the most tiles per call the graph computes correctly (1 when its trace baked
+      the batch in, measured at export); 0: any.
     - ``precision`` and ``fp32_nodes``: the precision recipe (which nodes stay FP32 and why).
     - ``trt_buildable``: the result of the TensorRT lint (``hanrt lint``, run by ``hanrt export``
       on the graph it wrote): ``True`` no rule fired, ``False`` the graph is knowingly not
@@ -84,6 +89,8 @@ class ModelInfo:
     trt_buildable: bool | None = None
     trt_lint: str = ""
     network_range: tuple[float, float] | None = None
+    fixed_tile: int = 0
+    max_batch: int = 0
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -178,6 +178,8 @@ class Upscaler:
         self.tile = tile or None
         self.margin = margin
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
+        if self._backend.info.max_batch:  # a graph right only for this many tiles per call (ModelInfo)
+            self.batch = min(self.batch, self._backend.info.max_batch)
         # a remote backend asks for more batches in flight (two per Triton server) than a local one
         self.n_slots = max(slots, int(getattr(self._backend, "min_slots", 1)))
         self._lock = threading.Lock()
@@ -230,6 +232,8 @@ class Upscaler:
             return plan_for_profiles(height, width, profiles=profiles, tile=self.tile, margin=self.margin,
                                      batch=self.batch, info=info)
         fixed = self._backend.fixed_tile_shape
+        if fixed is None and info.fixed_tile:  # a graph with static height and width (ModelInfo.fixed_tile)
+            fixed = (info.fixed_tile, info.fixed_tile)
         if fixed is not None:
             plan = plan_tiles(height, width, tile=fixed, margin=self.margin, scale=info.scale, fixed=True,
                               min_tile=info.min_tile, tile_multiple=info.tile_multiple)

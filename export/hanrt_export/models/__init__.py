@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,12 +163,15 @@ def _spandrel_claims(sd: Mapping[str, torch.Tensor], meta: dict) -> bool:
 def _spandrel_load(sd: Mapping[str, torch.Tensor], meta: dict, source: str) -> LoadedModel:
     spandrel = _import_spandrel()
     try:
-        desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(dict(sd))
+        with warnings.catch_warnings():
+            # spandrel's window-attention models call torch.meshgrid without indexing= (torch warns)
+            warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+            desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(dict(sd))
     except spandrel.UnsupportedModelError:
-        from ..checkpoint import describe_unknown
+        from ..checkpoint import describe_unknown, strip_common_prefix
 
         raise CheckpointError(
-            f"{source} holds no architecture hanrt can load: it is not HAN{describe_unknown(sd)}, and "
+            f"{source} holds no architecture hanrt can load: it is not HAN{describe_unknown(strip_common_prefix(sd))}, and "
             f"spandrel {spandrel.__version__} recognises none of its architectures in it."
         ) from None
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
@@ -219,18 +223,22 @@ LOADERS: tuple[Loader, ...] = (
 def load_state_dict(sd: Mapping[str, torch.Tensor], *, meta: dict | None = None, source: str = "state dict",
                     csam_conv2d: bool = False) -> LoadedModel:
     """Pick the loader for ``sd`` (HAN first, then spandrel) and load it. See the module docstring."""
+    from ..checkpoint import strip_common_prefix
+
     meta = dict(meta or {})
+    stripped = strip_common_prefix(sd)  # HAN's layouts; spandrel canonicalises the keys itself
     for loader in LOADERS:
-        if loader.claims(sd, meta):
-            if loader.name == "HAN":
-                return _han_load(sd, meta, source, csam_conv2d=csam_conv2d)
+        if loader.name == "HAN":
+            if loader.claims(stripped, meta):
+                return _han_load(stripped, meta, source, csam_conv2d=csam_conv2d)
+        elif loader.claims(sd, meta):
             try:
                 return loader.load(sd, meta, source)
             except MissingDependencyError as exc:
                 from ..checkpoint import describe_unknown
 
                 raise CheckpointError(
-                    f"{source} is not a HAN checkpoint{describe_unknown(sd)}. {exc}"
+                    f"{source} is not a HAN checkpoint{describe_unknown(stripped)}. {exc}"
                 ) from exc
     raise CheckpointError(f"{source}: no loader claims it.")  # unreachable: spandrel claims everything
 
@@ -243,7 +251,7 @@ def load_model(path: str | os.PathLike, *, csam_conv2d: bool = False) -> LoadedM
     from ..checkpoint import read_state
 
     p = Path(path)
-    sd, meta = read_state(p)
+    sd, meta = read_state(p, strip_prefixes=False)
     loaded = load_state_dict(sd, meta=meta, source=f"checkpoint {str(p)!r}", csam_conv2d=csam_conv2d)
     loaded.sha256 = sha256_file(p)
     loaded.path = str(p)
