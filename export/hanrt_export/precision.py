@@ -700,17 +700,30 @@ def make_fp16(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[n
     _set_metadata(m16, info)
     worst = float("inf")
     check_size = info.fixed_tile or _legal(check_size, info)
+    checker = "ReferenceEvaluator, real FP16 arithmetic"
     for name, img in extreme_inputs(check_size).items():
         x = to_graph_input(img, info.io)
         ref = _ort_run(m32, x).astype(np.float64)
-        got = reference_run(m16, x)
+        try:
+            got = reference_run(m16, x)
+        except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
+            # onnx's reference ops lack a few forms (Pad with negative pads: RealCUGAN's crops). The
+            # check then runs on ONNX Runtime, which computes FP16 nodes in FP32 on the CPU: it checks
+            # the conversion, while overflow is ruled out only by the measured ranges above.
+            checker = (f"ONNX Runtime (FP32 arithmetic on the CPU; ReferenceEvaluator cannot run this graph: "
+                       f"{type(exc).__name__}: {str(exc)[:80]})")
+            log.warning("fp16 check: %s", checker)
+            got = _ort_run(m16, x)
         p = psnr(got.astype(np.float64), ref)
-        log.info("fp16 check (ReferenceEvaluator) %s %dx%d: %.1f dB", name, check_size, check_size, p)
+        log.info("fp16 check (%s) %s %dx%d: %.1f dB", checker, name, check_size, check_size, p)
         worst = min(worst, p)
         if not p >= min_psnr:
             raise ParityError(
-                f"FP16 gate failed: on the {name!r} input the FP16 graph (real FP16 arithmetic) is "
+                f"FP16 gate failed: on the {name!r} input the FP16 graph ({checker}) is "
                 f"{p:.1f} dB from FP32, below {min_psnr:g} dB; nothing was written.")
+    info = info.with_(precision_notes=f"{info.precision_notes}; check: worst {worst:.1f} dB vs FP32 on extreme "
+                                      f"inputs at {check_size}x{check_size} ({checker})")
+    _set_metadata(m16, info)
     onnx.save(m16, str(path))
     return info
 

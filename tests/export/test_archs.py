@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from hanrt.errors import CheckpointError, MissingDependencyError, UsageError  # noqa: E402
+from hanrt.errors import CheckpointError, MissingDependencyError, ParityError, UsageError  # noqa: E402
 from hanrt_export.models import spandrel_available  # noqa: E402
 
 _WHY = spandrel_available()
@@ -73,6 +73,9 @@ def _build(name: str):
 
 
 ARCHS = ["ESRGAN", "Compact", "SwinIR", "HAT", "OmniSR", "SPAN", "DAT", "RealCUGAN", "RCAN"]
+# Measured on the tiny random-weight configurations (README: "Other architectures"):
+FP16_REFUSED = {"SPAN"}  # its FP16 graph is < 50 dB from FP32 on the all-zero input: the gate refuses
+NO_REFERENCE = {"RealCUGAN"}  # Pad with negative pads: onnx's ReferenceEvaluator cannot run it
 SLOW = {"RealCUGAN", "DAT", "HAT", "SwinIR", "OmniSR"}  # > a few seconds on a 2-core CPU (FP16 check in numpy)
 
 
@@ -119,13 +122,22 @@ def test_arch_exports_through_the_registry(name, arch_dir, calib_photos):
     fp16 = arch_dir / f"{name}_fp16.onnx"
     hook = functools.partial(P.make_fp16, calib=crops, calibration="2 crops",
                              options=P.Fp16Options(calib_size=max(16, loaded.min_tile)))
-    res16 = export_onnx(loaded, fp16, options=opts, precision_hook=hook)
-    assert res16.info.precision == "fp16" and res16.info.trt_buildable is True
+    if name in FP16_REFUSED:  # measured: the gate refuses it, and nothing is written
+        with pytest.raises(ParityError, match="FP16 gate failed"):
+            export_onnx(loaded, fp16, options=opts, precision_hook=hook)
+        assert not fp16.exists()
+        fp16 = None
+    else:
+        res16 = export_onnx(loaded, fp16, options=opts, precision_hook=hook)
+        assert res16.info.precision == "fp16" and res16.info.trt_buildable is True
     side = info.fixed_tile or max(16, info.min_tile)
     x = P.to_graph_input(crops[0][:side, :side], "float")
-    ref = P._ort_run(onnx.load(str(out)), x)
-    got = P.reference_run(onnx.load(str(fp16)), x)
-    assert np.all(np.isfinite(got)) and P.psnr(got, ref) >= 40.0
+    if fp16 is not None and name not in NO_REFERENCE:
+        ref = P._ort_run(onnx.load(str(out)), x)
+        got = P.reference_run(onnx.load(str(fp16)), x)
+        assert np.all(np.isfinite(got)) and P.psnr(got, ref) >= 40.0
+    elif fp16 is not None:
+        assert "ReferenceEvaluator cannot run this graph" in read_model_info(fp16).precision_notes
 
     # the runtime runs it like HAN; a requested tile breaking the rules is rounded up
     rng = np.random.default_rng(0)
