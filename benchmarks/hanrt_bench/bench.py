@@ -40,7 +40,7 @@ from hanrt.errors import HanrtError, MissingDependencyError, UsageError
 from hanrt.io.images import read_rgb8
 
 from .baselines import TORCH_METHODS, HanrtMethod, HanrtSettings, chop_pieces
-from .flops import HANShape, han_macs
+from .flops import CountedCost, HANShape, UncountedCost, macs_of
 from .latency import Measurement, StageTimer, measure
 from .suite import Config, Suite
 
@@ -57,7 +57,7 @@ class ModelSource:
 
     label: str
     path: str  # the FP32 .onnx / .plan hanrt runs
-    shape: HANShape
+    shape: HANShape | CountedCost | UncountedCost  # the cost model (HAN: analytic; others: counted)
     torch_model: Any = None
     torch_missing: str = ""
     tmpdir: Any = None
@@ -85,7 +85,7 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     """
     m = _RANDOM.match(spec)
     tmp = None
-    if m or spec.lower().endswith((".pt", ".pth")):
+    if m or spec.lower().endswith((".pt", ".pth", ".safetensors")):
         from hanrt.errors import require
 
         require("torch", extra="export", purpose=f"benchmarking {spec}")
@@ -103,12 +103,16 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
                 model.csa.gamma.fill_(0.5)
             label = f"HAN x{scale} {g}x{b}x{f} (random weights)"
         else:
-            from hanrt_export.checkpoint import load_checkpoint
+            # any architecture of the model registry (HAN built in, others through spandrel)
+            from hanrt_export.models import load_model
 
-            ck = load_checkpoint(spec)
-            model = ck.model
-            c = ck.config
-            label = f"{Path(spec).name} (HAN x{c.scale} {c.n_resgroups}x{c.n_resblocks}x{c.n_feats})"
+            ck = load_model(spec)
+            if ck.arch == "HAN":
+                model = ck.model
+                c = ck.config
+                label = f"{Path(spec).name} (HAN x{c.scale} {c.n_resgroups}x{c.n_resblocks}x{c.n_feats})"
+            else:
+                return _other_arch_source(spec, ck, work_dir)
         tmp = tempfile.TemporaryDirectory(prefix="hanrt-bench-", dir=work_dir)
         onnx_path = Path(tmp.name) / "model.onnx"
         log.info("exporting %s to ONNX for hanrt (%s)", label, onnx_path)
@@ -135,6 +139,8 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     from hanrt.model_info import read_model_info
 
     info = read_model_info(p)
+    if info.arch != "HAN":
+        return _other_arch_graph(p, info, checkpoint)
     shape = HANShape.from_hyperparameters(info.hyperparameters or {"scale": info.scale}, csam=info.csam)
     label = f"{p.name} (HAN x{shape.scale} {shape.n_resgroups}x{shape.n_resblocks}x{shape.n_feats}, {info.precision})"
     src = ModelSource(label, str(p), shape)
@@ -149,6 +155,39 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     else:
         src.torch_missing = "MODEL is not a checkpoint and no --checkpoint was given"
     return src
+
+
+_NO_TORCH_BACKEND = "hanrt's torch backend runs HAN only; other architectures run through their ONNX graph"
+
+
+def _other_arch_source(spec: str, ck: Any, work_dir: str | None) -> ModelSource:
+    """A non-HAN checkpoint: exported to a temporary ONNX graph; FLOPs counted on its PyTorch model."""
+    from hanrt_export.models import for_export
+
+    net = for_export(ck)  # 0..255 in and out, like the graph and the baselines' HAN
+    tmp = tempfile.TemporaryDirectory(prefix="hanrt-bench-", dir=work_dir)
+    onnx_path = Path(tmp.name) / "model.onnx"
+    _export(ck, onnx_path)
+    label = f"{Path(spec).name} ({ck.label})"
+    cost = CountedCost(net, scale=ck.scale, label=ck.label, n_colors=ck.n_colors)
+    return ModelSource(label, str(onnx_path), cost, torch_model=net, tmpdir=tmp, checkpoint=None,
+                       torch_missing="")
+
+
+def _other_arch_graph(p: Path, info: Any, checkpoint: str | None) -> ModelSource:
+    """A non-HAN ``.onnx``/``.plan``: FLOPs counted on ``checkpoint``'s PyTorch model, else not counted."""
+    label = f"{p.name} ({info.arch} x{info.scale}, {info.precision})"
+    if not checkpoint:
+        why = f"FLOPs of a {info.arch} graph are counted on its PyTorch model: pass --checkpoint"
+        src = ModelSource(label, str(p), UncountedCost(scale=info.scale, label=label, why=why))
+        src.torch_missing = "MODEL is not a checkpoint and no --checkpoint was given"
+        return src
+    from hanrt_export.models import for_export, load_model
+
+    ck = load_model(checkpoint)
+    net = for_export(ck)
+    return ModelSource(label, str(p), CountedCost(net, scale=ck.scale, label=ck.label, n_colors=ck.n_colors),
+                       torch_model=net, checkpoint=None)
 
 
 def precision_path(model_path: str, precision: str, explicit: dict[str, str] | None = None) -> str | None:
@@ -190,12 +229,12 @@ class BenchResult:
                 "rows": self.rows, "skipped": self.skipped}
 
 
-def _executed_macs(method: str, shape: HANShape, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int]) -> int:  # noqa: ARG001
+def _executed_macs(method: str, shape: Any, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int]) -> int:  # noqa: ARG001
     """MACs actually computed by a method (tiles with their context; pieces with their overlap)."""
     if method == "torch-eager":
-        return han_macs(shape, h, w).macs
+        return macs_of(shape, h, w)
     if method == "torch-chop":
-        return sum(han_macs(shape, ph, pw).macs for _, _, ph, pw in chop_pieces(h, w))
+        return sum(macs_of(shape, ph, pw) for _, _, ph, pw in chop_pieces(h, w))
     if method == "torch-tile":
         core, pad = torch_tile
         total = 0
@@ -203,14 +242,14 @@ def _executed_macs(method: str, shape: HANShape, h: int, w: int, cfg: Config | N
             for left in range(0, w, core):
                 th = min(top + core + pad, h) - max(top - pad, 0)
                 tw = min(left + core + pad, w) - max(left - pad, 0)
-                total += han_macs(shape, th, tw).macs
+                total += macs_of(shape, th, tw)
         return total
     raise ValueError(f"unknown method {method!r}")
 
 
-def _plan_macs(shape: HANShape, plan: Any) -> int:
+def _plan_macs(shape: Any, plan: Any) -> float:
     """MACs of a hanrt tile plan: every tile runs at the plan's full tile shape."""
-    return plan.count * han_macs(shape, plan.tile_h, plan.tile_w).macs
+    return plan.count * macs_of(shape, plan.tile_h, plan.tile_w)
 
 
 def run_bench(
@@ -239,7 +278,7 @@ def run_bench(
             image = synthetic_frame(*suite.input)
     h, w = image.shape[:2]
     s = source.shape.scale
-    useful = han_macs(source.shape, h, w).macs
+    useful = macs_of(source.shape, h, w)
     res = BenchResult(suite, source.label, (h, w), env or {}, peak)
     peak_g = float(peak["gflops"]) if peak else float("nan")
     configs = suite.configs()

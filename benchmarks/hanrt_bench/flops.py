@@ -1,4 +1,5 @@
-"""Compute accounting for HAN from its hyperparameters (no torch needed).
+"""Compute accounting: HAN from its hyperparameters (no torch needed); any other architecture by
+``torch.utils.flop_counter`` on its PyTorch model (:class:`CountedCost`).
 
 Counted: every convolution (including the 1x1 mean shifts, the channel-attention squeeze and
 excite on the pooled 1x1 vector, and CSAM's 3-D convolution) and the two batched matrix products
@@ -18,7 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["HANShape", "FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4"]
+__all__ = ["HANShape", "FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4",
+           "CountedCost", "UncountedCost", "macs_of"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,51 @@ def macs_per_input_pixel(shape: HANShape = FULL_HAN_X4) -> float:
 def gflops(flops: float, seconds: float) -> float:
     """Achieved GFLOP/s (``flops`` floating-point operations in ``seconds`` s)."""
     return flops / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+class CountedCost:
+    """MACs of any architecture, counted by ``torch.utils.flop_counter`` on its PyTorch model.
+
+    ``model``: the ``nn.Module`` (float32 NCHW in). One forward pass per input shape, on zeros, cached;
+    the counter counts convolutions and matrix products (what :func:`han_macs` counts for HAN), as
+    ``2 * MACs``. Needs torch (imported on first use).
+    """
+
+    def __init__(self, model: Any, *, scale: int, label: str, n_colors: int = 3) -> None:
+        self.model = model
+        self.scale = int(scale)
+        self.label = label
+        self.n_colors = int(n_colors)
+        self._cache: dict[tuple[int, int, int], int] = {}
+
+    def macs(self, height: int, width: int, batch: int = 1) -> float:
+        key = (int(batch), int(height), int(width))
+        if key not in self._cache:
+            import torch
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                self.model(torch.zeros((batch, self.n_colors, height, width)))
+            self._cache[key] = int(counter.get_total_flops()) // 2
+        return self._cache[key]
+
+
+class UncountedCost:
+    """The cost of a graph whose PyTorch model is not at hand (another architecture's ``.onnx``
+    without ``--checkpoint``): every figure is NaN, and ``why`` says so."""
+
+    def __init__(self, *, scale: int, label: str, why: str) -> None:
+        self.scale = int(scale)
+        self.label = label
+        self.why = why
+
+    def macs(self, height: int, width: int, batch: int = 1) -> float:  # noqa: ARG002
+        return float("nan")
+
+
+def macs_of(cost: "HANShape | CountedCost | UncountedCost", height: int, width: int, batch: int = 1) -> float:
+    """MACs of one forward pass: HAN by :func:`han_macs`, other architectures by their counter."""
+    if isinstance(cost, HANShape):
+        return han_macs(cost, height, width, batch).macs
+    return cost.macs(height, width, batch)

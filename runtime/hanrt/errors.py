@@ -130,6 +130,7 @@ _EXTRA_FOR = {
     "modelopt": "export",
     "tritonclient": "triton",
     "pytriton": "serve",
+    "spandrel": "export,spandrel",
 }
 
 _JETPACK_HINT = {

@@ -176,6 +176,16 @@ def test_cli_export_info_and_int8_refusal(arch_dir, capsys, calib_dir):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "arch         SwinIR" in text and "input sides >= 16" in text and "network computes in 0..1" in text
+    # hanrt upscale runs it like HAN; --tile 30 breaks the graph's rules (multiples of 4): rounded up to 32
+    from PIL import Image
+
+    src, dst = arch_dir / "in.png", arch_dir / "out.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (45, 70, 3), dtype=np.uint8)).save(src)
+    assert main(["upscale", str(src), "--model", str(out), "-o", str(dst), "--backend", "ort-cpu",
+                 "--tile", "30", "--margin", "4"]) == 0
+    with Image.open(dst) as im:
+        assert im.size == (140, 90)
+    capsys.readouterr()
     rc = main(["export", "--checkpoint", str(ck), "--output", str(arch_dir / "swinir_int8.onnx"),
                "--precision", "int8", "--calib", str(calib_dir)])
     assert rc != 0 and "not offered for SwinIR" in capsys.readouterr().err
@@ -239,3 +249,25 @@ def test_legal_tile_rounds_to_the_model_rules():
         legal_tile(0)
     plan = plan_tiles(50, 70, tile=legal_tile(30, 16, 8), margin=4, scale=2, min_tile=16, tile_multiple=8)
     assert plan.tile_h % 8 == 0 and plan.tile_w % 8 == 0 and math.isfinite(plan.overhead)
+
+
+@needs_spandrel
+def test_bench_counts_flops_of_any_architecture(arch_dir):
+    """hanrt bench's cost model: HAN analytic, others by torch.utils.flop_counter on the PyTorch model."""
+    from hanrt_bench.bench import resolve_model
+    from hanrt_bench.flops import CountedCost, UncountedCost, macs_of
+
+    ck = _save(_tiny("Compact"), arch_dir / "compact_bench.pth")  # 8 features, 2 body convs, x4
+    src = resolve_model(str(ck), work_dir=str(arch_dir))
+    try:
+        assert isinstance(src.shape, CountedCost) and src.shape.scale == 4 and "Compact x4" in src.label
+        # SRVGGNetCompact per input pixel: 3->8 conv, two 8->8 convs, 8->3*4*4 conv (all 3x3)
+        per_px = 9 * 3 * 8 + 2 * 9 * 8 * 8 + 9 * 8 * 48
+        assert macs_of(src.shape, 16, 20) == per_px * 16 * 20
+        graph = src.path
+        plain = resolve_model(graph)  # the graph alone: no PyTorch model to count on
+        assert isinstance(plain.shape, UncountedCost) and math.isnan(macs_of(plain.shape, 8, 8))
+        with_ck = resolve_model(graph, checkpoint=str(ck))
+        assert macs_of(with_ck.shape, 16, 20) == per_px * 16 * 20
+    finally:
+        src.close()
