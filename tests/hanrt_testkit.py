@@ -103,3 +103,69 @@ def read_frame_index(image: np.ndarray, *, scale: int = 1) -> int:
         if block.mean() > 127:
             n |= 1 << b
     return n
+
+
+# --- running the command in a child process (fault injection) --------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Exit codes ``hanrt`` may return (the README's error table): success, the error classes of
+#: hanrt.errors, and 128 + signal for SIGINT / SIGTERM.
+EXIT_CODES = {0, 2, 3, 4, 5, 6, 7, 8, 130, 143}
+
+
+def hanrt_env() -> dict:
+    """The environment for ``python -m hanrt`` from this checkout (no .pyc writes, so a file-size
+    limit hits only what hanrt writes)."""
+    import os
+
+    env = dict(os.environ)
+    paths = [str(ROOT / d) for d in ("runtime", "export", "benchmarks")]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def limit_file_size(nbytes: int):
+    """A ``preexec_fn``: files may grow to ``nbytes`` (RLIMIT_FSIZE), writes past it fail with
+    EFBIG like a full disk (SIGXFSZ ignored, so the write returns the error instead of killing)."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return apply
+
+
+def hanrt_proc(args, *, fsize: int | None = None, **kw):
+    """Start ``python -m hanrt ARGS`` (a ``subprocess.Popen``; stdout/stderr piped as text)."""
+    import subprocess
+    import sys
+
+    if fsize:
+        kw["preexec_fn"] = limit_file_size(fsize)
+    return subprocess.Popen([sys.executable, "-m", "hanrt", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=hanrt_env(), **kw)
+
+
+def run_hanrt(args, *, fsize: int | None = None, timeout: float = 120):
+    """Run ``python -m hanrt ARGS`` to the end; returns ``(returncode, stdout, stderr)``."""
+    p = hanrt_proc(args, fsize=fsize)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, out, err
+
+
+def temporaries(folder) -> list:
+    """Hidden temporary files hanrt's writers leave if a cleanup failed (``.NAME.HEX.tmp*``)."""
+    return sorted(p.name for p in Path(folder).rglob(".*.tmp*"))
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback (most recent call last)" not in text, text

@@ -96,7 +96,10 @@ def load_dataset(spec: str, scale: int, *, limit: int | None = None) -> tuple[st
         except ImportError as exc:
             from hanrt.errors import MissingDependencyError
 
-            raise MissingDependencyError(f"the E1 set needs scikit-image and matplotlib: pip install 'hanrt[bench]' ({exc}).") from None
+            if isinstance(exc, MissingDependencyError):  # already names the extra: say it once
+                raise
+            raise MissingDependencyError(f"the E1 set needs scikit-image and matplotlib ({exc}); install them "
+                                         f"with: pip install 'hanrt[bench]'.") from None
         return "E1", imgs[:limit] if limit else imgs
     root = Path(spec)
     if not root.is_dir():

@@ -2,7 +2,8 @@
 
 Every error hanrt raises on purpose derives from :class:`HanrtError`. Messages state what was
 asked, what was found and what to do. The CLI maps each class to an exit code
-(:data:`EXIT_CODES`); anything else is a bug and exits with 1 and a traceback.
+(:data:`EXIT_CODES`); anything else is a bug and exits with 1 and a traceback. SIGINT and SIGTERM
+stop the command with :class:`Interrupted` (exit 130 / 143).
 
 ::
 
@@ -32,6 +33,7 @@ __all__ = [
     "ParityError",
     "BackendError",
     "EXIT_CODES",
+    "Interrupted",
     "exit_code_for",
     "require",
 ]
@@ -110,6 +112,21 @@ EXIT_CODES: dict[type[HanrtError], int] = {
 }
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised like Ctrl-C (the ``hanrt`` command installs the handlers) so that
+    every ``finally`` and ``except KeyboardInterrupt`` cleans up the same way. ``signum``: which
+    signal; the command exits with 128 + signum (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signal that asked the ``hanrt`` command to stop (set by its handler, before it raises
+#: :class:`Interrupted`), or ``None``.
+stop_signal: int | None = None
+
+
 def exit_code_for(exc: BaseException) -> int:
     """Exit code the CLI uses for ``exc`` (1 for anything that is not a HanrtError)."""
     if isinstance(exc, HanrtError):
@@ -152,6 +169,8 @@ def require(module: str, *, extra: str | None = None, purpose: str = ""):
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # includes ModuleNotFoundError
+        if stop_signal is not None:  # SIGINT/SIGTERM during an extension's initialization (which
+            raise Interrupted(stop_signal) from None  # reports it as ImportError): a stop, not a missing package
         top = module.split(".")[0]
         ex = extra or _EXTRA_FOR.get(top, "dev")
         what = f" for {purpose}" if purpose else ""

@@ -42,6 +42,11 @@ CUDA_WHEELS = {
     "12.9.10": "cuda-bindings==12.9.10",
     "13.5.0": "cuda-bindings==13.5.0",
 }
+#: legacy cuda-python: module ``cuda.cudart`` (no ``cuda.bindings``), the kind JetPack 6 (CUDA 12.2)
+#: users pip install; without a driver its calls raise RuntimeError instead of returning error tuples
+LEGACY_CUDA_WHEELS = {
+    "12.2.1": "cuda-python==12.2.1",
+}
 PATHFINDER = "cuda-pathfinder==1.9.1"  # cuda-bindings 12.9 needs ~=1.1, 13.5 needs >=1.4.2
 
 #: what the TensorRT extension module imports from its three libraries (objdump -T: *UND*)
@@ -84,6 +89,8 @@ def why_unavailable() -> str | None:
         return f"the conformance suite needs Linux x86_64 (the wheels' platform), not {sys.platform} {platform.machine()}"
     if shutil.which(os.environ.get("CC", "cc")) is None:
         return "no C compiler ('cc') to build the TensorRT stub libraries: apt-get install gcc"
+    if shutil.which("readelf") is None:
+        return "no readelf to find the sonames the TensorRT extension needs: apt-get install binutils"
     return None
 
 
@@ -177,6 +184,9 @@ def trt(version: str) -> Unpacked:
 
 
 def cuda(version: str) -> Unpacked:
+    if version in LEGACY_CUDA_WHEELS:
+        whl = _download(LEGACY_CUDA_WHEELS[version])
+        return Unpacked("cuda", version, _unpack(whl), _sha256(whl))
     whl = _download(CUDA_WHEELS[version])
     pf = _unpack(_download(PATHFINDER))
     return Unpacked("cuda", version, _unpack(whl), _sha256(whl), pathfinder=pf)
@@ -202,7 +212,7 @@ def ensure_all() -> tuple[dict[str, Unpacked], dict[str, Unpacked]]:
     if why:
         raise Unavailable(why)
     trts = {v: trt(v) for v in TRT_WHEELS}
-    cudas = {v: cuda(v) for v in CUDA_WHEELS}
+    cudas = {v: cuda(v) for v in (*CUDA_WHEELS, *LEGACY_CUDA_WHEELS)}
     for u in (*trts.values(), *cudas.values()):
         spec(u)
     return trts, cudas

@@ -150,7 +150,11 @@ def _probes(rt) -> dict:
         if not hasattr(rt, name):
             out[name] = {"absent": True}
             continue
-        ret = getattr(rt, name)(*args)
+        try:
+            ret = getattr(rt, name)(*args)
+        except RuntimeError as exc:  # legacy cuda.cudart without a driver
+            out[name] = {"raises": f"RuntimeError: {exc}"}
+            continue
         ret = ret if isinstance(ret, tuple) else (ret,)
         out[name] = {"len": len(ret), "error": getattr(ret[0], "name", str(ret[0])),
                      "values": [type(v).__name__ for v in ret[1:]]}
@@ -158,12 +162,19 @@ def _probes(rt) -> dict:
 
 
 def dump_cuda() -> dict:
-    from cuda.bindings import runtime as rt
-    from cuda.bindings import _version
+    try:
+        from cuda.bindings import runtime as rt
+        from cuda.bindings import _version
 
+        module, version = "cuda.bindings.runtime", _version.__version__
+    except ImportError:  # cuda-python <= 12.5: the legacy module
+        import cuda
+        from cuda import cudart as rt
+
+        module, version = "cuda.cudart", cuda.__version__
     d = dump_module(rt, "cuda")
-    d["module"] = "cuda.bindings.runtime"
-    d["version"] = _version.__version__
+    d["module"] = module
+    d["version"] = version
     d["probes"] = _probes(rt)
     return d
 

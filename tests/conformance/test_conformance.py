@@ -29,15 +29,10 @@ sys.path.insert(0, str(HERE.parent))
 from conformance import fetch  # noqa: E402
 
 REPO = HERE.parent.parent
-MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS))
-
-
-@pytest.fixture(scope="session")
-def real_modules():
-    try:
-        return fetch.ensure_all()
-    except fetch.Unavailable as exc:
-        fetch.skip_or_fail(str(exc))
+#: every TensorRT x cuda-bindings pair, plus JetPack 6's likely pair: TensorRT 10.3 with the legacy
+#: cuda-python 12.2 (module cuda.cudart)
+MATRIX = list(itertools.product(fetch.TRT_WHEELS, fetch.CUDA_WHEELS)) + \
+    [("10.3.0", v) for v in fetch.LEGACY_CUDA_WHEELS]
 
 
 def _scenario(trt_v: str, cuda_u: "fetch.Unpacked", tmp: Path, *, only: str | None = None) -> dict:
@@ -46,6 +41,8 @@ def _scenario(trt_v: str, cuda_u: "fetch.Unpacked", tmp: Path, *, only: str | No
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "runtime"), str(REPO / "export"), str(REPO / "benchmarks"),
                                          env.get("PYTHONPATH", "")]).strip(os.pathsep)
     cmd = [sys.executable, str(HERE / "scenario.py"), trt_v, cuda_u.version, str(out), "--live"]
+    if cuda_u.version in fetch.LEGACY_CUDA_WHEELS:
+        cmd.append("--legacy")
     if only:
         cmd += ["--only", only]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -99,6 +96,11 @@ def test_specs_hold_the_members_hanrt_relies_on(real_modules):
         assert s["probes"]["cudaMemcpyAsync"]["len"] == 1
         props = s["classes"]["cudaDeviceProp"]["members"]
         assert {"name", "major", "minor", "integrated"} <= set(props)
+    legacy = load_spec("cuda", "12.2.1")
+    assert legacy["module"] == "cuda.cudart"
+    raised = {k for k, v in legacy["probes"].items() if v.get("raises", "").startswith("RuntimeError: ")}
+    assert {"cudaMalloc", "cudaSetDevice", "cudaHostAlloc", "cudaMemcpyAsync"} <= raised  # no error tuples
+    assert legacy["probes"]["cudaGetErrorName"]["len"] == 2  # needs no driver
     p12 = set(load_spec("cuda", "12.9.10")["classes"]["cudaDeviceProp"]["members"])
     p13 = set(load_spec("cuda", "13.5.0")["classes"]["cudaDeviceProp"]["members"])
     assert {"clockRate", "computeMode", "memoryClockRate"} <= p12 - p13  # gone in CUDA 13
@@ -120,30 +122,6 @@ def _hanrt_attr(name: str, *modules: str):
 
 CUDA_MODULES = ("hanrt.backends.tensorrt.cuda", "hanrt.backends._cuda")
 BUILD_MODULES = ("hanrt.backends.tensorrt.build", "hanrt._tensorrt")
-
-
-@pytest.fixture
-def runner(real_modules, tmp_path):
-    """The scenario's steps in this process, on the fakes of TensorRT 11.4 and cuda-bindings 12.9 (specs only)."""
-    from conformance.scenario import Runner
-    from trtfakes import install
-
-    def make(trt_v: str = "11.4.0.106", cuda_v: str = "12.9.10"):
-        ctx = install(trt_v, cuda_v)
-        fx = ctx.__enter__()
-        r = Runner(fx, tmp_path)
-        r._ctx = ctx
-        return r
-
-    made = []
-
-    def factory(*a, **k):
-        made.append(make(*a, **k))
-        return made[-1]
-
-    yield factory
-    for r in made:
-        r._ctx.__exit__(None, None, None)
 
 
 def test_a_removed_tensorrt_member_fails(runner, monkeypatch):
@@ -261,3 +239,69 @@ def test_a_missing_synchronize_fails_the_output_comparison(runner, monkeypatch):
     monkeypatch.setattr(cu.Event, "synchronize", lambda self: None)
     with pytest.raises(AssertionError, match="output differs from nearest x4"):
         r.step_slots()
+
+
+# --- what TensorRT's ONNX parser refuses (findings 1 and 2), as the fake parser does -------------
+
+def _graph(path, nodes, inputs, outputs, inits=()):
+    import onnx
+    from onnx import helper
+
+    from hanrt.model_info import ModelInfo
+
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits)),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    io = "uint8" if inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8 else "float"
+    for k, v in ModelInfo(scale=4, io=io).metadata_props().items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(path))
+    return path
+
+
+def test_the_parser_refuses_uint8_inside_the_graph_and_int32_dequantize(runner, capsys):
+    """UINT8 only as graph I/O through a Cast; DequantizeLinear on INT8/FP8/INT4 only. hanrt build
+    reports the parser's refusal as a ModelError naming the tensor."""
+    import onnx
+    from onnx import TensorProto as TP
+    from onnx import helper, numpy_helper
+
+    from hanrt.cli import main
+    from hanrt.errors import ModelError
+
+    r = runner("10.3.0")
+    scales = helper.make_tensor("scales", TP.FLOAT, [4], [1.0, 1.0, 4.0, 4.0])
+    transpose_first = _graph(r.work / "t_first.onnx", [
+        helper.make_node("Transpose", ["input"], ["t"], perm=[0, 3, 1, 2]),  # UINT8 Transpose: refused
+        helper.make_node("Cast", ["t"], ["f"], to=TP.FLOAT),
+        helper.make_node("Resize", ["f", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Transpose", ["up"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Cast", ["nhwc"], ["output"], to=TP.UINT8)],
+        [helper.make_tensor_value_info("input", TP.UINT8, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info("output", TP.UINT8, ["N", "H4", "W4", 3])], [scales])
+    bias = numpy_helper.from_array(np.arange(3, dtype=np.int32).reshape(1, 3, 1, 1), "bias_q")
+    dq_int32 = _graph(r.work / "dq.onnx", [
+        helper.make_node("DequantizeLinear", ["bias_q", "bias_scale"], ["bias"]),  # INT32 data: refused
+        helper.make_node("Add", ["input", "bias"], ["b"]),
+        helper.make_node("Resize", ["b", "", "scales"], ["output"], mode="nearest")],
+        [helper.make_tensor_value_info("input", TP.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TP.FLOAT, ["N", 3, "H4", "W4"])],
+        [scales, bias, numpy_helper.from_array(np.array(0.5, np.float32), "bias_scale")])
+    for path, says in ((transpose_first, "UINT8 tensor 'input'"), (dq_int32, "only activation types")):
+        onnx.checker.check_model(onnx.load(str(path)))
+        rc = main(["build", str(path), "--tile", "16x16", "--cache-dir", str(r.work / "e")])
+        err = capsys.readouterr().err
+        assert rc == ModelError.exit_code and says in err, err
+    assert r.fx.builds == 0
+
+
+@pytest.mark.parametrize("ci,rc,says", [("", 0, "1 skipped"), ("true", 1, "CI must run the TensorRT conformance suite")])
+def test_no_c_compiler_skips_or_fails_under_ci(ci, rc, says, tmp_path):
+    """Without a C compiler the suite skips, naming why; under CI=true it fails instead."""
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), CI=ci, HANRT_CONFORMANCE_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                        str(HERE / "test_conformance.py"), "-k", "specs_hold"],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == rc and says in r.stdout, r.stdout[-2000:]
+    assert "no C compiler" in r.stdout
+    assert not (tmp_path / "cache").exists()  # nothing downloaded

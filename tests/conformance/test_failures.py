@@ -4,17 +4,16 @@ a clear hanrt error (or a warning) and leak nothing. In process, on the specs of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import pytest
 
-from test_conformance import real_modules, runner  # noqa: F401 - fixtures
-
 from trtfakes import PROCEED
 
 
-def test_legacy_cuda_python_without_a_driver_is_a_backend_error(real_modules, tmp_path, capsys):  # noqa: F811
+def test_legacy_cuda_python_without_a_driver_is_a_backend_error(real_modules, tmp_path, capsys):
     """cuda-python <= 12.2 (module cuda.cudart) raises RuntimeError where newer ones return error tuples."""
     from conformance.scenario import make_onnx
     from trtfakes import install
@@ -30,7 +29,7 @@ def test_legacy_cuda_python_without_a_driver_is_a_backend_error(real_modules, tm
     assert "libcuda" in capsys.readouterr().err
 
 
-def test_legacy_cuda_python_with_a_driver_works(real_modules, tmp_path):  # noqa: F811
+def test_legacy_cuda_python_with_a_driver_works(real_modules, tmp_path):
     from conformance.scenario import Runner
     from trtfakes import install
 
@@ -41,7 +40,7 @@ def test_legacy_cuda_python_with_a_driver_works(real_modules, tmp_path):  # noqa
         assert fx.sim.live() == []
 
 
-def test_a_failing_device_pointer_frees_the_pinned_memory(runner):  # noqa: F811
+def test_a_failing_device_pointer_frees_the_pinned_memory(runner):
     """cudaHostGetDevicePointer failing after cudaHostAlloc: the pinned buffer must not leak."""
     from hanrt.backends import open_backend
     from hanrt.errors import BackendError
@@ -50,7 +49,7 @@ def test_a_failing_device_pointer_frees_the_pinned_memory(runner):  # noqa: F811
     r.step_build_and_cache()
     r.fx.sim.fail["cudaHostGetDevicePointer"] = "cudaErrorInvalidValue"
     b = open_backend(r.plan, "trt", device_id=0, slots=1)
-    be = type(b)(str(r.plan), config=__import__("dataclasses").replace(b.config, memory="mapped"))
+    be = type(b)(str(r.plan), config=dataclasses.replace(b.config, memory="mapped"))
     b.close()
     with pytest.raises(BackendError, match="cudaHostGetDevicePointer"):
         be.make_slots(1, 1, 16, 16)
@@ -67,7 +66,7 @@ def _second_call_fails(value):
     ("IBuilderConfig.add_optimization_profile", _second_call_fails(-1)),  # one of two profiles refused
     ("IBuilderConfig.set_timing_cache", lambda *a, **k: False),
 ])
-def test_a_refused_build_setting_is_not_ignored(runner, caplog, capsys, member, inject):  # noqa: F811
+def test_a_refused_build_setting_is_not_ignored(runner, caplog, capsys, member, inject):
     """TensorRT reports these failures only by the return value: hanrt must check it and say which
     (a refused profile fails the build naming it; a refused timing cache at least warns)."""
     from hanrt.cli import main
@@ -85,7 +84,7 @@ def test_a_refused_build_setting_is_not_ignored(runner, caplog, capsys, member, 
         assert "timing cache" in said.lower(), (rc, said)
 
 
-def test_a_refused_tensor_address_is_a_backend_error(runner):  # noqa: F811
+def test_a_refused_tensor_address_is_a_backend_error(runner):
     from hanrt.backends import open_backend
     from hanrt.errors import BackendError
 
@@ -101,7 +100,7 @@ def test_a_refused_tensor_address_is_a_backend_error(runner):  # noqa: F811
     assert r.fx.sim.live() == []
 
 
-def test_a_failing_second_context_keeps_the_first(runner):  # noqa: F811
+def test_a_failing_second_context_keeps_the_first(runner):
     """Out of GPU memory for the second context: hanrt runs on the slots it made, leaks nothing."""
     from hanrt import Upscaler
     from hanrt.backends import open_backend

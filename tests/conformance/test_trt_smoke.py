@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from test_conformance import real_modules  # noqa: F401 - fixture
-
 from hanrt_bench import trt_smoke
 
 
 @pytest.fixture(params=["10.3.0", "11.4.0.106"])
-def fakes(request, real_modules, monkeypatch, tmp_path):  # noqa: F811
+def fakes(request, real_modules, monkeypatch, tmp_path):
     from trtfakes import install
 
     monkeypatch.setenv("HANRT_CACHE_DIR", str(tmp_path / "default-cache"))  # never the user's cache

@@ -180,7 +180,7 @@ def test_bomb_guard_message(tmp_path, files, tiny_onnx, capsys):
 
 
 def test_usage_errors(tmp_path, files, tiny_onnx, capsys):
-    assert _run(files / "a.png", "--output", tmp_path / "x.gif", "--model", tiny_onnx) == 2
+    assert _run(files / "a.png", "--output", tmp_path / "x.jp2", "--model", tiny_onnx) == 2
     assert _run(files / "a.png", "--output", tmp_path / "x.png", "--model", tiny_onnx, "--tile", "16", "--margin", "8") == 2
     assert _run(tmp_path / "nothing*.png", "--output", tmp_path / "o", "--model", tiny_onnx) == 3
     assert _run(files, "--output", tmp_path / "one.png", "--model", tiny_onnx) == 2

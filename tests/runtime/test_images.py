@@ -282,7 +282,7 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path, rgb):
     with pytest.raises(OutputError, match="does not exist"):
         write_image(tmp_path / "no" / "dir.png", rgb)
     with pytest.raises(UsageError, match="suffix"):
-        write_image(tmp_path / "x.gif", rgb)
+        write_image(tmp_path / "x.jp2", rgb)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["out.png"]  # no temporary files left
     mode = os.stat(p).st_mode & 0o777
     umask = os.umask(0)

@@ -162,42 +162,47 @@ def test_unwritable_outputs(tmp_path, sample_video):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full (always-full device) is not available")
-def test_full_disk_gives_a_clear_error(sample_video):
-    with VideoSource(sample_video, audio=False) as src:
-        sink = VideoSink("/dev/full", fps=src.fps, codec="mpeg4", format="matroska", overwrite=True)
-        with pytest.raises(OutputError, match="No space left on device"):
-            for f in src:
-                sink.write(f.with_image(_nearest4(f.image)))
-            sink.close()
-        sink.close()  # closing after the error does not raise again
+def test_a_special_file_is_refused_as_a_video_target():
+    with pytest.raises(OutputError, match="device or special file"):
+        VideoSink("/dev/full", codec="mpeg4", format="matroska", overwrite=True)
 
 
-def test_file_size_limit_mid_run_keeps_what_was_encoded(sample_video, tmp_path):
-    """A disk that fills mid-run (RLIMIT_FSIZE in a child process): a clear error, and every frame
-    encoded before it is in a playable file (Matroska, and fragmented MP4, survive truncation)."""
+_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+from hanrt.errors import OutputError
+from hanrt.io.video import VideoSink, VideoSource
+import numpy as np
+src = VideoSource(sys.argv[1], audio=False)
+sink = VideoSink(sys.argv[2], fps=src.fps, codec="mpeg4", bitrate=4_000_000, keep_partial=sys.argv[3] == "1")
+try:
+    for f in src:
+        sink.write(f.with_image(np.repeat(np.repeat(f.image, 4, 0), 4, 1)))
+    sink.close()
+except OutputError as exc:
+    print("ERROR", exc)
+    sink.close()
+    sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("keep_partial", [False, True])
+def test_file_size_limit_mid_run(sample_video, tmp_path, keep_partial):
+    """A disk that fills mid-run (RLIMIT_FSIZE in a child process): a clear error. A file is written
+    whole or not at all (no target, no temporary file); a live recording (keep_partial) keeps every
+    frame encoded before the error in a playable file (Matroska survives truncation)."""
     out = tmp_path / "limited.mkv"
-    script = textwrap.dedent(f"""
-        import resource, signal, sys
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
-        from hanrt.errors import OutputError
-        from hanrt.io.video import VideoSink, VideoSource
-        import numpy as np
-        src = VideoSource({str(sample_video)!r}, audio=False)
-        sink = VideoSink({str(out)!r}, fps=src.fps, codec="mpeg4", bitrate=4_000_000)
-        try:
-            for f in src:
-                sink.write(f.with_image(np.repeat(np.repeat(f.image, 4, 0), 4, 1)))
-            sink.close()
-        except OutputError as exc:
-            print("ERROR", exc)
-            sink.close()
-            sys.exit(4)
-    """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("runtime", "export"))}
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run([sys.executable, "-c", _LIMITED, str(sample_video), str(out), str(int(keep_partial))],
+                       capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 4, r.stdout + r.stderr
-    assert "File too large" in r.stdout and "frames were written before the error" in r.stdout
+    assert "File too large" in r.stdout and "frames were encoded before the error" in r.stdout
+    if not keep_partial:
+        assert "the partial file is removed" in r.stdout
+        assert list(tmp_path.iterdir()) == []
+        return
+    assert "kept" in r.stdout and [f.name for f in tmp_path.iterdir()] == ["limited.mkv"]
     with av.open(str(out)) as c:
         n = sum(1 for _ in c.decode(video=0))
     assert n > 5

@@ -17,11 +17,11 @@ import importlib
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 from .cuda import CudaSim, _CudartModule, make_cudart
 from .spec import LOG, PROCEED, Checked, Log
-from .trt import CACHE_MAGIC, PLAN_MAGIC, make_trt
+from .trt import CACHE_MAGIC, PLAN_MAGIC, _FakeModule, make_trt
 
 __all__ = ["install", "Fakes", "load_spec", "reset_hanrt_caches", "LOG", "PROCEED", "read_plan", "timing_cache_blob",
            "read_timing_cache"]
@@ -81,7 +81,7 @@ def reset_hanrt_caches() -> None:
         if not name.startswith("hanrt") or mod is None:
             continue
         for attr, v in list(vars(mod).items()):
-            if isinstance(v, (Checked, _CudartModule)) or (attr == "_CUDART" and v is not None):
+            if isinstance(v, (Checked, _CudartModule, _FakeModule)) or (attr == "_CUDART" and v is not None):
                 setattr(mod, attr, None)
 
 
@@ -91,7 +91,7 @@ def install(trt_version: str, cuda_version: str, *, real_cuda: bool = False, log
     """Install the fakes in ``sys.modules`` (``legacy``: as the old ``cuda.cudart`` module only)."""
     log.reset()
     sim = CudaSim(log=log, legacy=legacy)
-    real = importlib.import_module("cuda.bindings.runtime") if real_cuda else None
+    real = importlib.import_module("cuda.cudart" if legacy else "cuda.bindings.runtime") if real_cuda else None
     trt = make_trt(load_spec("trt", trt_version), sim, log=log)
     cudart = make_cudart(load_spec("cuda", cuda_version), sim, real, log=log)
     names = ["tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"]
@@ -99,7 +99,10 @@ def install(trt_version: str, cuda_version: str, *, real_cuda: bool = False, log
     saved_attr = {}
     try:
         sys.modules["tensorrt"] = trt
-        if real_cuda:
+        if real_cuda and legacy:  # the real cuda package (cuda-python <= 12.5) has no cuda.bindings
+            sys.modules["cuda"].cudart = cudart
+            sys.modules["cuda.cudart"] = cudart
+        elif real_cuda:
             pkg = sys.modules["cuda.bindings"]
             saved_attr = {"runtime": pkg.__dict__.get("runtime")}
             pkg.runtime = cudart
@@ -125,6 +128,8 @@ def install(trt_version: str, cuda_version: str, *, real_cuda: bool = False, log
     finally:
         if real_cuda and saved_attr.get("runtime") is not None:
             sys.modules["cuda.bindings"].runtime = saved_attr["runtime"]
+        if real_cuda and legacy:
+            sys.modules["cuda"].cudart = real
         for n, m in saved.items():
             if m is None:
                 sys.modules.pop(n, None)

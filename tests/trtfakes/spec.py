@@ -16,14 +16,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PROCEED", "LOG", "Log", "Param", "Signature", "parse_signature", "Api", "FakeGap", "Violation"]
+__all__ = ["PROCEED", "LOG", "Log", "Param", "Signature", "parse_signature", "Api", "FakeGap"]
 
 
 PROCEED = object()  # a failure injector's "behave normally this time"
-
-
-class Violation(Exception):
-    """A use of the API the real module would refuse (also raised as TypeError/AttributeError)."""
 
 
 class FakeGap(NotImplementedError):
@@ -260,8 +256,8 @@ class Api:
         self.fail: dict[str, Any] = {}
         for q, c in spec["classes"].items():
             if c.get("kind") == "enum":
-                vals = {n: m["value"] for n, m in c["members"].items()
-                        if m.get("kind") == "enumval" and m.get("enum") == q}
+                vals = {n: m if isinstance(m, int) else m["value"] for n, m in c["members"].items()
+                        if isinstance(m, int) or m.get("kind") == "enumval" and m.get("enum") == q}
                 self.enums[q] = self._make_enum(q, vals)
 
     # enum construction -------------------------------------------------------------------------
@@ -309,7 +305,8 @@ class Api:
         c = self.spec["classes"].get(qualname)
         if c is None:
             return None
-        return c["members"].get(name)
+        m = c["members"].get(name)
+        return {"kind": "enumval", "enum": qualname, "value": m} if isinstance(m, int) else m  # an enum alias
 
     def signatures(self, qualname: str, name: str) -> list[Signature]:
         key = (qualname, name)
@@ -367,6 +364,8 @@ class Api:
             raise KeyError(f"{qualname} is not in {self.label}")
         ns: dict[str, Any] = {"_q": qualname, "_api": api, "__qualname__": qualname}
         for name, m in spec["members"].items():
+            if isinstance(m, int):
+                continue  # an enum's alias: not a class
             if m.get("kind") == "enumval" and m["enum"] in self.enums:
                 ns[name] = self.enums[m["enum"]](m["value"])
             elif m.get("kind") == "class" and m.get("qualname") in self.enums:

@@ -14,7 +14,6 @@ import json
 import threading
 import types
 import weakref
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,35 @@ PLAN_MAGIC = b"HANRT-FAKE-TRT-PLAN\n"
 CACHE_MAGIC = b"HANRT-FAKE-TRT-TIMING\n"
 
 _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL"}
+
+
+def _parser_refusals(m: Any) -> list[str]:
+    """What TensorRT's ONNX parser refuses that hanrt's graphs could contain (the fake parses
+    everything else): UINT8 anywhere but a network input/output going straight through a Cast
+    (onnx-tensorrt's operator table; NVIDIA in TensorRT issue #3985), DequantizeLinear on data other
+    than INT8/FP8/INT4 (onnxruntime #14229, onnx-tensorrt #850)."""
+    import onnx
+    from onnx import TensorProto as TP
+
+    inferred = onnx.shape_inference.infer_shapes(m)
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    ins, outs = {v.name for v in g.input}, {v.name for v in g.output}
+    dq_ok = {TP.INT8, TP.FLOAT8E4M3FN, getattr(TP, "INT4", TP.INT8)}
+    errs = []
+    for node in g.node:
+        where = f"node {node.name or node.op_type} ({node.op_type})"
+        for t in node.input:
+            if t and types.get(t) == TP.UINT8 and not (t in ins and node.op_type == "Cast"):
+                errs.append(f"{where}: UINT8 tensor {t!r} is only supported as a network input feeding a Cast")
+        for t in node.output:
+            if t and types.get(t) == TP.UINT8 and not (t in outs and node.op_type == "Cast"):
+                errs.append(f"{where}: UINT8 tensor {t!r} is only supported as a network output made by a Cast")
+        if node.op_type == "DequantizeLinear" and types.get(node.input[0]) not in dq_ok:
+            errs.append(f"{where}: only activation types allowed as input to this layer "
+                        f"({node.input[0]!r} is {TP.DataType.Name(types.get(node.input[0], 0))})")
+    return errs
 
 
 class FakeTrt:
@@ -64,10 +92,6 @@ class FakeTrt:
             logger.log(self.enum("ILogger.Severity", "ERROR"), msg)
         except Exception:  # noqa: BLE001 - a logger's own failure is not TensorRT's
             pass
-
-
-def _dims(api: Api, shape) -> tuple:
-    return tuple(int(d) for d in shape)
 
 
 def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
@@ -153,6 +177,10 @@ def make_trt(spec: dict, sim: Any, *, log: Log = LOG) -> types.ModuleType:
                 m = onnx.load(str(model))
             except Exception as exc:  # noqa: BLE001
                 self._errors.append(f"cannot read {model}: {exc}")
+                return False
+            for err in _parser_refusals(m):
+                self._errors.append(err)
+            if self._errors:
                 return False
             net = self._network
             inits = {i.name for i in m.graph.initializer}

@@ -6,16 +6,21 @@ installed) and a ``run(args) -> int`` that imports what it needs lazily. A missi
 raises :class:`~hanrt.errors.MissingDependencyError`, which names the extra to install.
 
 ``main(argv=None) -> int`` runs in-process for tests; errors derived from ``HanrtError`` print one
-line (``hanrt: error: ...``) and map to their exit codes; Ctrl-C exits with 130.
+line (``hanrt: error: ...``) and map to their exit codes; SIGINT (Ctrl-C) exits with 130 and
+SIGTERM (``kill``, ``timeout``, ``docker stop``) with 143, after the running command has cleaned
+up (no temporary files; see each command).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -79,6 +84,30 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While the command runs (main thread only), SIGINT and SIGTERM raise
+    :class:`~hanrt.errors.Interrupted` (after noting the signal in ``hanrt.errors.stop_signal``)."""
+    from .. import errors
+
+    errors.stop_signal = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        errors.stop_signal = signum
+        raise errors.Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        errors.stop_signal = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hanrt`` command; returns the exit code (0 success)."""
     parser = build_parser()
@@ -88,13 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose, args.quiet)
     try:
-        return int(args._run(args) or 0)
+        with _stop_on_signals():
+            return int(args._run(args) or 0)
     except HanrtError as exc:
         print(f"hanrt: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("hanrt: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        print(f"hanrt: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

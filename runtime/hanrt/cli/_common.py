@@ -21,7 +21,14 @@ from ..backends import BACKENDS
 if TYPE_CHECKING:  # pragma: no cover
     from ..upscaler import Upscaler
 
-__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "add_model_options", "triton_servers", "upscaler_from_args"]
+__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "add_model_options", "triton_servers", "upscaler_from_args",
+           "validate_model_options", "max_threads"]
+
+#: ``--threads`` may ask for at most this many threads per CPU the process may use.
+THREADS_PER_CPU = 4
+#: Largest ``--batch`` (tiles per backend call) and ``--tile``/``--margin`` (pixels) accepted.
+MAX_BATCH = 1024
+MAX_TILE = 16384
 
 #: The model options: destination -> (flags, argparse keywords other than ``help``/``metavar``).
 MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -80,6 +87,37 @@ def triton_servers(servers: list[str] | None) -> Iterator[None]:
             os.environ.pop(SERVERS_ENV, None)
         else:
             os.environ[SERVERS_ENV] = old
+
+
+def max_threads() -> int:
+    """The largest ``--threads``: :data:`THREADS_PER_CPU` x the CPUs this process may run on."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return THREADS_PER_CPU * max(1, n)
+
+
+def validate_model_options(args: argparse.Namespace) -> None:
+    """Refuse, with :class:`~hanrt.errors.UsageError`, model options outside their ranges, before
+    any model is loaded: ``--threads`` 0 (the backend's default) .. :func:`max_threads`, ``--tile``
+    0 (whole image) or 1 .. :data:`MAX_TILE`, ``--margin`` 0 .. :data:`MAX_TILE` (the Upscaler checks it against the tile), ``--batch``
+    1 .. :data:`MAX_BATCH`, ``--device`` >= 0. Options missing from ``args`` are not checked."""
+    from ..errors import UsageError
+
+    def check(name: str, lo: int, hi: int, what: str) -> None:
+        v = getattr(args, name, None)
+        if v is not None and not lo <= v <= hi:
+            raise UsageError(f"--{name} must be {what}, got {v}.")
+
+    check("threads", 0, max_threads(), f"0 (the backend's default) .. {max_threads()} "
+          f"({THREADS_PER_CPU} x the CPUs available)")
+    check("tile", 0, MAX_TILE, f"0 (whole image) or a side of 1 .. {MAX_TILE} pixels")
+    check("batch", 1, MAX_BATCH, f"1 .. {MAX_BATCH} tiles per call")
+    check("device", 0, 1023, "a CUDA device number >= 0")
+    check("margin", 0, MAX_TILE, f"0 .. {MAX_TILE} pixels (and less than half of --tile)")
 
 
 def upscaler_from_args(args: argparse.Namespace) -> Upscaler:

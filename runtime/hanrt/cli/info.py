@@ -25,8 +25,18 @@ def describe(path: str) -> dict:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{str(p)!r} does not exist.")
+    if p.is_dir():
+        raise InputError(f"{str(p)!r} is a folder; give an .onnx graph or a TensorRT engine (.plan).")
     out: dict = {"file": str(p)}
-    if p.suffix.lower() == ".onnx":
+    suffix = p.suffix.lower()
+    if suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"):
+        raise InputError(f"{str(p)!r} is a PyTorch checkpoint; hanrt info describes ONNX graphs and TensorRT "
+                         f"engines. Export it first (hanrt export --checkpoint {p.name} --output {p.stem}.onnx), then run "
+                         f"hanrt info {p.stem}.onnx.")
+    if suffix not in (".onnx", ".plan", ".engine", ".trt", ".json"):
+        raise InputError(f"{str(p)!r} is neither an .onnx graph nor a TensorRT engine (.plan/.engine with its "
+                         f".json sidecar).")
+    if suffix == ".onnx":
         out["kind"] = "onnx"
         out["model_info"] = json.loads(read_model_info(p).to_json())
         out["bytes"] = p.stat().st_size

@@ -4,8 +4,11 @@ runtime (decode ∥ infer ∥ encode), and the video branch of ``hanrt upscale``
 Needs the [video] extra (PyAV) for video files and streams, [camera] (OpenCV) for cameras and
 ``--display``; ``--help`` works without them. Progress (frames, fps, ETA) goes to stderr; the
 closing summary (frames in/out, dropped, corrupt, fps, latency p50/p99) to stdout.
-Exit codes: 0 done, 130 stopped by SIGINT/SIGTERM (the output is finalized and plays), others
-per :mod:`hanrt.errors`.
+Exit codes: 0 done, 130 stopped by SIGINT, 143 by SIGTERM, others per :mod:`hanrt.errors`.
+A video file is written atomically (a temporary file renamed when finalized): a run that fails or is
+stopped while reading a file source leaves no output. A live source (network stream, camera, or a
+file paced with --realtime/--rate) is a recording: when stopped it is finalized and kept (it plays),
+and stderr says so; with --fragmented (or .mkv/.ts) it is written in place as it is recorded.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("video output")
-    g.add_argument("--codec", default="libx264",
-                   help="FFmpeg video encoder: libx264 (default), libx265, libvpx-vp9, mpeg4, ffv1, h264_nvenc")
+    g.add_argument("--codec", default=None,
+                   help="FFmpeg video encoder: libx264 (default; libvpx-vp9 for .webm), libx265, libvpx-vp9, "
+                        "mpeg4, ffv1, h264_nvenc")
     q = g.add_mutually_exclusive_group()
     q.add_argument("--crf", type=int, default=None, help="constant quality (libx264/libx265/vp9; lower is better)")
     q.add_argument("--bitrate", default=None, help="target bitrate in bits/s, e.g. 8M or 2500k")
@@ -116,8 +120,9 @@ class _Progress:
             from tqdm import tqdm
         except ImportError:
             return
+        # disable=None: no bar when stderr is not a terminal (no \r updates in logs)
         self.bar = tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, dynamic_ncols=True,
-                        smoothing=0.1, leave=True)
+                        smoothing=0.1, leave=True, disable=None)
 
     def __call__(self, stats: Any) -> None:
         if self.bar is None:
@@ -153,6 +158,13 @@ def print_summary(stats: Any, *, as_json: bool, output: str | None) -> None:
           + (f" -> {output}" if output else ""))
 
 
+def is_recording(args: argparse.Namespace, src: Any) -> bool:
+    """A live source (network stream, camera), or one paced like it (``--realtime``, ``--rate``): its
+    output is a recording, kept (and playable) when stopped. Other outputs are written whole or not at all."""
+    return bool(getattr(src, "live", False) or getattr(args, "realtime", False)
+                or getattr(args, "rate", None) is not None)
+
+
 def _open_sink(args: argparse.Namespace, src: Any, pipe_stop: Any) -> tuple[Any, str | None]:
     from hanrt.errors import UsageError
     from hanrt.io.frames import NullSink
@@ -177,7 +189,8 @@ def _open_sink(args: argparse.Namespace, src: Any, pipe_stop: Any) -> tuple[Any,
         return VideoSink(out, fps=getattr(src, "fps", None), codec=args.codec, crf=args.crf,
                          bitrate=_parse_bitrate(args.bitrate), pix_fmt=args.pix_fmt, preset=args.preset,
                          audio=None if args.no_audio else getattr(src, "audio", None),
-                         overwrite=args.overwrite, fragmented=args.fragmented), out
+                         overwrite=args.overwrite, fragmented=args.fragmented,
+                         keep_partial=is_recording(args, src), commit_on_close=False), out
     if Path(out).suffix:
         raise UsageError(f"--output {out!r}: not a video suffix ({', '.join(sorted(VIDEO_SUFFIXES))}); "
                          "give a video file or a folder for PNG frames.")
@@ -191,12 +204,15 @@ def run_stream(args: argparse.Namespace, source: Any | None = None) -> int:
     from hanrt.errors import UsageError
     from hanrt.pipeline import Pipeline, PipelineOptions, handle_signals, open_source
 
+    from ._common import validate_model_options
+
     for name in ("queue", "max_frames", "retries"):
         v = getattr(args, name, None)
         if v is not None and v < (1 if name == "queue" else 0):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'queue' else 0}, got {v}.")
     if getattr(args, "rate", None) is not None and args.rate <= 0:
         raise UsageError(f"--rate must be > 0 frames/s, got {args.rate}.")
+    validate_model_options(args)
     src = open_source(source if source is not None else args.source, audio=not getattr(args, "no_audio", False),
                       retries=getattr(args, "retries", None), fps=getattr(args, "rate", None))
     sink = None
@@ -206,6 +222,18 @@ def run_stream(args: argparse.Namespace, source: Any | None = None) -> int:
         src.close()
         raise
     with up:
+        w, h = getattr(src, "width", 0) or 0, getattr(src, "height", 0) or 0
+        if w and h:  # frames in flight: the queues between the stages, plus one in each stage
+            from pathlib import Path
+
+            from .upscale import check_run_memory
+
+            try:
+                check_run_memory(up, Path(str(getattr(src, "url", "video"))), (h, w, 3), 1,
+                                 frames=2 * getattr(args, "queue", 4) + 3)
+            except BaseException:
+                src.close()
+                raise
         holder: list[Any] = []
         try:
             sink, out = _open_sink(args, src, lambda: holder[0].stop() if holder else None)
@@ -218,14 +246,50 @@ def run_stream(args: argparse.Namespace, source: Any | None = None) -> int:
         holder.append(pipe)
         bar = _Progress(pipe.stats.expected, not getattr(args, "no_progress", False) and not getattr(args, "quiet", False),
                         desc="upscaling")
+        done = False
         try:
             with handle_signals(pipe), _short_switch_interval():
                 stats = pipe.run(progress=bar)
+            done = True
         finally:
             bar.close()
             src.close()
-    print_summary(stats, as_json=getattr(args, "json", False), output=out)
-    return 130 if pipe.signal_received is not None else 0
+            if not done and hasattr(sink, "discard"):
+                sink.discard()
+    stopped = pipe.signal_received
+    note = _finish_video(sink, out, stopped)
+    if not getattr(sink, "committed", True):
+        out = None  # discarded: nothing was written there
+    if getattr(args, "json", False) or not getattr(args, "quiet", False):
+        print_summary(stats, as_json=getattr(args, "json", False), output=out)
+    if note:
+        print(f"hanrt: {note}", file=sys.stderr)
+    return 128 + int(stopped) if stopped is not None else 0
+
+
+def _finish_video(sink: Any, out: str | None, stopped: int | None) -> str:
+    """Commit a video sink's file after a run that returned: always when it ran to the end; when
+    stopped by a signal, only a live recording (``keep_partial``), else discard it. Returns the
+    note for stderr ("" for none)."""
+    import signal as _signal
+
+    if not hasattr(sink, "commit"):
+        return ""
+    if getattr(sink, "committed", False):  # kept after a write error (a live recording)
+        return ""
+    if stopped is not None and not sink.keep_partial:
+        sink.discard()
+        return (f"stopped by {_signal.Signals(stopped).name}: {out} was not written (a video file is "
+                f"written whole or not at all; {sink.frames} frames had been encoded).")
+    if not sink.frames:
+        from hanrt.errors import InputError
+
+        sink.discard()
+        raise InputError("no frame of the source could be decoded (damaged or empty video); nothing was written.")
+    sink.commit()
+    if stopped is not None:
+        return f"stopped by {_signal.Signals(stopped).name}: kept the recording {out} ({sink.frames} frames; it plays)."
+    return ""
 
 
 @contextlib.contextmanager
@@ -282,38 +346,54 @@ def run_upscale_videos(args: argparse.Namespace, videos: list[Any], images: list
     """``hanrt upscale`` with video inputs (the hook in :func:`hanrt.cli.upscale.dispatch`).
 
     One video and ``--output`` with a video suffix: that file. Otherwise ``--output`` is a folder
-    (created if needed) and each video keeps its file name. Images beside the videos go to
-    ``upscale_images(args, images, misses)``. Returns the first nonzero exit code (130 at once if
-    a video was interrupted by SIGINT/SIGTERM).
+    (created if needed, removed again if nothing was written into it) and each video keeps its
+    file name; an ``--output`` with an image suffix, or an existing file, is refused before any
+    work. Images beside the videos go to ``upscale_images(args, images, misses)``. Returns the
+    first nonzero exit code (128 + the signal number at once if a video was stopped by
+    SIGINT/SIGTERM).
     """
     from pathlib import Path
 
-    from hanrt.errors import HanrtError, OutputError
-
-    out = Path(args.output)
+    from hanrt.errors import HanrtError, OutputError, UsageError
+    from hanrt.io.images import IMAGE_SUFFIXES
     from hanrt.io.video import VIDEO_SUFFIXES
 
+    from .upscale import make_output_folder, remove_if_empty, same_file
+
+    out = Path(args.output)
     single = (len(videos) == 1 and not images and len(getattr(args, "inputs", [1])) == 1
               and not out.is_dir() and out.suffix.lower() in VIDEO_SUFFIXES)
-    if not single:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}.") from None
+    if not single and not out.is_dir() and out.suffix.lower() in IMAGE_SUFFIXES:
+        raise UsageError(f"--output {args.output!r} names an image file, but {videos[0]} is a video: give a "
+                         f"video file (.mp4, .mkv, .webm) for one video, or a folder.")
+    targets = [(v, out if single else out / Path(v).name) for v in videos]
+    for v, dst in targets:
+        if same_file(v, dst):
+            raise OutputError(f"{str(dst)!r} is the input {str(v)!r}; hanrt never writes over its input. "
+                              f"Choose another --output.")
+    created = None if single else make_output_folder(out)
     code = 0
-    for v in videos:
-        dst = out if single else out / Path(v).name
-        ns = argparse.Namespace(**vars(args))
-        ns.output = str(dst)
-        try:
-            rc = run_video(ns, str(v))
-        except HanrtError as exc:
-            print(f"hanrt: error: {v}: {exc}", file=sys.stderr)
-            rc = exc.exit_code
-        if rc == 130:
-            return 130
-        code = code or rc
-    if images or misses:
-        rc = upscale_images(args, images, misses)
-        code = code or rc
+    try:
+        for v, dst in targets:
+            if dst.exists() and not getattr(args, "overwrite", False):  # before any work, as for images
+                exc = OutputError(f"{str(dst)!r} exists; pass --overwrite to replace it.")
+                print(f"hanrt: error: {v}: {exc}", file=sys.stderr)
+                code = code or exc.exit_code
+                continue
+            ns = argparse.Namespace(**vars(args))
+            ns.output = str(dst)
+            try:
+                rc = run_video(ns, str(v))
+            except HanrtError as exc:
+                print(f"hanrt: error: {v}: {exc}", file=sys.stderr)
+                rc = exc.exit_code
+            if rc in (130, 143):
+                return rc
+            code = code or rc
+        if images or misses:
+            rc = upscale_images(args, images, misses)
+            code = code or rc
+    finally:
+        if created is not None:
+            remove_if_empty(created)
     return code

@@ -5,6 +5,14 @@ with an output path that has an image suffix writes that file; otherwise ``--out
 (created if needed) and every result keeps its input's file name. Each file's error is reported
 on its own line and counted; the batch goes on; the exit code is nonzero when any file failed
 (the code of the first failure's error class, see :mod:`hanrt.errors`).
+
+Before any work: options are range-checked, an output that is the input is refused, every
+output's format is checked against its input (an animated GIF/WebP/PNG is upscaled frame by frame
+and written as an animation: .gif, .webp or .png), and the memory each image needs is estimated
+(:mod:`hanrt.resources`) and refused when it exceeds what is available. Outputs are created
+without replacing a file that appears meanwhile (unless ``--overwrite``). SIGINT and SIGTERM stop
+the batch: the file in flight is not written (no temporary file stays), the count of files done
+is printed, and the exit code is 130 / 143.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ MODEL_HELP = {
     "tile": "tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)",
     "margin": "context pixels around each tile, cropped after upscaling (default 8)",
     "batch": "tiles per backend call (default 1)",
-    "threads": "CPU threads for CPU backends (default: all)",
+    "threads": "CPU threads for CPU backends (default 0: all; at most 4 x the CPUs)",
     "device": "CUDA device (GPU backends; default 0)",
     "fp16": "torch backend on CUDA: half precision",
 }
@@ -57,7 +65,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="also write NAME_compare.png: bicubic | hanrt side by side, with a zoomed crop")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse inputs above N pixels (decompression-bomb guard; default 89478485; 0: no limit)")
-    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality (default 95)")
+    p.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality, 1..100 (default 95)")
     p.add_argument("--timings", action="store_true",
                    help="print one line per image to stderr: ms per upscale stage (prepare, gather, compute, "
                         "stitch, finish) and its share of the upscale call, plus read/write ms (images only)")
@@ -119,7 +127,61 @@ def compare_path(dst: Path) -> Path:
 
 
 def is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
+    """A video for the pipelined runtime (a GIF is an image here: read whole, written as an animation)."""
+    suf = path.suffix.lower()
+    return suf in VIDEO_SUFFIXES and suf not in IMAGE_SUFFIXES
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``b`` is the file ``a`` (the same path after resolving, or the same inode)."""
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def make_output_folder(folder: Path) -> Path | None:
+    """Create ``folder`` (and its parents) if missing; return it when this call created it (so a
+    run that writes nothing can remove it again), else ``None``. OutputError when it cannot be a
+    folder."""
+    from ..errors import OutputError
+
+    if folder.is_dir():
+        return None
+    if folder.exists():
+        raise OutputError(f"--output {str(folder)!r} exists and is not a folder; give a folder (or, for "
+                          f"one input, a file name with an image suffix).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {str(folder)!r}: {exc.strerror or exc}.") from None
+    return folder
+
+
+def remove_if_empty(folder: Path | None) -> None:
+    """Remove ``folder`` if it holds nothing (a failed run leaves no empty output folder)."""
+    if folder is None:
+        return
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Range checks of ``hanrt upscale``'s options (UsageError), before anything is read."""
+    from ..errors import UsageError
+    from ._common import validate_model_options
+
+    validate_model_options(args)
+    mp = getattr(args, "max_pixels", None)
+    if mp is not None and mp < 0:
+        raise UsageError(f"--max-pixels must be >= 0 (0: no limit), got {mp}.")
+    q = getattr(args, "quality", 95)
+    if q is not None and not 1 <= q <= 100:
+        raise UsageError(f"--quality must be 1..100, got {q}.")
 
 
 # --- running --------------------------------------------------------------------------------
@@ -133,6 +195,7 @@ def dispatch(args: argparse.Namespace) -> int:
     pipelined runtime (:mod:`hanrt.cli.stream`, loaded lazily), images to :func:`upscale_images`."""
     from ..errors import InputError
 
+    check_options(args)
     files, misses = expand_inputs(args.inputs)
     if not files and misses:
         raise InputError("; ".join(f"{a!r}: {why}" for a, why in misses))
@@ -154,74 +217,115 @@ def _progress_factory(quiet: bool):
     return tqdm
 
 
-def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tuple[str, str]]) -> int:
-    from ..errors import HanrtError, InputError, OutputError, UsageError
-    from ..io.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
+def _preflight(src: Path, dst: Path, args: argparse.Namespace) -> int:
+    """Checks of one input/output pair before any work; returns the input's frame count."""
+    from ..errors import InputError, OutputError, UsageError
+    from ..io.images import check_animation_output, format_for, frame_count
 
+    if same_file(src, dst) or (args.compare and same_file(src, compare_path(dst))):
+        raise OutputError(f"the output {str(dst)!r} is the input; hanrt never writes over its input. "
+                          f"Choose another --output.")
+    try:
+        format_for(dst)  # an unknown output suffix fails this file only, before any work
+    except UsageError:
+        if src.suffix.lower() not in IMAGE_SUFFIXES and not _looks_like_image(src):
+            raise InputError(f"{str(src)!r} is not an image file hanrt reads (PNG, JPEG, WebP, TIFF, BMP, "
+                             f"GIF).") from None
+        raise
+    frames = frame_count(src)
+    if frames > 1:
+        check_animation_output(src, dst, frames)
+    exists = [d for d in ([dst, compare_path(dst)] if args.compare else [dst]) if d.exists()]
+    if exists and not args.overwrite:
+        raise OutputError(f"{str(exists[0])!r} exists; pass --overwrite to replace it.")
+    if args.compare and frames > 1:
+        raise UsageError(f"--compare draws stills; {str(src)!r} is an animation ({frames} frames).")
+    return frames
+
+
+def _looks_like_image(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open is "not an image" here
+        return False
+
+
+def upscale_images(args: argparse.Namespace, files: list[Path], misses: list[tuple[str, str]]) -> int:
+    from ..errors import HanrtError, InputError, OutputError
+    from ..io.images import DEFAULT_MAX_PIXELS, read_image, write_image
+
+    check_options(args)
     mapping, folder = output_paths(files, args.output, len(args.inputs))
-    if args.tile is not None and args.tile < 0:
-        raise UsageError(f"--tile must be >= 0, got {args.tile}.")
+    quiet = getattr(args, "quiet", False)
     names: dict[Path, Path] = {}
     errors: list[tuple[str, HanrtError]] = [(a, _miss_error(a, why)) for a, why in misses]
-    todo: list[tuple[Path, Path]] = []
+    todo: list[tuple[Path, Path, int]] = []
     for src, dst in mapping.items():
         if dst in names:
             errors.append((str(src), OutputError(f"{dst.name} would also be written from {names[dst]}; rename one input.")))
             continue
         names[dst] = src
         try:
-            format_for(dst)  # an unknown output suffix fails this file only, before any work
-        except UsageError as e:
+            todo.append((src, dst, _preflight(src, dst, args)))
+        except HanrtError as e:
             errors.append((str(src), e))
-            continue
-        exists = [d for d in ([dst, compare_path(dst)] if args.compare else [dst]) if d.exists()]
-        if exists and not args.overwrite:
-            errors.append((str(src), OutputError(f"{str(exists[0])!r} exists; pass --overwrite to replace it.")))
-            continue
-        todo.append((src, dst))
     for src, e in errors:
         print(f"hanrt: error: {src}: {e}", file=sys.stderr)
-    if folder is not None and todo:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {str(folder)!r}: {exc.strerror or exc}.") from None
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
-    tqdm = _progress_factory(getattr(args, "quiet", False))
+    tqdm = _progress_factory(quiet)
     ok = 0
     t0 = time.perf_counter()
-    if todo:
-        with upscaler_from_args(args) as up:
-            if args.backend == "auto" and not getattr(args, "quiet", False) and up.model_path is not None:
-                from ..backends import choose_backend
+    current: Path | None = None  # the file in flight
+    created: Path | None = None
+    try:
+        if folder is not None and todo:
+            created = make_output_folder(folder)
+        if todo:
+            with upscaler_from_args(args) as up:
+                if args.backend == "auto" and not quiet and up.model_path is not None:
+                    from ..backends import choose_backend
 
-                why = choose_backend(up.model_path, "auto").reason
-                print(f"hanrt: backend {up.backend.describe()}: {why}", file=sys.stderr)
-            bar = tqdm(total=len(todo), unit="file", desc="upscale", disable=None) if (tqdm and len(todo) > 1) else None
-            for src, dst in todo:
-                try:
-                    line = _one(up, src, dst, args, max_pixels, tqdm, read_image, write_image)
-                    ok += 1
-                    if line:
-                        if bar is not None:
-                            bar.write(line, file=sys.stderr)
-                        else:
-                            print(line, file=sys.stderr)
-                except (HanrtError, MemoryError) as e:
-                    if isinstance(e, MemoryError):
-                        e = InputError(f"not enough memory to upscale it ({e or 'MemoryError'}); use a smaller --tile or a smaller image.")
-                    errors.append((str(src), e))
-                    msg = f"hanrt: error: {src}: {e}"
+                    why = choose_backend(up.model_path, "auto").reason
+                    print(f"hanrt: backend {up.backend.describe()}: {why}", file=sys.stderr)
+                bar = tqdm(total=len(todo), unit="file", desc="upscale", disable=None) if (tqdm and len(todo) > 1) else None
+
+                def say(msg: str) -> None:
                     if bar is not None:
                         bar.write(msg, file=sys.stderr)
                     else:
                         print(msg, file=sys.stderr)
+
+                for src, dst, frames in todo:
+                    current = src
+                    try:
+                        lines = _one(up, src, dst, args, max_pixels, tqdm, read_image, write_image, frames)
+                        ok += 1
+                        for line in lines if not quiet else lines[1:]:
+                            say(line)
+                    except (HanrtError, MemoryError) as e:
+                        if isinstance(e, MemoryError):
+                            e = InputError(f"not enough memory to upscale it ({e or 'MemoryError'}); use a smaller --tile or a smaller image.")
+                        errors.append((str(src), e))
+                        say(f"hanrt: error: {src}: {e}")
+                    current = None
+                    if bar is not None:
+                        bar.update(1)
                 if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
+                    bar.close()
+    except KeyboardInterrupt as exc:
+        import signal
+
+        name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+        inflight = f"; {current} was not written" if current is not None else ""
+        print(f"hanrt: stopped by {name}: {ok} of {len(todo)} files upscaled{inflight}", file=sys.stderr)
+        raise
+    finally:
+        remove_if_empty(created)
     dt = time.perf_counter() - t0
-    if not getattr(args, "quiet", False) and (len(todo) > 1 or errors):
+    if not quiet and (len(todo) > 1 or errors):
         print(f"hanrt: {ok} upscaled, {len(errors)} failed ({dt:.1f} s)", file=sys.stderr)
     if errors:
         return errors[0][1].exit_code
@@ -252,12 +356,31 @@ def format_timings(name: str, total_s: float, stages: dict[str, float], **extra_
     return line
 
 
-def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, write_image) -> str | None:
-    """Upscale one image file; return the ``--timings`` line (``None`` without ``--timings``)."""
+def check_run_memory(up, src: Path, shape: tuple[int, ...], itemsize: int, frames: int = 1) -> None:
+    """Refuse (UsageError) an image (or ``frames`` images held at once: an animation, a video's queues)
+    whose estimated memory need exceeds the available memory (:mod:`hanrt.resources`)."""
+    from ..resources import check_memory, estimate_run_bytes
+
+    h, w = shape[:2]
+    plan = up.plan(h, w)
+    need = estimate_run_bytes(up.info, height=h, width=w, channels=shape[2] if len(shape) > 2 else 1,
+                              itemsize=itemsize, tile_h=plan.tile_h, tile_w=plan.tile_w, batch=up.batch,
+                              frames=frames, on_host=getattr(up.backend, "name", "") in ("ort-cpu", "torch-cpu"))
+    check_memory(need, what=f"{src.name} ({w}x{h}{f', {frames} frames' if frames > 1 else ''}, "
+                 f"tile {plan.tile_w}x{plan.tile_h})", whole_image=plan.whole_image)
+
+
+def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, write_image,
+         frames: int = 1) -> list[str]:
+    """Upscale one image file (an animation when ``frames`` > 1); return the lines to show: what was
+    written, then the ``--timings`` line if asked."""
+    if frames > 1:
+        return _one_animation(up, src, dst, args, max_pixels)
     timed = getattr(args, "timings", False)
     t0 = time.perf_counter()
     img = read_image(src, max_pixels=max_pixels)
     t_read = time.perf_counter() - t0
+    check_run_memory(up, src, img.pixels.shape, img.pixels.dtype.itemsize)
     progress = None
     bar = None
     if tqdm is not None:
@@ -278,11 +401,26 @@ def _one(up, src: Path, dst: Path, args, max_pixels: int, tqdm, read_image, writ
     t0 = time.perf_counter()
     write_image(dst, result, icc_profile=img.icc_profile, overwrite=args.overwrite, quality=args.quality)
     t_write = time.perf_counter() - t0
+    lines = [f"hanrt: wrote {dst} ({result.shape[1]}x{result.shape[0]})"]
     if args.compare:
         write_compare(compare_path(dst), img.pixels, result, up.scale, overwrite=args.overwrite)
-    if stages is None:
-        return None
-    return format_timings(src.name, t_up, stages, read=t_read, write=t_write)
+        lines[0] += f" and {compare_path(dst)}"
+    if stages is not None:
+        lines.append(format_timings(src.name, t_up, stages, read=t_read, write=t_write))
+    return lines
+
+
+def _one_animation(up, src: Path, dst: Path, args, max_pixels: int) -> list[str]:
+    """Upscale every frame of an animated GIF/WebP/PNG and write the animation (same durations and
+    loop count) to ``dst`` (.gif, .webp or .png)."""
+    from ..io.images import Animation, read_animation, write_animation
+
+    anim = read_animation(src, max_pixels=max_pixels)
+    check_run_memory(up, src, anim.frames[0].shape, 1, frames=len(anim.frames))
+    out = Animation([up.upscale(f) for f in anim.frames], anim.durations, anim.loop, anim.source)
+    write_animation(dst, out, overwrite=args.overwrite, quality=args.quality)
+    h, w = out.frames[0].shape[:2]
+    return [f"hanrt: wrote {dst} ({w}x{h}, {len(out.frames)} frames)"]
 
 
 def write_compare(path: Path, lr, sr, scale: int, *, overwrite: bool, zoom_crop: int = 256) -> None:

@@ -1,4 +1,4 @@
-"""Reading and writing still images (PNG, JPEG, WebP, TIFF, BMP) through Pillow.
+"""Reading and writing images (PNG, JPEG, WebP, TIFF, BMP, GIF) through Pillow.
 
 Reading (:func:`read_image`) returns pixels as numpy ``HxW`` (grey), ``HxWx2`` (grey + alpha),
 ``HxWx3`` (RGB) or ``HxWx4`` (RGBA), dtype ``uint8`` or ``uint16``:
@@ -19,7 +19,15 @@ alpha dropped, 16 bits rounded to 8 (:func:`to_rgb8`).
 Writing (:func:`write_image`) is atomic (:func:`hanrt.io.atomic.atomic_output`): a temporary file
 in the target folder, flushed to disk, then a rename, so a failure leaves nothing half-written.
 PNGs are written by a small streaming encoder here (8 and 16 bits; Pillow cannot hold 16-bit colour, and would copy a large 8-bit image once more); 16-bit colour (and grey + alpha) TIFF needs OpenCV; JPEG,
-WebP and BMP are 8-bit formats (16-bit input is reduced with a warning).
+WebP and BMP are 8-bit formats (16-bit input is reduced with a warning). Pillow's encoders write
+into memory first, and the bytes are written with an ordinary checked ``write`` (Pillow's JPEG
+writer does not report a short write on a full disk).
+
+Animations (an animated GIF, WebP or PNG: more than one frame) are read whole by
+:func:`read_animation` (frames, per-frame durations, loop count) and written by
+:func:`write_animation` as an animated GIF, WebP or PNG (:data:`ANIMATION_FORMATS`); a still
+format for an animation is refused by :func:`check_animation_output`. :func:`frame_count` tells
+them apart without decoding.
 """
 
 from __future__ import annotations
@@ -48,6 +56,12 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "format_for",
     "apply_orientation",
+    "Animation",
+    "ANIMATION_FORMATS",
+    "frame_count",
+    "read_animation",
+    "write_animation",
+    "check_animation_output",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,8 +69,10 @@ log = logging.getLogger(__name__)
 #: File suffixes handled here and the Pillow format written for each.
 IMAGE_SUFFIXES: dict[str, str] = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
-    ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+    ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF",
 }
+#: Formats an animation can be written to.
+ANIMATION_FORMATS = ("GIF", "WEBP", "PNG")
 #: Largest input accepted by default (Pillow's own default guard: 89,478,485 pixels).
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -130,6 +146,21 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
         raise InputError(f"{src!r} is a folder, not an image.")
     if p.stat().st_size == 0:
         raise InputError(f"{src!r} is empty (0 bytes).")
+    # Pillow warns (UserWarning) about damaged metadata it skips, e.g. corrupt EXIF: a log line, not
+    # a Python warning on stderr (or an error where warnings are errors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _read_image(p, src, max_pixels)
+        finally:
+            for w in caught:
+                if not issubclass(w.category, DeprecationWarning) and "DecompressionBomb" not in w.category.__name__:
+                    log.warning("%s: %s", p.name, w.message)
+
+
+def _read_image(p: Path, src: str, max_pixels: int | None) -> ImageData:
+    from PIL import Image, UnidentifiedImageError
+
     with _PIL_LOCK:  # Pillow's guard is a module global: we lift it only while we check our own
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
@@ -291,7 +322,7 @@ def write_image(
         raise UsageError(f"cannot write a {a.shape} {a.dtype} array as an image.")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
-    if a.dtype == np.uint16 and fmt in ("JPEG", "WEBP", "BMP"):
+    if a.dtype == np.uint16 and fmt in ("JPEG", "WEBP", "BMP", "GIF"):
         log.warning("%s holds 8 bits per channel: the 16-bit result is reduced to 8 bits (write .png or .tif to keep 16).", p.name)
         a = _to_8bit(a)
     c = 1 if a.ndim == 2 else a.shape[2]
@@ -311,7 +342,7 @@ def write_image(
                     im = Image.fromarray(np.ascontiguousarray(a))  # I;16 grey: PNG and TIFF keep 16 bits
                 elif c == 2:
                     im = Image.fromarray(np.ascontiguousarray(a), "LA")
-                    if fmt in ("BMP", "WEBP"):
+                    if fmt in ("BMP", "WEBP", "GIF"):
                         im = im.convert("RGBA")
                 else:
                     im = Image.fromarray(np.ascontiguousarray(a))
@@ -320,7 +351,9 @@ def write_image(
                     kw["icc_profile"] = icc_profile
                 if fmt in ("JPEG", "WEBP"):
                     kw["quality"] = quality
-                im.save(tmp, format=fmt, **kw)
+                if fmt == "GIF" and im.mode not in ("L", "P"):
+                    log.warning("%s: GIF holds 256 colours; the result is quantized (write .png to keep all).", p.name)
+                _write_bytes(tmp, _encode(im, fmt, **kw))
     except OSError as exc:
         raise OutputError(f"cannot write {str(p)!r}: {exc.strerror or exc}.") from None
     except ValueError as exc:  # Pillow's encoders refuse some sizes/modes this way (WebP > 16383 px)
@@ -401,4 +434,123 @@ def _write_tiff16_colour(tmp: Path, a: np.ndarray, p: Path) -> None:
     ok, buf = cv2.imencode(".tiff", np.ascontiguousarray(bgr))
     if not ok:
         raise OutputError(f"OpenCV could not encode {p.name} as a 16-bit TIFF.")
-    buf.tofile(str(tmp))
+    _write_bytes(tmp, buf)
+
+
+def _encode(im, fmt: str, **kw) -> memoryview:
+    """Pillow's encoding of ``im`` as ``fmt``, in memory."""
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getbuffer()
+
+
+def _write_bytes(tmp: Path, data) -> None:
+    """Write ``data`` to ``tmp`` with checked writes (a full disk raises OSError, never truncates)."""
+    with open(tmp, "wb") as f:
+        n = f.write(data)
+    size = memoryview(data).nbytes
+    if n != size or tmp.stat().st_size != size:  # belt and braces: a short write is an error
+        raise OSError(f"short write: {tmp.stat().st_size} of {size} bytes")
+
+
+# --- animations ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Animation:
+    """An animated image: ``frames`` (each ``HxWx3`` or ``HxWx4`` uint8, one size, owned by the
+    caller), ``durations`` (ms each), ``loop`` (0: forever; ``None``: play once)."""
+
+    frames: list
+    durations: list
+    loop: int | None
+    source: str = ""
+
+
+def frame_count(path: str | os.PathLike) -> int:
+    """Number of frames of an image file (1 for stills, and for files Pillow cannot open: the
+    reader then reports them)."""
+    from PIL import Image
+
+    try:
+        with _PIL_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with im:
+            if im.format not in ANIMATION_FORMATS:
+                return 1
+            return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001 - any failure here is reported by read_image with its reason
+        return 1
+
+
+def check_animation_output(src: str | os.PathLike, dst: str | os.PathLike, frames: int) -> None:
+    """UsageError unless ``dst`` can hold an animation of ``frames`` frames read from ``src``."""
+    fmt = format_for(dst)
+    if fmt not in ANIMATION_FORMATS:
+        raise UsageError(
+            f"{str(src)!r} is an animation ({frames} frames) and {fmt} holds one picture: write it to "
+            f".gif, .webp or .png (animated), e.g. --output {Path(dst).with_suffix('.gif').name}."
+        )
+
+
+def read_animation(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Animation:
+    """Read every frame of an animated GIF/WebP/PNG as RGB (RGBA when any frame has transparency).
+    ``max_pixels`` limits the pixels of all frames together (``None``/``0``: no limit)."""
+    from PIL import Image, ImageSequence
+
+    first = read_image(path, max_pixels=max_pixels)  # the same checks and messages as a still
+    src = first.source
+    try:
+        with Image.open(path) as im:
+            n = int(getattr(im, "n_frames", 1) or 1)
+            w, h = im.size
+            if max_pixels and n * w * h > max_pixels:
+                raise InputError(
+                    f"{src!r} is an animation of {n} frames of {w}x{h} = {n * w * h:,} pixels, above the "
+                    f"limit of {max_pixels:,} pixels. If you trust this file, raise the limit: hanrt "
+                    f"upscale --max-pixels {n * w * h} (0: no limit).")
+            frames, durations = [], []
+            alpha = any(f.mode in ("RGBA", "LA", "PA") or "transparency" in f.info
+                        for f in ImageSequence.Iterator(im))
+            for f in ImageSequence.Iterator(im):
+                durations.append(int(f.info.get("duration", im.info.get("duration", 100)) or 100))
+                frames.append(np.asarray(f.convert("RGBA" if alpha else "RGB")))
+            loop = im.info.get("loop")
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
+        raise InputError(f"cannot decode {src!r} (truncated or corrupt animation): {exc}.") from None
+    if any(f.shape != frames[0].shape for f in frames):
+        raise InputError(f"{src!r}: the frames of this animation differ in size.")
+    return Animation(frames, durations, None if loop is None else int(loop), src)
+
+
+def write_animation(path: str | os.PathLike, anim: Animation, *, overwrite: bool = False,
+                    quality: int = 95) -> None:
+    """Write ``anim`` as an animated GIF, WebP or PNG (by suffix), atomically."""
+    from PIL import Image
+
+    p = Path(path)
+    fmt = format_for(p)
+    check_animation_output(anim.source or p, p, len(anim.frames))
+    ims = [Image.fromarray(np.ascontiguousarray(f)) for f in anim.frames]
+    kw: dict = {"save_all": True, "append_images": ims[1:], "duration": list(anim.durations)}
+    if anim.loop is not None:
+        kw["loop"] = anim.loop
+    if fmt == "WEBP":
+        kw["quality"] = quality
+    if fmt == "GIF":
+        kw["disposal"] = 2 if ims[0].mode == "RGBA" else 1
+    try:
+        with atomic_output(p, overwrite=overwrite) as tmp:
+            _write_bytes(tmp, _encode(ims[0], fmt, **kw))
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror or exc}.") from None
+    except ValueError as exc:
+        raise OutputError(f"cannot encode {str(p)!r} as an animated {fmt}: {exc}.") from None

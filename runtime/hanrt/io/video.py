@@ -17,10 +17,15 @@ Faults:
 - a live source (network stream; ``live=True``) that errors or ends is re-opened following its
   :class:`~hanrt.io.frames.RetryPolicy` (backoff), its timestamps shifted to stay increasing; when
   the retries are spent the source ends cleanly;
-- a sink that cannot create or write its file raises :class:`~hanrt.errors.OutputError` naming the
-  path and the OS reason ("No space left on device", ...). Everything encoded before the error has
-  already been handed to the muxer; :meth:`VideoSink.close` still finalizes the container (with
-  ``fragmented=True`` an MP4 stays playable even if the trailer cannot be written).
+- a sink writes a hidden temporary file beside its target (``.NAME.HEX.tmp.SUFFIX``) and renames it
+  into place when it is finalized, so a failed write never leaves a half-written video. A sink that
+  cannot create or write its file raises :class:`~hanrt.errors.OutputError` naming the path and the
+  OS reason ("No space left on device", ...) and removes the temporary file, unless
+  ``keep_partial=True`` (live recordings) and the file still plays (``fragmented=True``): then the
+  recording up to the error is kept under the target name and a warning says so;
+- a codec the container cannot hold (``libx264`` in ``.webm`` or ``.gif``) or a pixel format the
+  encoder refuses is a :class:`~hanrt.errors.UsageError` when the sink is created, before any
+  frame is decoded.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import InputError, OutputError, UsageError, require
+from .atomic import new_temp, publish
 from .frames import Frame, RetryPolicy, SourceStats, as_rgb_uint8, reopen_with_backoff
 
 __all__ = [
@@ -60,6 +66,53 @@ _LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "tcp://
 _NET_SCHEMES = _LIVE_SCHEMES + ("http://", "https://")
 # FFmpeg's network I/O timeout, in microseconds, so a dead stream does not block forever.
 _NET_TIMEOUT_US = "5000000"
+
+
+#: Encoder used when none is given, by output suffix (anything else: libx264).
+DEFAULT_CODECS = {".webm": "libvpx-vp9", ".ogv": "libtheora"}
+#: Output suffixes a video is never written to, and why.
+_REFUSED_OUTPUTS = {
+    ".gif": "hanrt does not encode video as GIF (256 colours); write .mp4, .mkv or .webm. "
+            "Animated GIF input is upscaled to .gif/.webp/.png by hanrt upscale ANIM.gif --output OUT.gif",
+}
+
+
+def default_codec(path: str | os.PathLike) -> str:
+    """The encoder a video written to ``path`` gets when none is asked for."""
+    return DEFAULT_CODECS.get(Path(path).suffix.lower(), "libx264")
+
+
+def check_output_codec(path: str | os.PathLike, codec: str, pix_fmt: str = "yuv420p", *,
+                       format: str | None = None) -> None:
+    """Raise :class:`~hanrt.errors.UsageError` unless ``path``'s container can hold ``codec`` and
+    the encoder takes ``pix_fmt``: checked on an in-memory container, before any work."""
+    import io
+
+    av = _av()
+    suffix = Path(path).suffix.lower()
+    if format is None and suffix in _REFUSED_OUTPUTS:
+        raise UsageError(f"cannot write a video to {str(path)!r}: {_REFUSED_OUTPUTS[suffix]}.")
+    if codec not in av.codecs_available:
+        raise UsageError(f"the video codec {codec!r} is not available in this FFmpeg build "
+                         f"(PyAV {av.__version__}); try libx264, mpeg4 or ffv1.")
+    try:
+        fmt = format or av.format.ContainerFormat(_container_name(suffix), "w").name
+        with av.open(io.BytesIO(), mode="w", format=fmt) as c:
+            vs = c.add_stream(codec, rate=25)
+            formats = {f.name for f in (vs.codec_context.codec.video_formats or ())}
+    except (ValueError, av.FFmpegError) as exc:
+        raise UsageError(f"cannot write {codec} video to {str(path)!r}: {exc}. Pick another --codec "
+                         f"(libx264 for .mp4/.mkv/.mov, libvpx-vp9 for .webm) or another suffix.") from None
+    if formats and pix_fmt not in formats:
+        raise UsageError(f"the encoder {codec} does not take --pix-fmt {pix_fmt}; it takes "
+                         f"{', '.join(sorted(formats))}.")
+
+
+def _container_name(suffix: str) -> str:
+    """FFmpeg muxer name for an output suffix (what av.open guesses from the file name)."""
+    return {".mkv": "matroska", ".m4v": "mp4", ".ts": "mpegts", ".mts": "mpegts", ".m2ts": "mpegts",
+            ".wmv": "asf", ".mpg": "mpeg", ".mpeg": "mpeg", ".ogv": "ogg", ".3gp": "3gp",
+            ".y4m": "yuv4mpegpipe"}.get(suffix, suffix.lstrip(".") or "mp4")
 
 
 def _av():
@@ -198,15 +251,22 @@ class VideoSource:
     def _open(self) -> None:
         av = _av()
         try:
-            c = av.open(self.url, mode="r", options=self._options or None)
+            # metadata_errors="replace": a tag that is not UTF-8 must not make the file unreadable
+            c = av.open(self.url, mode="r", options=self._options or None, metadata_errors="replace")
         except FileNotFoundError as exc:
             raise InputError(f"video {self.url!r}: {exc.strerror or exc}.") from None
         except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot open video {self.url!r}: {exc}") from None
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(f"cannot open video {self.url!r}: {why} (not a video FFmpeg can read, or "
+                             f"damaged).") from None
         if not c.streams.video:
             c.close()
             raise InputError(f"{self.url!r} has no video stream.")
         vs = c.streams.video[0]
+        if vs.codec_context is None:  # a stream header FFmpeg has no decoder for (damaged or unknown codec)
+            c.close()
+            raise InputError(f"{self.url!r}: its video stream cannot be decoded (damaged header or unknown "
+                             f"codec).")
         vs.thread_type = "AUTO"
         if self._threads:
             vs.codec_context.thread_count = self._threads
@@ -373,6 +433,17 @@ class VideoSink:
     rate written in the header; ``time_base``: the frames' pts unit (from the source).
     ``audio``: an :class:`AudioPassthrough` from the source, remuxed without re-encoding.
     ``fragmented``: write a fragmented MP4/MOV (playable even if the process dies before close).
+    ``codec=None``: :func:`default_codec` of the suffix. The codec, container and pixel format are
+    checked when the sink is created (:func:`check_output_codec`).
+
+    The file is written under a temporary name beside ``path`` and moved into place by
+    :meth:`close` (``commit_on_close=True``, the default) or by :meth:`commit`. Without
+    ``overwrite`` the move fails, keeping the other file, if ``path`` appeared meanwhile. When
+    writing fails the temporary file is removed, unless ``keep_partial`` and the container plays
+    when cut (fragmented MP4, Matroska, MPEG-TS; a live recording): then it is kept under ``path``,
+    with a warning. Such a live recording in such a container is written in place from the start
+    (so even a killed process leaves what was recorded).
+    :meth:`discard` (after :meth:`close`) removes an uncommitted file.
 
     The streams are created at the first :meth:`write` (when the frame size is known). Frames
     must be written in order; a frame's ``pts`` (in its ``time_base``) is kept; a frame without
@@ -386,7 +457,7 @@ class VideoSink:
         *,
         fps: Fraction | float | None = None,
         time_base: Fraction | None = None,
-        codec: str = "libx264",
+        codec: str | None = None,
         crf: int | None = None,
         bitrate: int | None = None,
         pix_fmt: str = "yuv420p",
@@ -396,14 +467,18 @@ class VideoSink:
         fragmented: bool = False,
         format: str | None = None,
         codec_options: Mapping[str, str] | None = None,
+        keep_partial: bool = False,
+        commit_on_close: bool = True,
     ) -> None:
         av = _av()
         self.path = Path(path)
         if crf is not None and bitrate is not None:
             raise UsageError("give --crf or --bitrate, not both.")
-        if codec not in av.codecs_available:
-            raise UsageError(f"the video codec {codec!r} is not available in this FFmpeg build "
-                             f"(PyAV {av.__version__}); try libx264, mpeg4 or ffv1.")
+        codec = codec or default_codec(self.path)
+        check_output_codec(self.path, codec, pix_fmt, format=format)
+        if self.path.exists() and not self.path.is_file() and not self.path.is_dir():
+            raise OutputError(f"cannot write a video to {str(self.path)!r}: it is a device or special "
+                              f"file; give a file name in a folder.")
         if self.path.is_dir():
             raise OutputError(f"cannot create {str(self.path)!r}: it is a folder; give a file name.")
         if self.path.exists() and not overwrite and self.path.is_file():
@@ -419,6 +494,10 @@ class VideoSink:
         self.pix_fmt = pix_fmt
         self.preset = preset
         self.audio = audio
+        self.overwrite = overwrite
+        self.keep_partial = bool(keep_partial)
+        self.fragmented = bool(fragmented)
+        self._commit_on_close = commit_on_close
         self._codec_options = dict(codec_options or {})
         opts: dict[str, str] = {}
         fmt = format
@@ -427,10 +506,24 @@ class VideoSink:
             # a fragment at every keyframe and at least every second, so little is lost on a crash
             opts["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
             opts["frag_duration"] = "1000000"
+        else:
+            self.fragmented = False
+        fmt = fmt or _container_name(self.path.suffix.lower())
+        # what was written before a failure still plays: fragmented MP4, Matroska, MPEG-TS
+        self.playable_when_cut = self.fragmented or fmt in ("matroska", "webm", "mpegts")
+        # A live recording in a container that plays when cut is written in place, as it happens
+        # (a SIGKILL or power cut leaves what was recorded); anything else goes through a temporary file.
+        self.direct = self.keep_partial and self.playable_when_cut
+        self.temp: Path | None = None if self.direct else new_temp(self.path, suffix=self.path.suffix)
         try:
-            self._out = av.open(str(self.path), mode="w", format=fmt, options=opts or None)
+            self._out = av.open(str(self.path if self.direct else self.temp), mode="w", format=fmt,
+                                options=opts or None)
         except (av.FFmpegError, OSError) as exc:
+            self.discard()
             raise OutputError(f"cannot create {str(self.path)!r}: {_os_reason(exc)}") from None
+        except BaseException:
+            self.discard()
+            raise
         if audio is not None:
             audio.active = True
         self._vs: Any = None
@@ -438,6 +531,8 @@ class VideoSink:
         self._last_pts: int | None = None
         self._closed = False
         self._failed = False
+        self._finalized = False
+        self.committed = False
         self.frames = 0
         self.audio_packets = 0
         self.size: tuple[int, int] | None = None  # (width, height)
@@ -446,7 +541,10 @@ class VideoSink:
 
     def _setup(self, width: int, height: int, tb: Fraction) -> None:
         av = _av()
-        vs = self._out.add_stream(self.codec, rate=self.fps)
+        try:
+            vs = self._out.add_stream(self.codec, rate=self.fps)
+        except (ValueError, av.FFmpegError) as exc:  # checked at creation; kept as an error, not a crash
+            raise UsageError(f"cannot write {self.codec} video to {str(self.path)!r}: {exc}.") from None
         vs.width, vs.height = width, height
         try:
             vs.pix_fmt = self.pix_fmt
@@ -517,12 +615,20 @@ class VideoSink:
         except (av.FFmpegError, OSError) as exc:
             self._failed = True
             raise OutputError(f"writing {str(self.path)!r} failed: {_os_reason(exc)}. "
-                              f"{self.frames} frames were written before the error.") from None
+                              f"{self.frames} frames were encoded before the error; {self._fate()}.") from None
+
+    def _fate(self) -> str:
+        """What happens to the file after a write error (for the message)."""
+        if self.keep_partial and self.playable_when_cut:
+            return "the recording up to here is kept"
+        return "the partial file is removed"
 
     # -- closing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the encoder, copy the remaining audio, write the trailer. Safe to call twice."""
+        """Flush the encoder, copy the remaining audio, write the trailer; then (``commit_on_close``)
+        move the file into place. Safe to call twice. On a write error the temporary file is removed
+        (or kept, see ``keep_partial``) and OutputError is raised."""
         if self._closed:
             return
         self._closed = True
@@ -540,12 +646,65 @@ class VideoSink:
                 self._out.close()
             except (av.FFmpegError, OSError) as exc:
                 if err is None and not self._failed:
+                    self._failed = True
                     err = OutputError(f"finalizing {str(self.path)!r} failed: {_os_reason(exc)}. "
-                                      f"{self.frames} frames were written before the error.")
-        if self._vs is None and err is None:
-            log.warning("no frames were written to %s", self.path)
-        if err is not None:
-            raise err
+                                      f"{self.frames} frames were encoded before the error; {self._fate()}.")
+            except BaseException:
+                self.discard()
+                raise
+        self._finalized = True
+        if self._vs is None and err is None:  # an empty container is no video: write nothing
+            log.warning("no frames were given: nothing was written to %s", self.path)
+            self.discard()
+            return
+        if self._failed or err is not None:
+            if self.keep_partial and self.playable_when_cut and self.frames:
+                try:
+                    self.commit(fsync=False)
+                    log.warning("kept the partial recording %s (%d frames; it plays up to the error)",
+                                self.path, self.frames)
+                except OutputError as exc2:
+                    log.error("%s", exc2)
+            else:
+                self.discard()
+            if err is not None:
+                raise err
+            return
+        if self._commit_on_close:
+            self.commit()
+
+    def commit(self, *, fsync: bool = True) -> None:
+        """Move the finalized temporary file to :attr:`path` (after :meth:`close`). OutputError if it
+        cannot (the temporary file is then removed)."""
+        if not self._finalized:
+            raise UsageError("commit() before close()")
+        if self.direct:
+            self.committed = True
+            return
+        if self.temp is None:
+            return
+        try:
+            publish(self.temp, self.path, overwrite=self.overwrite, fsync=fsync)
+        except OSError as exc:
+            self.discard()
+            raise OutputError(f"cannot write {str(self.path)!r}: {exc.strerror or exc}.") from None
+        except BaseException:
+            self.discard()
+            raise
+        self.temp = None
+        self.committed = True
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing is written to :attr:`path`; a recording written in place
+        is removed only if it holds no frame). Safe to call twice."""
+        if self.direct and not self.frames and not self.committed:
+            self.temp, self.direct = self.path, False
+        tmp, self.temp = self.temp, None
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
 
     def __enter__(self) -> "VideoSink":
         return self
@@ -554,7 +713,12 @@ class VideoSink:
         if exc_type is None:
             self.close()
         else:
+            if not self.keep_partial:
+                self._commit_on_close = False
             try:
                 self.close()
             except OutputError as exc:
                 log.error("%s", exc)
+            finally:
+                if not self.keep_partial:
+                    self.discard()
