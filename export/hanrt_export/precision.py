@@ -296,11 +296,38 @@ def layer_attention_nodes(model) -> dict[str, str]:
 
 
 def pool_nodes(model) -> dict[str, str]:
-    """Names of the global pooling nodes (channel attention), with their reason."""
+    """Names of the pooling nodes that reduce over the spatial axes (HAN's channel attention), with
+    their reason. ``ReduceMean``/``ReduceSum`` count only when they reduce a 4-D tensor over height or
+    width, or when the axes or rank cannot be read (kept, to be safe): a mean over channels (a
+    channel LayerNorm, as in OmniSR) sums C values whatever the tile size."""
+    from onnx import numpy_helper
+
+    from .trt_lint import _constants
+
+    onnx = _onnx()
+    try:
+        vis = onnx.shape_inference.infer_shapes(model).graph
+        ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in [*vis.input, *vis.value_info]
+                 if vi.type.tensor_type.HasField("shape")}
+    except Exception:  # noqa: BLE001 -- shape inference refuses some graphs: ranks unknown, pools kept
+        ranks = {}
+    consts = _constants(model)
+
+    def spatial(n) -> bool:
+        if n.op_type.startswith("Global"):
+            return True
+        axes = next((list(a.ints) for a in n.attribute if a.name == "axes"), None)
+        if axes is None and len(n.input) > 1 and n.input[1] in consts:
+            axes = [int(v) for v in numpy_helper.to_array(consts[n.input[1]]).ravel()]
+        rank = ranks.get(n.input[0])
+        if axes is None or rank is None:
+            return True
+        return rank == 4 and bool({a % 4 for a in axes} & {2, 3})
+
     return {
         n.name: (f"global pool ({n.op_type}): its sum runs over H*W values and grows with the tile; "
                  f"FP16 accumulation is not guaranteed")
-        for n in model.graph.node if n.op_type in _POOL_OPS
+        for n in model.graph.node if n.op_type in _POOL_OPS and spatial(n)
     }
 
 
