@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ ARCHS = ["ESRGAN", "Compact", "SwinIR", "HAT", "OmniSR", "SPAN", "DAT", "RealCUG
 # Measured on the tiny random-weight configurations (README: "Other architectures"):
 FP16_REFUSED = {"SPAN"}  # its FP16 graph is < 50 dB from FP32 on the all-zero input: the gate refuses
 NO_REFERENCE = {"RealCUGAN"}  # Pad with negative pads: onnx's ReferenceEvaluator cannot run it
-SLOW = {"RealCUGAN", "DAT", "HAT", "SwinIR", "OmniSR"}  # > a few seconds on a 2-core CPU (FP16 check in numpy)
+SLOW = {"RealCUGAN", "DAT", "HAT", "SwinIR", "OmniSR", "ESRGAN", "SPAN"}  # > a few seconds on a 2-core CPU (FP16 check in numpy)
 
 
 def _save(model, path):
@@ -100,7 +101,7 @@ def test_arch_exports_through_the_registry(name, arch_dir, calib_photos):
     from hanrt.upscaler import Upscaler
     from hanrt_export import precision as P
     from hanrt_export.models import load_model
-    from hanrt_export.to_onnx import ExportOptions, export_onnx
+    from hanrt_export.to_onnx import ExportOptions, export_onnx, trt_lint_gate
 
     ckpt = _save(_tiny(name), arch_dir / f"{name}.pth")
     loaded = load_model(ckpt)
@@ -117,19 +118,22 @@ def test_arch_exports_through_the_registry(name, arch_dir, calib_photos):
     assert res.max_abs_diff is not None and res.max_abs_diff <= 1e-2  # parity on 0..255, two shapes
     assert info.trt_buildable is True, info.trt_lint
 
-    # FP16 by measurement: the export's gate is ReferenceEvaluator (real FP16) on extreme inputs.
+    # FP16 by measurement, on a copy of the FP32 graph (the pass export_onnx's precision hook runs;
+    # the hook's own wiring is tested on HAN and on SPAN's refusal in test_fp16_refusal_writes_nothing):
+    # the gate is ReferenceEvaluator (real FP16) on extreme inputs, then the TensorRT lint.
     crops = P.photo_crops(calib_photos, n=2, size=max(32, loaded.min_tile))
     fp16 = arch_dir / f"{name}_fp16.onnx"
-    hook = functools.partial(P.make_fp16, calib=crops, calibration="2 crops",
-                             options=P.Fp16Options(calib_size=max(16, loaded.min_tile)))
-    if name in FP16_REFUSED:  # measured: the gate refuses it, and nothing is written
+    shutil.copyfile(out, fp16)
+    fp16_opts = P.Fp16Options(calib_size=max(16, loaded.min_tile))
+    if name in FP16_REFUSED:  # measured: the gate refuses it
         with pytest.raises(ParityError, match="FP16 gate failed"):
-            export_onnx(loaded, fp16, options=opts, precision_hook=hook)
-        assert not fp16.exists()
+            P.make_fp16(fp16, info, calib=crops, calibration="2 crops", options=fp16_opts)
         fp16 = None
     else:
-        res16 = export_onnx(loaded, fp16, options=opts, precision_hook=hook)
-        assert res16.info.precision == "fp16" and res16.info.trt_buildable is True
+        info16 = P.make_fp16(fp16, info, calib=crops, calibration="2 crops", options=fp16_opts)
+        info16, findings = trt_lint_gate(fp16, info16)
+        assert info16.precision == "fp16" and info16.trt_buildable is True and not findings
+        assert read_model_info(fp16).precision == "fp16"
     side = info.fixed_tile or max(16, info.min_tile)
     x = P.to_graph_input(crops[0][:side, :side], "float")
     if fp16 is not None and name not in NO_REFERENCE:
@@ -145,6 +149,22 @@ def test_arch_exports_through_the_registry(name, arch_dir, calib_photos):
     with Upscaler(out, backend="ort-cpu", tile=None) as up:
         whole = up.upscale(img)
     assert whole.shape == (img.shape[0] * loaded.scale, img.shape[1] * loaded.scale, 3)
+
+
+@needs_spandrel
+def test_fp16_refusal_writes_nothing(arch_dir, calib_photos):
+    """export_onnx with the FP16 hook on SPAN (whose tiny FP16 graph fails the gate): no file."""
+    from hanrt_export import precision as P
+    from hanrt_export.models import load_model
+    from hanrt_export.to_onnx import export_onnx
+
+    loaded = load_model(_save(_tiny("SPAN"), arch_dir / "span_gate.pth"))
+    hook = functools.partial(P.make_fp16, calib=P.photo_crops(calib_photos, n=2, size=32), calibration="2 crops",
+                             options=P.Fp16Options(calib_size=16))
+    out = arch_dir / "span_gate_fp16.onnx"
+    with pytest.raises(ParityError, match=r"FP16 gate failed: on the 'zeros' input .*ReferenceEvaluator"):
+        export_onnx(loaded, out, precision_hook=hook)
+    assert not out.exists()
 
 
 @needs_spandrel
