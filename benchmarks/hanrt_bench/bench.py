@@ -248,8 +248,12 @@ def _executed_macs(method: str, shape: Any, h: int, w: int, cfg: Config | None, 
 
 
 def _plan_macs(shape: Any, plan: Any) -> float:
-    """MACs of a hanrt tile plan: every tile runs at the plan's full tile shape."""
-    return plan.count * macs_of(shape, plan.tile_h, plan.tile_w)
+    """MACs of a hanrt tile plan: every tile at its own window shape (an exact grid's windows differ)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for t in plan.tiles:
+        hw = plan.window(t)
+        sizes[hw] = sizes.get(hw, 0) + 1
+    return sum(n * macs_of(shape, h, w) for (h, w), n in sizes.items())
 
 
 def run_bench(
@@ -285,11 +289,10 @@ def run_bench(
     # The naive tile loop runs the sweep's first real tile (core = tile - 2*margin, pad = margin),
     # or hanrt's defaults, so its tiles have the shape hanrt's have.
     tiled_cfgs = [c for c in configs if c.tile]
-    try:
-        from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE
-    except ImportError:  # pragma: no cover - an installation without the Upscaler
-        DEFAULT_TILE, DEFAULT_MARGIN = 128, 16
-    t_tile = tiled_cfgs[0].tile if tiled_cfgs else DEFAULT_TILE
+    from hanrt.upscaler import DEFAULT_MARGIN, ENGINE_TILE
+
+    # hanrt's default tiling has no one tile side ("auto"): the naive loop then runs ENGINE_TILE
+    t_tile = tiled_cfgs[0].tile if tiled_cfgs else ENGINE_TILE
     t_margin = tiled_cfgs[0].margin if tiled_cfgs and tiled_cfgs[0].margin is not None else DEFAULT_MARGIN
     t_margin = min(t_margin, (t_tile - 1) // 2)
     torch_tile = (t_tile - 2 * t_margin, t_margin)
@@ -388,9 +391,10 @@ def run_bench(
             say(f"skip hanrt [{cfg.label}]: {exc}")
             continue
         plan = meth.up.plan(h, w)
-        eff = Config(cfg.backend, cfg.precision, 0 if plan.whole_image else plan.tile_h, plan.margin,
+        eff = Config(cfg.backend, cfg.precision, 0 if plan.whole_image else (cfg.tile or plan.tile_h), plan.margin,
                      min(meth.up.batch, plan.count))
-        key = (meth.backend_name, path, eff)
+        key = (meth.backend_name, path, eff.precision, eff.batch,
+               tuple((t.wy, t.wx, *plan.window(t)) for t in plan.tiles))  # the same tiles run the same
         if key in measured:  # e.g. batch 4 of a one-tile (whole-image) plan is batch 1 again
             meth.close()
             res.skipped.append({"method": "hanrt", "config": cfg.label, "reason": f"runs the same as [{measured[key]}]"})

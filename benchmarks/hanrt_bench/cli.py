@@ -69,14 +69,20 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     from .report import markdown_table, write_all
     from .suite import BASELINES, Suite, load_suite
 
+    if getattr(args, "policy", False):
+        return _run_policy_cli(args)
     suite = load_suite(args.suite) if args.suite else Suite(name="command-line")
     over: dict[str, Any] = {}
     image_file = None
     if args.input:
-        if Path(args.input).is_file():
-            over["input"] = image_file = args.input
+        if len(args.input) > 1:
+            raise UsageError(f"--input takes one size or image here ({len(args.input)} given); several sizes "
+                             f"are for --policy.")
+        inp = args.input[0]
+        if Path(inp).is_file():
+            over["input"] = image_file = inp
         else:
-            over["input"] = parse_size(args.input)
+            over["input"] = parse_size(inp)
     if args.baselines is not None:
         names = () if args.baselines.strip().lower() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
         bad = [b for b in names if b not in BASELINES]
@@ -86,9 +92,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     suite = suite.with_overrides(**over, warmup=args.warmup, iters=args.iters, max_seconds=args.max_seconds,
                                  backend=args.backend, precision=args.precision, tile=args.tile,
                                  margin=args.margin, batch=args.batch)
-    model = args.model or suite.model
-    if not model:
-        raise UsageError("no model: pass MODEL (.onnx, .plan, .pt or random:GxBxF) or set \"model\" in the suite.")
+    model, checkpoint = _model_and_checkpoint(args.model or suite.model, args.checkpoint)
     out = _out_dir(args.output)
     quality = None
     if args.quality:
@@ -116,7 +120,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         p = gpu_peak() if device.startswith("cuda") else None
         peak = (p or cpu_peak()).to_dict()
         _say(f"peak {peak['gflops']:.0f} GFLOP/s ({peak['what']})")
-    src = resolve_model(model, checkpoint=args.checkpoint)
+    src = resolve_model(model, checkpoint=checkpoint)
     try:
         res = run_bench(suite, src, image_file=image_file, peak=peak, env=env,
                         precision_files=_precision_files(args), device=device, progress=_say)
@@ -131,6 +135,40 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         _say("wrote " + ", ".join(str(p) for p in files.values()))
     if not res.rows:
         raise UsageError("nothing was measured: every configuration was skipped (see the reasons above).")
+    return 0
+
+
+def _model_and_checkpoint(model: str | None, checkpoint: str | None) -> tuple[str, str | None]:
+    """MODEL, or the bundled model (with its PyTorch weights beside it for the baselines)."""
+    if model:
+        return model, checkpoint
+    from hanrt.upscaler import default_model_path
+
+    path = default_model_path()
+    pt = path.with_suffix(".pt")
+    _say(f"no MODEL given: benchmarking the bundled {path.name}")
+    return str(path), checkpoint or (str(pt) if pt.is_file() else None)
+
+
+def _run_policy_cli(args: argparse.Namespace) -> int:
+    from .policy import DEFAULT_SIZES, DEFAULT_TILES, policy_markdown, run_policy
+
+    model, _ = _model_and_checkpoint(args.model, None)
+    sizes = tuple(parse_size(s) for s in args.input) if args.input else DEFAULT_SIZES
+    backends = args.backend or ["ort-cpu"]
+    if len(backends) != 1:
+        raise UsageError("--policy measures one --backend at a time.")
+    margin = (args.margin or [None])[0]
+    out = _out_dir(args.output)
+    rows = run_policy(model, backend=backends[0], sizes=sizes, tiles=tuple(args.tile or DEFAULT_TILES), margin=margin,
+                      repeats=args.iters or 3, say=_say)
+    print(policy_markdown(rows))
+    if out is not None:
+        from hanrt.io.atomic import atomic_output
+
+        with atomic_output(out / "policy.json") as tmp:
+            Path(tmp).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        _say(f"wrote {out / 'policy.json'}")
     return 0
 
 

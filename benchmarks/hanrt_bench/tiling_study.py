@@ -108,7 +108,7 @@ def measure_throughput(model: Path, *, checkpoint: Path | None, name: str, lr_sc
     """Seconds per image (best of ``repeats``) for: the raw backend on the plan's tiles (tiles
     extracted beforehand, one ``run`` per tile), ``Upscaler.upscale`` (extract + run + stitch), ORT
     on the whole image, and (with ``checkpoint``) PyTorch eager on the whole image."""
-    from hanrt.tiling import extract_tile, tile_input_shape
+    from hanrt.tiling import extract_tile
 
     be = OnnxRuntimeBackend(model, config=OrtConfig(provider="cpu", intra_op_threads=threads))
     scale = be.info.scale
@@ -117,7 +117,7 @@ def measure_throughput(model: Path, *, checkpoint: Path | None, name: str, lr_sc
     plan = up.plan(*lr.shape[:2])
     tiles = []
     for t in plan.tiles:
-        buf = np.empty(tile_input_shape(plan, 1, 3, be.info.layout), np.float32)
+        buf = np.empty((1, 3, *plan.window(t)), np.float32)  # exact grids: windows differ
         extract_tile(lr, plan, t, buf[0], layout=be.info.layout)
         tiles.append(buf)
 

@@ -30,7 +30,9 @@ Frame processors
 - *async*: an object with ``submit(image) -> handle`` and ``wait(handle) -> image`` and an ``in_flight``
   attribute (>= 1): up to ``in_flight`` frames are submitted before the oldest is waited for, so on
   a CUDA backend with N slots frame k+1's host-to-device copy overlaps frame k's compute. ``wait`` is
-  called in submission order.
+  called in submission order. When no new frame is waiting, finished frames (``handle.done()``) are
+  handed on at once. hanrt's :class:`~hanrt.upscaler.Upscaler` is one (``submit``/``wait`` over its
+  slots; ``python -m hanrt_bench.overlap`` measures the overlap).
 
 CUDA host-memory strategy (an option of the CUDA backends, not of this module): ``copy`` (default
 on discrete GPUs) stages each frame in pinned (page-locked) host buffers and copies it to device
@@ -234,6 +236,17 @@ def _sync_fn(processor: Any) -> Callable[[np.ndarray], np.ndarray]:
     raise UsageError(f"a frame processor needs upscale(image) or to be callable; got {type(processor).__name__}.")
 
 
+#: How long the worker waits for the next frame, with frames in flight, before it looks for finished ones.
+_POLL_S = 0.005
+
+
+def _ready(handle: Any) -> bool:
+    """Whether an async processor's handle is finished (``handle.done()``, as futures and
+    :class:`~hanrt.upscaler.UpscaleJob` have); a handle without ``done`` counts as finished."""
+    done = getattr(handle, "done", None)
+    return bool(done()) if callable(done) else True
+
+
 def _is_async(processor: Any) -> bool:
     return all(callable(getattr(processor, n, None)) for n in ("submit", "wait"))
 
@@ -343,8 +356,12 @@ class Pipeline:
         depth = max(1, int(getattr(self.processor, "in_flight", 1))) if self._async else 1
         try:
             while not self._abort.is_set():
-                item = self._in.get(0.1)
+                item = self._in.get(_POLL_S if pending else 0.1)
                 if item is None:
+                    # the source is idle: hand out frames that are done instead of holding them
+                    # back until the next frame arrives (a live source's latency)
+                    while pending and _ready(pending[0][1]):
+                        self._emit_oldest(pending)
                     continue
                 if item is _END:
                     break

@@ -52,6 +52,14 @@ __all__ = [
     "LUMA_WEIGHTS",
     "describe",
     "legal_tile",
+    "grid_axis",
+    "plan_grid",
+    "TileCost",
+    "choose_grid",
+    "plan_auto",
+    "grid_for_tile",
+    "CPU_TILE_COST",
+    "GPU_TILE_COST",
 ]
 
 #: ITU-R BT.601 luma weights (Pillow's ``convert("L")``): grey output from the model's RGB output.
@@ -60,9 +68,10 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile. ``wy, wx``: top-left of its window in the input (the window is the plan's tile
-    shape and may run past the image only when the image is smaller than a tile; that part is
-    reflect-padded). ``y0:y1, x0:x1``: its core, the input region whose upscaled pixels it writes."""
+    """One tile. ``wy, wx``: top-left of its window in the input (the window may run past the
+    image only when the image is smaller than a tile; that part is reflect-padded).
+    ``y0:y1, x0:x1``: its core, the input region whose upscaled pixels it writes. ``wh, ww``: its
+    window's own size in an exact grid (:func:`plan_grid`); 0 means the plan's ``tile_h x tile_w``."""
 
     index: int
     wy: int
@@ -71,6 +80,8 @@ class Tile:
     y1: int
     x0: int
     x1: int
+    wh: int = 0
+    ww: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,15 @@ class TilePlan:
     def count(self) -> int:
         return len(self.tiles)
 
+    def window(self, tile: Tile) -> tuple[int, int]:
+        """``(h, w)`` of ``tile``'s network input."""
+        return (tile.wh or self.tile_h, tile.ww or self.tile_w)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """The distinct window shapes of the plan, in order of first appearance."""
+        return tuple(dict.fromkeys(self.window(t) for t in self.tiles))
+
     @property
     def whole_image(self) -> bool:
         """True when one tile covers the whole image."""
@@ -100,14 +120,22 @@ class TilePlan:
     @property
     def overhead(self) -> float:
         """Computed input pixels / image pixels (>= 1; padding and overlap included)."""
-        return self.count * self.tile_h * self.tile_w / float(self.height * self.width)
+        px = sum(h * w for h, w in (self.window(t) for t in self.tiles))
+        return px / float(self.height * self.width)
 
     def batches(self, batch: int) -> Iterator[tuple[Tile, ...]]:
-        """Yield the tiles in groups of at most ``batch`` (the last group may be shorter)."""
+        """Yield the tiles in groups of at most ``batch`` tiles of one window shape (a group is
+        shorter when its shape runs out; shapes come in order of first appearance)."""
         if batch < 1:
             raise UsageError(f"batch must be >= 1, got {batch}.")
-        for i in range(0, len(self.tiles), batch):
-            yield self.tiles[i:i + batch]
+        if len(self.shapes) == 1:
+            for i in range(0, len(self.tiles), batch):
+                yield self.tiles[i:i + batch]
+            return
+        for shape in self.shapes:
+            same = [t for t in self.tiles if self.window(t) == shape]
+            for i in range(0, len(same), batch):
+                yield tuple(same[i:i + batch])
 
 
 def overhead(tile: int, margin: int) -> float:
@@ -220,6 +248,164 @@ def plan_tiles(
     return TilePlan(height, width, th, tw, margin if len(tiles) > 1 else 0, scale, tuple(tiles))
 
 
+# --- exact grids for backends with dynamic shapes -------------------------------------------
+
+def grid_axis(length: int, n: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Split ``0..length`` into ``n`` cores whose sizes differ by at most one pixel, each with a
+    window that adds ``margin`` pixels only towards a neighbour (clipped to the image).
+
+    Returns ``(window_start, window_size, core_start, core_end)`` per core, in order.
+    """
+    if length < 1:
+        raise InputError(f"cannot tile an empty axis (length {length}).")
+    if not 1 <= n <= length:
+        raise UsageError(f"cannot split {length} pixels into {n} tiles.")
+    out = []
+    for i in range(n):
+        c0, c1 = i * length // n, (i + 1) * length // n
+        w0 = max(0, c0 - margin) if i > 0 else 0
+        w1 = min(length, c1 + margin) if i < n - 1 else length
+        out.append((w0, w1 - w0, c0, c1))
+    return out
+
+
+def plan_grid(height: int, width: int, *, rows: int, cols: int, margin: int, scale: int) -> TilePlan:
+    """An exact grid of ``rows x cols`` tiles over a ``height x width`` input, for backends that take
+    any shape: cores partition the image (sizes differing by at most a pixel per axis), windows
+    add ``margin`` only where a neighbour is, nothing is padded, no pixel is computed twice except
+    the margins. ``tile_h x tile_w`` is the largest window (the buffer size a batch needs)."""
+    if height < 1 or width < 1:
+        raise InputError(f"cannot upscale an empty image ({height}x{width} pixels).")
+    if margin < 0:
+        raise UsageError(f"margin must be >= 0, got {margin}.")
+    ys, xs = grid_axis(height, rows, margin), grid_axis(width, cols, margin)
+    tiles = []
+    for wy, wh, y0, y1 in ys:
+        for wx, ww, x0, x1 in xs:
+            tiles.append(Tile(len(tiles), wy, wx, y0, y1, x0, x1, wh, ww))
+    th, tw = max(t[1] for t in ys), max(t[1] for t in xs)
+    return TilePlan(height, width, th, tw, margin if len(tiles) > 1 else 0, scale, tuple(tiles))
+
+
+@dataclass(frozen=True)
+class TileCost:
+    """A backend's measured time per tile, as microseconds per input pixel at a few tile areas.
+
+    ``points``: ``(side, us_per_pixel)`` of square tiles, sides ascending (interpolated linearly in
+    log(area) between them, held constant outside). ``max_pixels``: the largest window (input
+    pixels) the memory budget allows. ``source``: how the figures were obtained (for logs).
+    Only ratios matter to the planner, so a table measured on one CPU serves others of its class.
+    """
+
+    points: tuple[tuple[int, float], ...]
+    max_pixels: int
+    source: str = ""
+
+    def us_per_pixel(self, pixels: int) -> float:
+        pts = self.points
+        a = math.log(max(pixels, 1))
+        if a <= 2 * math.log(pts[0][0]):
+            return pts[0][1]
+        for (s0, c0), (s1, c1) in zip(pts, pts[1:]):
+            a1 = 2 * math.log(s1)
+            if a <= a1:
+                a0 = 2 * math.log(s0)
+                return c0 + (c1 - c0) * (a - a0) / (a1 - a0)
+        return pts[-1][1]
+
+    def tile_us(self, h: int, w: int) -> float:
+        """Predicted microseconds for one ``h x w`` window."""
+        return h * w * self.us_per_pixel(h * w)
+
+    @property
+    def best_side(self) -> int:
+        """The measured side with the lowest time per pixel."""
+        return min(self.points, key=lambda p: p[1])[0]
+
+
+#: ONNX Runtime's CPU provider running the bundled HAN (2x8x32) with hanrt's session options
+#: (2 threads, no spinning, arena on), AMD EPYC (AVX-512), shared machine (load average 3-6):
+#: microseconds per input pixel of square tiles, the minimum of 9 interleaved runs
+#: (``python -m hanrt_bench.tile_cost --repeats 9``; README "Tiling"). Small tiles pay a fixed
+#: cost per call (without spinning, threads wake up for every operator), large ones miss the caches.
+#: ``max_pixels``: the memory budget: ORT's working memory grows with the window (38 MB at 64x64,
+#: 138 MB at 128x128, 249 MB at 192x192). A 2000x1500 input peaked at its output + 320 MB with
+#: windows up to 150x166 and + 302 MB with 140x140 pixels; with this budget, 136x136 pixels,
+#: + 294 MB (goal: + 300 MB).
+CPU_TILE_COST = TileCost(points=((48, 5.7), (64, 7.9), (96, 6.4), (128, 5.5), (160, 5.3), (192, 5.1), (256, 5.15),
+                                 (384, 5.4), (512, 8.5)),
+                         max_pixels=136 * 136, source="measured: ort-cpu, bundled model, 2 threads, no spinning")
+
+#: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
+#: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.
+GPU_TILE_COST = TileCost(points=((64, 8.0), (128, 3.0), (256, 1.5), (512, 1.0)), max_pixels=1024 * 1024,
+                         source="assumed (unmeasured): GPUs prefer large tiles")
+
+
+def _axis_options(length: int, margin: int, lo: int, hi: int) -> dict[int, list[tuple[int, int]]]:
+    """Tile counts n along an axis whose largest window is at most ``hi`` pixels, from the
+    fewest tiles down to windows of about ``lo`` pixels: ``{n: [(window size, count), ...]}``."""
+    opts: dict[int, list[tuple[int, int]]] = {}
+    for n in range(1, length + 1):
+        sizes: dict[int, int] = {}
+        for _, w, _, _ in grid_axis(length, n, margin):
+            sizes[w] = sizes.get(w, 0) + 1
+        if max(sizes) <= hi:
+            opts[n] = sorted(sizes.items())
+            if max(sizes) < lo or length // n <= max(margin, 1):
+                break
+    return opts
+
+
+def choose_grid(height: int, width: int, *, margin: int, cost: TileCost, max_side: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of the exact grid (:func:`plan_grid`) with the lowest predicted time under
+    ``cost``, whose windows hold at most ``cost.max_pixels`` pixels (and ``max_side`` per side).
+
+    Candidates per axis: the whole axis (when it fits), and grids whose windows lie between half
+    the backend's best side and the largest side allowed. Pure; microseconds of work.
+    """
+    limit = max_side or max(height, width, 1)
+    hi = min(limit, cost.max_pixels)
+    lo = max(8, min(cost.best_side // 2, limit))
+    ys = _axis_options(height, margin, lo, hi)
+    xs = _axis_options(width, margin, lo, hi)
+    if not ys or not xs:
+        raise UsageError(f"margin {margin} leaves no core in windows of at most {hi} pixels "
+                         f"({cost.max_pixels} pixels allowed): use a smaller --margin.")
+    best: tuple[float, int, int] | None = None
+    for ny, yv in ys.items():
+        hmax = max(h for h, _ in yv)
+        for nx, xv in xs.items():
+            if hmax * max(w for w, _ in xv) > cost.max_pixels:
+                continue
+            t = sum(cy * cx * cost.tile_us(h, w) for h, cy in yv for w, cx in xv)
+            if best is None or t < best[0]:
+                best = (t, ny, nx)
+    if best is None:  # nothing fits the budget: the smallest windows considered
+        return max(ys), max(xs)
+    return best[1], best[2]
+
+
+def grid_for_tile(length: int, tile: int, margin: int) -> int:
+    """The fewest tiles along an axis whose windows (margins included) are at most ``tile``."""
+    if length <= tile:
+        return 1
+    if 2 * margin >= tile:
+        raise UsageError(f"margin {margin} leaves no core in a {tile}-pixel tile (need 2*margin < tile): "
+                         f"use a smaller --margin or a larger --tile.")
+    n = max(2, -(-(length - 2 * margin) // (tile - 2 * margin)))
+    while max(w for _, w, _, _ in grid_axis(length, n, margin)) > tile:
+        n += 1
+    return n
+
+
+def plan_auto(height: int, width: int, *, margin: int, scale: int, cost: TileCost,
+              max_side: int | None = None) -> TilePlan:
+    """The exact grid :func:`choose_grid` picks, planned (:func:`plan_grid`)."""
+    rows, cols = choose_grid(height, width, margin=margin, cost=cost, max_side=max_side)
+    return plan_grid(height, width, rows=rows, cols=cols, margin=margin, scale=scale)
+
+
 def tile_input_shape(plan: TilePlan, batch: int, channels: int, layout: str) -> tuple[int, ...]:
     """Shape of an input batch: ``(B, C, th, tw)`` for NCHW, ``(B, th, tw, C)`` for NHWC."""
     if layout == "NCHW":
@@ -253,7 +439,7 @@ def extract_tile(image: np.ndarray, plan: TilePlan, tile: Tile, out: np.ndarray,
     0..255; uint16 is divided by 257) or uint8 ``(th, tw, C)`` for ``"NHWC"`` (uint16 is rounded to
     8 bits). The caller owns ``out``; nothing else is written.
     """
-    th, tw = plan.tile_h, plan.tile_w
+    th, tw = plan.window(tile)
     h, w = image.shape[:2]
     y_end, x_end = tile.wy + th, tile.wx + tw
     if y_end <= h and x_end <= w:
@@ -312,5 +498,8 @@ def place_tile(result: np.ndarray, plan: TilePlan, tile: Tile, output: np.ndarra
 
 def describe(plan: TilePlan) -> str:
     """One line about a plan, for logs."""
-    return (f"{plan.width}x{plan.height} input -> {plan.count} tile(s) of {plan.tile_w}x{plan.tile_h} "
+    shapes = plan.shapes
+    what = (f"{plan.tile_w}x{plan.tile_h}" if len(shapes) == 1
+            else f"up to {plan.tile_w}x{plan.tile_h} ({len(shapes)} shapes)")
+    return (f"{plan.width}x{plan.height} input -> {plan.count} tile(s) of {what} "
             f"(margin {plan.margin}, overhead x{plan.overhead:.2f})")

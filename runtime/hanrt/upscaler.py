@@ -14,10 +14,24 @@ Memory: the result buffer is allocated once (or is the caller's ``out``); tiles 
 and written into it one batch at a time, so peak memory is the input, the output and a few
 tiles -- never a full-size float copy.
 
+**Tiling** (``tile="auto"``, the default): on backends that take any shape (ONNX Runtime,
+PyTorch) each image gets an exact grid of tiles -- cores differing by at most a pixel, margins only
+towards neighbours, nothing padded -- at the window size the backend's measured cost table
+(:data:`hanrt.tiling.CPU_TILE_COST`) predicts fastest within its memory budget; a small image runs
+whole. A number is the largest tile side (the fewest grid tiles that fit it); ``0`` the whole image.
+Engines with optimization profiles (TensorRT) tile within their shapes (:func:`plan_for_profiles`).
+
+**Frames in flight**: :meth:`Upscaler.submit` queues an image and returns a handle at once;
+:meth:`Upscaler.wait` returns its result. One worker thread per Upscaler runs the queued frames'
+tiles through the slots without draining them between frames, so on an asynchronous backend (TensorRT
+slots) frame k+1's copies and first tiles overlap frame k's last ones; :class:`~hanrt.pipeline.Pipeline`
+uses this (``in_flight`` frames).
+
 **Buffer ownership**: ``upscale`` never modifies ``image``; it returns ``out`` when given (written
-in place) or a new array the caller owns. **Thread safety**: one ``Upscaler`` may be shared
-between threads; calls are serialized by a lock (a backend runs one batch at a time). For
-parallel work open one ``Upscaler`` per thread (and per GPU).
+in place) or a new array the caller owns (likewise ``submit``/``wait``; the image must stay unchanged
+until ``wait`` returned). **Thread safety**: one ``Upscaler`` may be shared between threads; calls
+are serialized by a lock (a backend runs one batch at a time). For parallel work open one
+``Upscaler`` per thread (and per GPU).
 
 **Stage timings** (``upscale(..., timings=d)``): the call adds the seconds (``time.perf_counter``,
 host wall time) it spent in each stage of :data:`STAGES` to ``d``:
@@ -41,6 +55,7 @@ overhead. With ``timings=None`` (the default) no clock is read: the hot path is 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -54,21 +69,27 @@ import numpy as np
 from .backends import Backend, open_backend
 from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
-from .tiling import TilePlan, describe, extract_tile, legal_tile, place_tile, plan_tiles
+from .tiling import (CPU_TILE_COST, TileCost, TilePlan, describe, extract_tile, grid_for_tile, legal_tile,
+                     place_tile, plan_auto, plan_grid, plan_tiles)
 
-__all__ = ["Upscaler", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
+__all__ = ["Upscaler", "UpscaleJob", "AUTO", "ENGINE_TILE", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
            "STAGES"]
 
 log = logging.getLogger(__name__)
 
-#: Default tile side (input pixels, margin included) and margin, chosen by measurement with a
-#: trained model on real photos (``python3 -m hanrt_bench.tiling_study --lr-scale 2``, HAN 2x4x32):
-#: with T=128, margins of 4 or more kept tiled output >= 61 dB from whole-image output on every
-#: photo (margin 0: 44.1 dB worst; T=64 with margin 0: 39.9 dB worst, below the 40 dB floor), and
-#: margins above 4-8 bought nothing more. m=8 costs (128/112)^2 = 1.31x compute on large images and
-#: leaves headroom for deeper models than the one measured.
-DEFAULT_TILE = 128
+#: Default tiling and margin, chosen by measurement. Margin (``python -m hanrt_bench.tiling_study
+#: --model hanrt_x4.onnx --lr-scale 2 --tiles 64,128 --margins 0,2,4,6,8,12``, bundled HAN 2x8x32,
+#: exact grids, 4 E1 photos): tiled vs whole-image output is >= 50 dB on every photo from margin 2
+#: (53.4 dB worst at tile 64, 56.0 at 128); margin 4: 53.9 / 57.0; margin 8: 54.2 / 57.5. Margin 8
+#: stays the default as headroom for deeper models (full-size HAN could not be measured with trained
+#: weights here); ``margin=4`` is enough for the bundled model and computes ~11% fewer pixels.
+DEFAULT_TILE = "auto"
 DEFAULT_MARGIN = 8
+#: ``tile="auto"``: on backends that take any shape, an exact grid at the backend's cheapest tile
+#: size (:func:`hanrt.tiling.plan_auto`); on engines with optimization profiles, :data:`ENGINE_TILE`
+#: clamped into the profiles (:func:`plan_for_profiles`).
+AUTO = "auto"
+ENGINE_TILE = 128
 DEFAULT_MODEL = "hanrt_x4.onnx"
 
 Progress = Callable[[int, int], None]
@@ -136,7 +157,7 @@ class Upscaler:
         model: str | os.PathLike | Backend | None = None,
         *,
         backend: str = "auto",
-        tile: int | None = DEFAULT_TILE,
+        tile: int | str | None = DEFAULT_TILE,
         margin: int = DEFAULT_MARGIN,
         batch: int = 1,
         slots: int = 2,
@@ -149,11 +170,14 @@ class Upscaler:
             backend = "triton"
         if servers and backend != "triton":
             raise UsageError(f"--server names Triton servers; it goes with --backend triton, not {backend}.")
-        if tile is not None and tile < 0:
+        if isinstance(tile, str):
+            if tile != AUTO:
+                raise UsageError(f"tile must be a number of pixels, 0 (whole image) or {AUTO!r}, got {tile!r}.")
+        elif tile is not None and tile < 0:
             raise UsageError(f"tile must be >= 0 (0: whole image), got {tile}.")
         if margin < 0:
             raise UsageError(f"margin must be >= 0, got {margin}.")
-        if tile and 2 * margin >= tile:
+        if isinstance(tile, int) and tile and 2 * margin >= tile:
             raise UsageError(f"margin {margin} leaves no core in a {tile}-pixel tile (need 2*margin < tile).")
         if batch < 1 or slots < 1:
             raise UsageError(f"batch and slots must be >= 1, got batch {batch}, slots {slots}.")
@@ -175,7 +199,7 @@ class Upscaler:
                                          fp16=fp16, slots=slots)
             self._owns = True
             self.model_path = path
-        self.tile = tile or None
+        self.tile: int | str | None = tile or None
         self.margin = margin
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
         if self._backend.info.max_batch:  # a graph right only for this many tiles per call (ModelInfo)
@@ -183,9 +207,14 @@ class Upscaler:
         # a remote backend asks for more batches in flight (two per Triton server) than a local one
         self.n_slots = max(slots, int(getattr(self._backend, "min_slots", 1)))
         self._lock = threading.Lock()
-        self._slots: list = []
-        self._slot_shape: tuple[int, int, int] | None = None
+        self._slots: list = []  # every slot made, flat (what release_slots gets)
+        self._lanes: list[dict] = []  # per lane (slots in flight at once): window shape -> slot
+        self._slot_shape: tuple | None = None
         self._closed = False
+        self._jobs: collections.deque[UpscaleJob] = collections.deque()
+        self._jobs_cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self.tile_cost: TileCost | None = getattr(self._backend, "tile_cost", None)
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -208,14 +237,20 @@ class Upscaler:
         self.close()
 
     def close(self) -> None:
-        """Release the slots and (if this Upscaler opened it) the backend. Idempotent."""
-        with self._lock:
+        """Finish the submitted frames, then release the slots and (if this Upscaler opened it) the
+        backend. Idempotent."""
+        with self._jobs_cv:
             if self._closed:
                 return
             self._closed = True
+            worker = self._worker
+            self._jobs_cv.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        with self._lock:
             if self._slots:
                 self._backend.release_slots(self._slots)
-                self._slots = []
+                self._slots, self._lanes = [], []
             if self._owns:
                 self._backend.close()
 
@@ -229,7 +264,8 @@ class Upscaler:
         info = self._backend.info
         profiles = getattr(self._backend, "profiles", None)  # engines: the shapes they accept
         if profiles:
-            return plan_for_profiles(height, width, profiles=profiles, tile=self.tile, margin=self.margin,
+            tile = ENGINE_TILE if self.tile == AUTO else self.tile
+            return plan_for_profiles(height, width, profiles=profiles, tile=tile, margin=self.margin,
                                      batch=self.batch, info=info)
         fixed = self._backend.fixed_tile_shape
         if fixed is None and info.fixed_tile:  # a graph with static height and width (ModelInfo.fixed_tile)
@@ -239,13 +275,27 @@ class Upscaler:
                               min_tile=info.min_tile, tile_multiple=info.tile_multiple)
             return plan, min(self.batch, plan.count), 1
         tile = self.tile
-        if tile and (tile < info.min_tile or tile % info.tile_multiple):
-            tile = legal_tile(tile, info.min_tile, info.tile_multiple)  # the model's shape rules (ModelInfo)
-        if tile is not None and tile >= max(height, width):
+        if tile is not None and tile != AUTO and tile >= max(height, width):
             tile = None  # a tile at least as large as the image: whole-image inference
-        plan = plan_tiles(height, width, tile=tile, margin=self.margin, scale=info.scale,
-                          min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+        if info.min_tile > 1 or info.tile_multiple > 1:  # shape rules: equal legal tiles, padded
+            if tile == AUTO:
+                tile = self._cost().best_side
+            if tile:  # a tile breaking the rules is rounded up to them (hanrt.tiling.legal_tile)
+                tile = legal_tile(tile, info.min_tile, info.tile_multiple)
+            plan = plan_tiles(height, width, tile=tile, margin=self.margin, scale=info.scale,
+                              min_tile=info.min_tile, tile_multiple=info.tile_multiple)
+        elif tile is None:
+            plan = plan_grid(height, width, rows=1, cols=1, margin=0, scale=info.scale)
+        elif tile == AUTO:
+            plan = plan_auto(height, width, margin=self.margin, scale=info.scale, cost=self._cost())
+        else:  # an asked tile side: the fewest tiles of an exact grid whose windows fit it
+            plan = plan_grid(height, width, rows=grid_for_tile(height, tile, self.margin),
+                             cols=grid_for_tile(width, tile, self.margin), margin=self.margin, scale=info.scale)
         return plan, min(self.batch, plan.count), 1
+
+    def _cost(self) -> TileCost:
+        """The backend's measured tile cost table, or the CPU table (:data:`hanrt.tiling.CPU_TILE_COST`)."""
+        return self.tile_cost or CPU_TILE_COST
 
     def output_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         s = self.scale
@@ -264,6 +314,100 @@ class Upscaler:
         """
         laps = None if timings is None else _Laps(timings)
         img = self._check_image(image)
+        job = self._new_job(img, out, progress, laps)
+        if laps is not None:
+            laps.lap("prepare")
+        with self._lock:
+            if laps is not None:
+                laps.skip()  # waiting for another thread's call is no stage of this one
+            if self._closed:
+                raise UsageError("this Upscaler was closed.")
+            once = [job]
+            self._stream(lambda: once.pop() if once else None)
+        if job.error is not None:
+            raise job.error
+        return job.out
+
+    def _check_image(self, image: np.ndarray) -> np.ndarray:
+        if not isinstance(image, np.ndarray):
+            raise InputError(f"image must be a numpy array, got {type(image).__name__}.")
+        if image.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"image dtype must be uint8 or uint16, got {image.dtype}.")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+            raise InputError(f"image must be HxW or HxWxC with C in 1..4, got shape {image.shape}.")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise InputError(f"image is empty ({image.shape[0]}x{image.shape[1]} pixels).")
+        if self.info.n_colors != 3:
+            raise ModelError(f"the model has {self.info.n_colors} channels; hanrt upscales RGB models (3).")
+        return image
+
+    # -- frames in flight ------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Frames :class:`~hanrt.pipeline.Pipeline` keeps submitted (:meth:`submit`) before it waits
+        for the oldest: enough for one frame's last tiles to overlap the next frame's first."""
+        return max(2, self.n_slots)
+
+    def submit(self, image: np.ndarray, out: np.ndarray | None = None) -> "UpscaleJob":
+        """Queue ``image`` for upscaling and return at once; :meth:`wait` returns the result.
+
+        Frames are processed in submission order by one worker thread of this Upscaler, through
+        the same slots as :meth:`upscale`, *without draining the slots between frames*: on an
+        asynchronous backend the first tiles of frame k+1 are gathered and submitted while the
+        last tiles of frame k are still computing. ``image`` must not be modified until
+        :meth:`wait` returned (it is read by the worker). Errors are raised by :meth:`wait`.
+        """
+        img = self._check_image(image)
+        job = self._new_job(img, out, None, None)
+        with self._jobs_cv:
+            if self._closed:
+                raise UsageError("this Upscaler was closed.")
+            self._jobs.append(job)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="hanrt-upscaler", daemon=True)
+                self._worker.start()
+            self._jobs_cv.notify()
+        return job
+
+    def wait(self, job: "UpscaleJob", timeout: float | None = None) -> np.ndarray:
+        """Block until ``job`` (from :meth:`submit`) is done; return its result (owned by the caller)."""
+        if not job.event.is_set():
+            with self._jobs_cv:
+                job.waited = True  # the worker collects its tiles now instead of waiting for more frames
+                self._jobs_cv.notify_all()
+        if not job.event.wait(timeout):
+            raise TimeoutError(f"upscaling a {job.image.shape[1]}x{job.image.shape[0]} image took more than {timeout} s.")
+        if job.error is not None:
+            raise job.error
+        return job.out
+
+    def _work(self) -> None:
+        """The worker behind :meth:`submit`: takes queued jobs in order and keeps the slots busy."""
+        while True:
+            with self._jobs_cv:
+                while not self._jobs and not self._closed:
+                    self._jobs_cv.wait()
+                if not self._jobs:  # closed and nothing left
+                    self._worker = None
+                    return
+            with self._lock:
+                self._stream(self._next_job, frames=True)
+
+    def _await_collect(self, owner: "UpscaleJob") -> bool:
+        """Block until a new frame is queued (False) or ``owner`` is waited for or the Upscaler
+        closes (True: collect now)."""
+        with self._jobs_cv:
+            while not self._jobs and not owner.waited and not self._closed:
+                self._jobs_cv.wait()
+            return not self._jobs
+
+    def _next_job(self) -> "UpscaleJob | None":
+        with self._jobs_cv:
+            return self._jobs.popleft() if self._jobs else None
+
+    # -- the tile stream ------------------------------------------------------------------------
+    def _new_job(self, img: np.ndarray, out: np.ndarray | None, progress: Progress | None,
+                 laps: _Laps | None) -> "UpscaleJob":
         shape = self.output_shape(img.shape)
         if out is None:
             out = np.empty(shape, dtype=img.dtype)
@@ -280,104 +424,192 @@ class Upscaler:
         else:
             color = img[..., 0] if (img.ndim == 3 and c == 1) else img
             out_color = out[..., 0] if (img.ndim == 3 and c == 1) else out
-        if laps is not None:
-            laps.lap("prepare")
-        with self._lock:
-            if laps is not None:
-                laps.skip()  # waiting for another thread's call is no stage of this one
-            if self._closed:
-                raise UsageError("this Upscaler was closed.")
-            self._run_tiles(color, out_color, progress, laps)
-        if alpha is not None:
-            out[..., c - 1] = _resize_channel(alpha, self.scale)
-        if laps is not None:
-            laps.lap("finish")
-        return out
+        return UpscaleJob(img, out, color, out_color, alpha, progress, laps)
 
-    def _check_image(self, image: np.ndarray) -> np.ndarray:
-        if not isinstance(image, np.ndarray):
-            raise InputError(f"image must be a numpy array, got {type(image).__name__}.")
-        if image.dtype not in (np.uint8, np.uint16):
-            raise InputError(f"image dtype must be uint8 or uint16, got {image.dtype}.")
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
-            raise InputError(f"image must be HxW or HxWxC with C in 1..4, got shape {image.shape}.")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise InputError(f"image is empty ({image.shape[0]}x{image.shape[1]} pixels).")
-        if self.info.n_colors != 3:
-            raise ModelError(f"the model has {self.info.n_colors} channels; hanrt upscales RGB models (3).")
-        return image
-
-    def _run_tiles(self, image: np.ndarray, out: np.ndarray, progress: Progress | None, laps: _Laps | None) -> None:
+    def _stream(self, next_job: Callable[[], "UpscaleJob | None"], *, frames: bool = False) -> None:
+        """Run jobs' tiles through the slots, round robin, until ``next_job()`` returns None; a job
+        is finished (stitched, alpha re-attached, ``done`` set) as soon as its last tile is back.
+        Slots are drained only when no job is left, so consecutive frames overlap. ``frames``: more
+        jobs may follow (:meth:`submit`), so every slot is used even when a frame has fewer batches."""
         be = self._backend
-        info = be.info
-        layout = info.layout
-        plan, batch, min_batch = self._plan(image.shape[0], image.shape[1])
-        log.debug("tiles: %s", describe(plan))
-        if image.ndim == 3 and image.shape[2] != info.n_colors:
-            raise InputError(f"image has {image.shape[2]} colour channels; the model takes {info.n_colors}.")
-        n_slots = min(self.n_slots, -(-plan.count // batch))
-        key = (n_slots, batch, plan.tile_h, plan.tile_w)
-        if self._slot_shape != key:
-            if self._slots:
-                be.release_slots(self._slots)
-                self._slots = []
-            self._slot_shape = None
-            self._slots = be.make_slots(n_slots, batch, plan.tile_h, plan.tile_w)
-            self._slot_shape = key
-        slots = self._slots
-        pending: list = [None] * len(slots)  # tiles in flight per slot
-        done = 0
+        layout = be.info.layout
+        lanes: list = []
+        pending: list = []  # per lane: (job, group) in flight, or None
         k = 0
-        if laps is not None:
-            laps.lap("prepare")
+        job = next_job()
         try:
-            for group in plan.batches(batch):
-                slot = slots[k]
-                if pending[k] is not None:
-                    done += self._collect(slot, pending[k], plan, out, layout, laps)
-                    if progress:
-                        progress(done, plan.count)
-                        if laps is not None:
-                            laps.skip()
-                for i, t in enumerate(group):
-                    extract_tile(image, plan, t, slot.input[i], layout=layout)
-                n = max(len(group), min_batch)  # an engine profile may refuse a short last batch
-                if n > len(group):
-                    slot.input[len(group):n] = 0  # filler tiles; their outputs are ignored
+            while job is not None:
+                laps = job.laps
+                try:
+                    img = job.color
+                    if img.ndim == 3 and img.shape[2] != be.info.n_colors:
+                        raise InputError(f"image has {img.shape[2]} colour channels; the model takes {be.info.n_colors}.")
+                    plan, batch, min_batch = self._plan(img.shape[0], img.shape[1])
+                    log.debug("tiles: %s", describe(plan))
+                    groups = list(plan.batches(batch))
+                    n_lanes = self.n_slots if frames else min(self.n_slots, len(groups))
+                    key = (n_lanes, batch, plan.shapes)
+                    if self._slot_shape != key:
+                        self._drain(lanes, pending)  # earlier frames' tiles come back first
+                        self._make_lanes(n_lanes, batch, plan.shapes)
+                        self._slot_shape = key
+                        k = 0
+                    lanes = self._lanes
+                    if len(pending) != len(lanes):
+                        pending = [None] * len(lanes)
+                    job.plan, job.remaining = plan, plan.count
+                except BaseException as exc:  # noqa: BLE001 - this job fails, the stream goes on
+                    self._fail_job(job, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    job = next_job()
+                    continue
                 if laps is not None:
-                    laps.lap("gather")
-                be.submit(slot, n)
-                if laps is not None:
-                    laps.lap("compute")
-                pending[k] = group
-                k = (k + 1) % len(slots)
-            for _ in range(len(slots)):
-                if pending[k] is not None:
-                    done += self._collect(slots[k], pending[k], plan, out, layout, laps)
-                    pending[k] = None
-                    if progress:
-                        progress(done, plan.count)
-                        if laps is not None:
-                            laps.skip()
-                k = (k + 1) % len(slots)
-        except BaseException:
-            for i, s in enumerate(slots):  # leave no slot pending for the next call
-                if pending[i] is not None and s.pending:
+                    laps.lap("prepare")
+                for group in groups:
+                    lane = lanes[k]
+                    if pending[k] is not None:
+                        self._collect(lane, pending[k], layout)
+                        pending[k] = None
+                    if job.error is not None:
+                        break
+                    shape = plan.window(group[0])
+                    slot = lane[shape]
                     try:
-                        be.wait(s)
-                    except Exception:  # the original error matters more; this slot is dropped
-                        log.debug("discarding slot %d after an error", i)
+                        for i, t in enumerate(group):
+                            extract_tile(img, plan, t, slot.input[i], layout=layout)
+                        n = max(len(group), min_batch)  # an engine profile may refuse a short last batch
+                        if n > len(group):
+                            slot.input[len(group):n] = 0  # filler tiles; their outputs are ignored
+                        if laps is not None:
+                            laps.lap("gather")
+                        be.submit(slot, n)
+                        if laps is not None:
+                            laps.lap("compute")
+                    except Exception as exc:  # noqa: BLE001 - this job fails, the stream goes on
+                        self._fail_job(job, exc)
+                        self._settle(lane, slot)
+                        break
+                    pending[k] = (job, group, slot)
+                    k = (k + 1) % len(lanes)
+                job = next_job()
+                while job is None and any(p is not None for p in pending):
+                    # nothing queued: bring back the oldest batch in flight once its frame is
+                    # waited for (which lets the caller submit the next one); until then a new
+                    # frame may still arrive and be fed to the device behind it
+                    i = next(j % len(lanes) for j in range(k, k + len(lanes)) if pending[j % len(lanes)] is not None)
+                    if frames and not self._await_collect(pending[i][0]):
+                        job = next_job()
+                        continue
+                    item, pending[i] = pending[i], None
+                    self._collect(lanes[i], item, layout)
+                    job = next_job()
+                if job is not None and job.laps is not None:
+                    job.laps.skip()
+        except BaseException as exc:  # noqa: BLE001 - interrupts: leave no slot pending, fail its jobs
+            for i, item in enumerate(pending):
+                if item is not None:
+                    self._settle(lanes[i], item[2])
+                    self._fail_job(item[0], exc)
             raise
 
-    def _collect(self, slot, group, plan: TilePlan, out: np.ndarray, layout: str, laps: _Laps | None) -> int:
-        result = self._backend.wait(slot)
+    def _make_lanes(self, n_lanes: int, batch: int, shapes: tuple[tuple[int, int], ...]) -> None:
+        """(Re)allocate the slots: ``n_lanes`` lanes, each with one slot per window shape."""
+        be = self._backend
+        if self._slots:
+            be.release_slots(self._slots)
+            self._slots, self._lanes = [], []
+        self._slot_shape = None
+        per_shape = [be.make_slots(n_lanes, batch, h, w) for h, w in shapes]
+        n = min(len(v) for v in per_shape)  # a TensorRT engine may give fewer (see its warning)
+        for extra in per_shape:
+            if len(extra) > n:
+                be.release_slots(extra[n:])
+        self._lanes = [{shape: per_shape[j][i] for j, shape in enumerate(shapes)} for i in range(n)]
+        self._slots = [lane[shape] for lane in self._lanes for shape in shapes]
+
+    def _drain(self, lanes: list, pending: list) -> None:
+        for i, item in enumerate(pending):
+            if item is not None:
+                pending[i] = None
+                self._collect(lanes[i], item, self._backend.info.layout)
+
+    def _settle(self, lane: dict, slot) -> None:
+        """After an error: wait for ``slot`` if it is still pending, discarding its result."""
+        if slot.pending:
+            try:
+                self._backend.wait(slot)
+            except Exception:  # the original error matters more; this slot's result is dropped
+                log.debug("discarding a slot after an error")
+
+    def _collect(self, lane: dict, item: tuple, layout: str) -> None:
+        job, group, slot = item
+        laps = job.laps
+        if laps is not None:
+            laps.skip()  # time since the job's last mark belongs to another job's work
+        try:
+            result = self._backend.wait(slot)
+        except Exception as exc:  # noqa: BLE001 - its job fails; others go on
+            self._fail_job(job, exc)
+            return
+        if job.error is not None:
+            return
         if laps is not None:
             laps.lap("compute")
-        for i, t in enumerate(group):
-            place_tile(result[i], plan, t, out, layout=layout)
+        try:
+            for i, t in enumerate(group):
+                place_tile(result[i], job.plan, t, job.out_color, layout=layout)
+        except Exception as exc:  # noqa: BLE001
+            self._fail_job(job, exc)
+            return
         if laps is not None:
             laps.lap("stitch")
-        return len(group)
+        job.remaining -= len(group)
+        if job.progress:
+            job.progress(job.plan.count - job.remaining, job.plan.count)
+            if laps is not None:
+                laps.skip()
+        if job.remaining == 0:
+            self._finish(job)
+
+    def _finish(self, job: "UpscaleJob") -> None:
+        try:
+            if job.alpha is not None:
+                c = job.image.shape[2]
+                job.out[..., c - 1] = _resize_channel(job.alpha, self.scale)
+            if job.laps is not None:
+                job.laps.lap("finish")
+        except Exception as exc:  # noqa: BLE001
+            self._fail_job(job, exc)
+            return
+        job.event.set()
+
+    @staticmethod
+    def _fail_job(job: "UpscaleJob", exc: BaseException) -> None:
+        if job.error is None:
+            job.error = exc
+        job.event.set()
+
+
+class UpscaleJob:
+    """A frame handed to :meth:`Upscaler.submit`; pass it to :meth:`Upscaler.wait`."""
+
+    __slots__ = ("image", "out", "color", "out_color", "alpha", "progress", "laps", "plan", "remaining",
+                 "event", "error", "waited")
+
+    def __init__(self, image: np.ndarray, out: np.ndarray, color: np.ndarray, out_color: np.ndarray,
+                 alpha: np.ndarray | None, progress: Progress | None, laps: _Laps | None) -> None:
+        self.image, self.out, self.color, self.out_color, self.alpha = image, out, color, out_color, alpha
+        self.progress, self.laps = progress, laps
+        self.plan: TilePlan | None = None
+        self.remaining = -1
+        self.event = threading.Event()
+        self.error: BaseException | None = None
+        self.waited = False
+
+    def done(self) -> bool:
+        """True once the frame is upscaled (or failed); :meth:`Upscaler.wait` then returns at once."""
+        return self.event.is_set()
 
 
 def plan_for_profiles(height: int, width: int, *, profiles: Sequence, tile: int | None, margin: int,

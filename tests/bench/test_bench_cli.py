@@ -59,9 +59,46 @@ def test_bench_image_file_times_decode_and_encode(tiny_onnx, tmp_path, photo_sma
     assert not (tmp_path / "o" / "latency_vs_tile.png").exists()
 
 
+def test_bench_without_a_model_runs_the_bundled_one(capsys):
+    pytest.importorskip("onnxruntime")
+    rc = main(["bench", "--input", "12x16", "--tile", "0", "--warmup", "0", "--iters", "1", "--no-peak",
+               "--baselines", "none", "--backend", "ort-cpu"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "benchmarking the bundled hanrt_x4.onnx" in cap.err
+    assert re.search(r"\| hanrt \| ort-cpu \| fp32 \|", cap.out), cap.out
+
+
+@pytest.mark.parametrize("name", ["cpu-quick", "gpu-quick"])
+def test_every_shipped_suite_runs_as_the_readme_shows(name, capsys):
+    """README: ``hanrt bench --suite benchmarks/hanrt_bench/suites/NAME.json`` (no MODEL); shortened
+    here by overrides (a small frame, one iteration, no baselines), the suite file itself unchanged."""
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    import hanrt_bench
+
+    suite = Path(hanrt_bench.__file__).parent / "suites" / f"{name}.json"
+    rc = main(["bench", "--suite", str(suite), "--input", "24x24", "--warmup", "0", "--iters", "1", "--no-peak",
+               "--baselines", "none", "--batch", "1"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "| hanrt |" in cap.out
+
+
+def test_bench_policy_table(tiny_onnx, capsys, tmp_path):
+    pytest.importorskip("onnxruntime")
+    rc = main(["bench", str(tiny_onnx), "--policy", "--input", "40x56", "--tile", "24", "32", "--margin", "4",
+               "--iters", "1", "--backend", "ort-cpu", "--output", str(tmp_path)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "| 56x40 |" in cap.out and "default's share of the best" in cap.out
+    row = json.loads((tmp_path / "policy.json").read_text())[0]
+    assert set(row["median_s"]) == {"default", "whole", "tile 24", "tile 32"}
+    assert row["peak_mb"] > row["output_mb"] > 0
+
+
 def test_bench_errors(tmp_path, capsys, tiny_onnx):
-    assert main(["bench"]) == 2
-    assert "no model" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text('{"sweep": {"backend": ["warp"]}}')
     assert main(["bench", str(tiny_onnx), "--suite", str(bad)]) == 2

@@ -69,3 +69,13 @@ def test_upscaler_from_args(tiny_onnx):
     # options a namespace lacks take their defaults
     with upscaler_from_args(argparse.Namespace(model=str(tiny_onnx), tile=32, threads=1)) as up:
         assert (up.tile, up.margin, up.batch) == (32, DEFAULT_MARGIN, 1)
+
+
+def test_tile_option_takes_auto_a_size_or_zero():
+    p = argparse.ArgumentParser()
+    add_model_options(p, HELP)
+    assert p.parse_args(["--tile", "auto"]).tile == "auto"
+    assert p.parse_args(["--tile", "AUTO"]).tile == "auto"
+    assert p.parse_args(["--tile", "192"]).tile == 192 and p.parse_args(["--tile", "0"]).tile == 0
+    with pytest.raises(SystemExit):
+        p.parse_args(["--tile", "big"])

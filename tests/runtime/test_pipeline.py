@@ -104,7 +104,7 @@ def test_async_processor_keeps_order_and_overlaps(sample_video):
     out = list(p.frames())
     proc.pool.shutdown()
     assert [read_frame_index(f.image, scale=4) for f in out] == list(range(64))
-    assert proc.max_pending == 3
+    assert 2 <= proc.max_pending <= 3  # frames overlapped, never more than in_flight
 
 
 def test_back_pressure_bounds_how_far_decoding_runs_ahead(sample_video):

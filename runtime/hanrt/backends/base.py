@@ -57,8 +57,11 @@ class OrtConfig:
 
     ``provider``: ``"cpu"`` (CPUExecutionProvider), ``"cuda"`` (CUDAExecutionProvider, I/O binding)
     or ``"tensorrt"`` (TensorrtExecutionProvider, falling back to CUDA then CPU; needs
-    onnxruntime-gpu built with TensorRT). ``intra_op_threads``: CPU threads per operator (0: ORT's
-    default, all cores). ``io_binding``: on GPU providers, bind the output on the device and copy it
+    onnxruntime-gpu built with TensorRT). ``intra_op_threads``: CPU threads per operator (0: the
+    physical cores this process may use, :func:`hanrt.backends.onnxrt.available_cores`).
+    ``spinning``: let idle intra-op threads spin-wait (``None``: hanrt's measured choice for the
+    provider, see :func:`hanrt.backends.onnxrt.session_options`). ``memory_arena``: ONNX Runtime's
+    CPU memory arena (``None``: hanrt's measured choice). ``io_binding``: on GPU providers, bind the output on the device and copy it
     back once per batch. ``trt_fp16``/``trt_cache_dir``: TensorRT EP options.
     """
 
@@ -66,6 +69,8 @@ class OrtConfig:
     device_id: int = 0
     intra_op_threads: int = 0
     inter_op_threads: int = 1
+    spinning: bool | None = None
+    memory_arena: bool | None = None
     io_binding: bool = True
     trt_fp16: bool = False
     trt_cache_dir: str = ""

@@ -42,19 +42,23 @@ class Command:
     description: str = ""
 
 
-def _commands() -> list[Command]:
+def _commands(only: str | None = None) -> list[Command]:
+    """Every subcommand (one module each), or just ``only``'s when it names one: then the other
+    modules (and what they import) are not loaded, which keeps ``hanrt upscale``'s start short."""
     cmds = []
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name.startswith("_"):
-            continue
-        m = importlib.import_module(f"{__name__}.{mod.name}")
+    names = [mod.name for mod in pkgutil.iter_modules(__path__) if not mod.name.startswith("_")]
+    if only in names:
+        names = [only]
+    for name in names:
+        m = importlib.import_module(f"{__name__}.{name}")
         c = getattr(m, "COMMAND", None)
         if isinstance(c, Command):
             cmds.append(c)
     return sorted(cmds, key=lambda c: (c.order, c.name))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``hanrt`` parser; ``only``: configure just that subcommand (see :func:`_commands`)."""
     p = argparse.ArgumentParser(
         prog="hanrt",
         description="hanrt: 4x super-resolution with HAN on NVIDIA GPUs (TensorRT, ONNX Runtime "
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for c in _commands():
+    for c in _commands(only):
         sp = sub.add_parser(c.name, help=c.help, description=c.description or c.help,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         c.configure(sp)
@@ -110,7 +114,10 @@ def _stop_on_signals():
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hanrt`` command; returns the exit code (0 success)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)  # the subcommand, if any
+    parser = build_parser(first if first is not None and "-h" not in argv[:argv.index(first)]
+                          and "--help" not in argv[:argv.index(first)] else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -30,11 +30,21 @@ THREADS_PER_CPU = 4
 MAX_BATCH = 1024
 MAX_TILE = 16384
 
+def tile_arg(text: str) -> int | str:
+    """``--tile``: a side in pixels (0: whole image) or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, 0 (whole image) or auto, got {text!r}") from None
+
+
 #: The model options: destination -> (flags, argparse keywords other than ``help``/``metavar``).
 MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "model": (("--model", "-m"), {"default": None}),
     "backend": (("--backend", "-b"), {"default": "auto", "choices": BACKENDS}),
-    "tile": (("--tile",), {"type": int, "default": None}),
+    "tile": (("--tile",), {"type": tile_arg, "default": None}),
     "margin": (("--margin",), {"type": int, "default": None}),
     "batch": (("--batch",), {"type": int, "default": 1}),
     "threads": (("--threads",), {"type": int, "default": 0}),
@@ -109,6 +119,8 @@ def validate_model_options(args: argparse.Namespace) -> None:
 
     def check(name: str, lo: int, hi: int, what: str) -> None:
         v = getattr(args, name, None)
+        if isinstance(v, str):  # --tile auto (parsed by its own type)
+            return
         if v is not None and not lo <= v <= hi:
             raise UsageError(f"--{name} must be {what}, got {v}.")
 

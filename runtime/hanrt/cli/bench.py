@@ -18,6 +18,8 @@ examples:
   hanrt bench model.onnx --checkpoint model.pt --input 96x96 --tile 48 0 --batch 1 4 --output bench/
   hanrt bench random:full --input 64x64 --iters 3 --backend ort-cpu
   hanrt bench model.pt --suite cpu-quick --output bench/ --quality eval/summary.json
+  hanrt bench --suite cpu-quick                  # the bundled model (and its .pt for the baselines)
+  hanrt bench --policy --input 256x256 512x384   # default tiling vs whole image vs every fixed tile
 
 MODEL: .onnx graph, .plan engine, .pt checkpoint (exported to a temporary ONNX for hanrt), or
 random:GxBxF / random:full (random weights; @x2 picks the scale). Tiles and margins are input
@@ -27,11 +29,16 @@ baseline latency / row latency."""
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.epilog = _EPILOG
-    p.add_argument("model", nargs="?", help="model to benchmark (see below); default: the suite's \"model\"")
+    p.add_argument("model", nargs="?", help="model to benchmark (see below); default: the suite's \"model\", "
+                   "else the bundled hanrt_x4.onnx (with hanrt_x4.pt for the baselines)")
     p.add_argument("--suite", help="JSON suite file, or a shipped suite name (cpu-quick, gpu-quick)")
     p.add_argument("--checkpoint", help="PyTorch checkpoint for the baselines when MODEL is .onnx/.plan")
-    p.add_argument("--input", help="HxW of a synthetic frame (default 96x96), or an image file "
-                   "(then decode and PNG encode are timed too)")
+    p.add_argument("--input", nargs="+", help="HxW of a synthetic frame (default 96x96), or an image file "
+                   "(then decode and PNG encode are timed too); --policy takes several sizes "
+                   "(default 128x128 256x256 384x512 750x1000 1500x2000)")
+    p.add_argument("--policy", action="store_true",
+                   help="compare the default tiling with whole-image and every --tile (default 64 96 128 192 256 384), "
+                        "interleaved, per --input size; prints a table (and writes policy.json to --output)")
     p.add_argument("--server", action="append", metavar="HOST:PORT", help=SERVER_HELP + " (MODEL's stem names the model there)")
     p.add_argument("--backend", nargs="+", choices=BACKENDS,
                    help="hanrt backend(s) to sweep (default auto)")

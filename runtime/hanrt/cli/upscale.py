@@ -34,19 +34,22 @@ Upscale images with HAN (4x). INPUT: image files, folders (their images) or glob
 
 examples:
   hanrt upscale photo.jpg --output photo_x4.png
-  hanrt upscale shots/ 'more/*.png' --output out/ --backend ort-cpu --tile 128 --margin 8
+  hanrt upscale shots/ 'more/*.png' --output out/ --backend ort-cpu --tile 192 --margin 8
   hanrt upscale photo.png --output out/ --compare       # also out/photo_compare.png
   hanrt upscale photo.png --output out/ --timings       # where the time goes, per image
 
---tile N is the network input side in pixels, margin included; a tile at least as large as the
-image (or --tile 0) runs the whole image at once (more memory, no seams).
+--tile auto (the default) covers each image with an exact grid of tiles at the backend's fastest
+size within its memory budget; --tile N asks for tiles of at most N pixels a side, margin
+included; a tile at least as large as the image (or --tile 0) runs the whole image at once (more
+memory, no seams).
 """
 
 
 MODEL_HELP = {
     "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx",
     "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
-    "tile": "tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)",
+    "tile": "largest tile side in input pixels incl. margin (default auto: an exact grid at the backend's "
+            "fastest tile size; 0 or >= image: whole image)",
     "margin": "context pixels around each tile, cropped after upscaling (default 8)",
     "batch": "tiles per backend call (default 1)",
     "threads": "CPU threads for CPU backends (default 0: all; at most 4 x the CPUs)",
@@ -207,14 +210,21 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _progress_factory(quiet: bool):
-    """tqdm progress bars when tqdm is installed and not ``--quiet``; ``None`` (silent) otherwise."""
+    """tqdm progress bars when tqdm is installed and not ``--quiet``; ``None`` (silent) otherwise.
+    tqdm itself is imported by the first bar (most one-tile images never need one)."""
     if quiet:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("tqdm") is None:
         return None
-    return tqdm
+
+    def bar(*a, **kw):
+        from tqdm import tqdm
+
+        return tqdm(*a, **kw)
+
+    return bar
 
 
 def _preflight(src: Path, dst: Path, args: argparse.Namespace) -> int:
