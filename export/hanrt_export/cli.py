@@ -22,6 +22,10 @@ def run_export(args: argparse.Namespace) -> int:
     from .models import load_model
 
     ck = load_model(args.checkpoint, csam_conv2d=args.csam == "conv2d")
+    if ck.arch != "HAN" and args.csam == "conv2d":
+        from hanrt.errors import UsageError
+
+        raise UsageError(f"--csam is HAN's channel-spatial attention; {args.checkpoint} is {ck.arch}: drop --csam.")
     if getattr(args, "precision", "fp32") == "int8" and ck.int8:
         from hanrt.errors import UsageError
 

@@ -209,6 +209,8 @@ def test_cli_export_info_and_int8_refusal(arch_dir, capsys, calib_dir):
     rc = main(["export", "--checkpoint", str(ck), "--output", str(arch_dir / "swinir_int8.onnx"),
                "--precision", "int8", "--calib", str(calib_dir)])
     assert rc != 0 and "not offered for SwinIR" in capsys.readouterr().err
+    rc = main(["export", "--checkpoint", str(ck), "--output", str(arch_dir / "swinir_csam.onnx"), "--csam", "conv2d"])
+    assert rc != 0 and "--csam is HAN's" in capsys.readouterr().err
     assert not (arch_dir / "swinir_int8.onnx").exists()
 
 
