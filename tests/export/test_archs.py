@@ -293,3 +293,46 @@ def test_bench_counts_flops_of_any_architecture(arch_dir):
         assert macs_of(with_ck.shape, 16, 20) == per_px * 16 * 20
     finally:
         src.close()
+
+
+def _baked_model(batch_bug: bool = False):
+    """A tiny x2 model whose trace bakes its input size (a size-dependent bias made in Python, like
+    SwinIR's shifted-window mask) and, with ``batch_bug``, its batch (``int()`` of a traced size)."""
+    import torch
+    from torch import nn
+
+    class Baked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 12, 3, padding=1)
+            self.up = nn.PixelShuffle(2)
+
+        def forward(self, x):
+            b, _, h, w = x.shape
+            bias = torch.arange(int(h) * int(w), dtype=x.dtype).reshape(1, 1, int(h), int(w)) / (h * w)
+            y = self.conv(x) + bias
+            if batch_bug:
+                y = y.reshape(int(b), 12, h, w)
+            return self.up(y)
+
+    return Baked().eval()
+
+
+@pytest.mark.parametrize("batch_bug", [False, True])
+def test_graph_right_only_at_its_traced_size_gets_a_fixed_tile(tmp_path, batch_bug):
+    from hanrt.model_info import read_model_info
+    from hanrt.upscaler import Upscaler
+    from hanrt_export.models import LoadedModel
+    from hanrt_export.to_onnx import ExportOptions, export_onnx
+
+    loaded = LoadedModel(model=_baked_model(batch_bug), arch="Baked", scale=2, value_range=(0.0, 1.0), loader="test")
+    out = tmp_path / "baked.onnx"
+    res = export_onnx(loaded, out, options=ExportOptions(fixed_tile=24))
+    info = read_model_info(out)
+    assert (info.fixed_tile, info.min_tile, info.tile_multiple) == (24, 24, 24) and res.max_abs_diff <= 1e-2
+    assert info.max_batch == (1 if batch_bug else 0)
+    img = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    with Upscaler(out, backend="ort-cpu", tile=64, margin=2, batch=4) as up:
+        assert up.plan(30, 50).tile_h == 24 and up.batch == (1 if batch_bug else 4)
+        assert up.upscale(img).shape == (60, 100, 3)
