@@ -7,7 +7,10 @@ fixed tile side asked (``--tile``), **interleaved**: repeat 1 of every variant, 
 median (and minimum) seconds of each variant, the best fixed tile, the default's share of the
 best of {whole, every fixed tile} (best time / default time; 1.0 = as fast as the best; from the
 medians and from the minima, the figure least disturbed by other processes), the tiles
-the default used, and the default's peak RSS in a fresh process next to the output image's size (``VmHWM``). Variants whose plans are the same tiles (the default runs a
+the default used, and the default's peak RSS in a fresh process next to the output image's size (``VmHWM``).
+Also the **CPU seconds** of each variant (``time.process_time``: every thread of this process, ORT's
+included; spinning is off, so it counts work, not waiting) and the default's share by them: on a
+shared machine wall time swings with the neighbours' load, CPU time much less. Variants whose plans are the same tiles (the default runs a
 small image whole, say) do the same work: their samples are pooled.
 """
 
@@ -86,21 +89,25 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
                 if 2 * m < t < max(h, w):  # a tile at least the image is the whole image again
                     variants[f"tile {t}"] = Upscaler(be, tile=t, margin=m)
             times: dict[str, list[float]] = {k: [] for k in variants}
+            cpu: dict[str, list[float]] = {k: [] for k in variants}
             reps = repeats if h * w <= big_pixels else max(1, repeats // 3)
             if h * w <= big_pixels:  # warm-up: every shape once (a large image warms up in its first tiles)
                 for k, up in variants.items():
                     up.upscale(img)
             for i in range(reps):
                 for k, up in variants.items():
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     up.upscale(img)
                     times[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
                 say(f"{w}x{h}: repeat {i + 1}/{reps} done")
             # variants whose plans are the same tiles run the same work: pool their samples
             sig = {k: tuple((t.wy, t.wx, *up.plan(h, w).window(t)) for t in up.plan(h, w).tiles)
                    for k, up in variants.items()}
             pooled = {k: [x for j in variants if sig[j] == sig[k] for x in times[j]] for k in variants}
             times = pooled
+            cpu = {k: [x for j in variants if sig[j] == sig[k] for x in cpu[j]] for k in variants}
+            cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
             med = {k: statistics.median(v) for k, v in times.items()}
             low = {k: min(v) for k, v in times.items()}
             fixed = {k: v for k, v in med.items() if k.startswith("tile ")}
@@ -114,7 +121,9 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
                 "best_alternative": best_k, "share_of_best": (alts[best_k] / med["default"]) if alts else 1.0,
                 "share_of_best_min": (min(low[k] for k in alts) / low["default"]) if alts else 1.0,
                 "default_tiles": plan.count, "default_window": f"{plan.tile_w}x{plan.tile_h}",
-                "default_overhead": plan.overhead, "min_s": low,
+                "default_overhead": plan.overhead, "min_s": low, "cpu_s": cpu_med,
+                "share_of_best_cpu": (min(cpu_med[k] for k in alts) / cpu_med["default"]) if alts else 1.0,
+                "spread": {k: (max(v) - min(v)) / statistics.median(v) for k, v in times.items()},
                 "median_s": med,
             }
             if rss:
@@ -126,13 +135,13 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
 
 def policy_markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| LR input | default (auto) | whole image | best fixed tile | default's share of the best "
-            "(medians / minima) | default's tiles | peak RSS / output |")
+            "(medians / minima / CPU s) | default's tiles | peak RSS / output |")
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         whole = f"{r['whole_s']:.3f} s" if r.get("whole_s") is not None else "not run (memory)"
         fixed = f"{r['best_fixed_s']:.3f} s ({r['best_fixed']})" if r.get("best_fixed") else "n/a"
         rss = (f"{r['peak_mb']:.0f} MB / {r['output_mb']:.0f} MB" if "peak_mb" in r else "n/a")
         lines.append(f"| {r['input']} | {r['default_s']:.3f} s | {whole} | {fixed} | {r['share_of_best']:.2f} / "
-                     f"{r['share_of_best_min']:.2f} | "
+                     f"{r['share_of_best_min']:.2f} / {r.get('share_of_best_cpu', float('nan')):.2f} | "
                      f"{r['default_tiles']} (up to {r['default_window']}, x{r['default_overhead']:.2f} pixels) | {rss} |")
     return "\n".join(lines)

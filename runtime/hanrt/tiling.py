@@ -289,17 +289,35 @@ def plan_grid(height: int, width: int, *, rows: int, cols: int, margin: int, sca
 
 @dataclass(frozen=True)
 class TileCost:
-    """A backend's measured time per tile, as microseconds per input pixel at a few tile areas.
+    """A backend's measured time per tile, as microseconds per input pixel at a few tile areas, and
+    its memory budget.
 
     ``points``: ``(side, us_per_pixel)`` of square tiles, sides ascending (interpolated linearly in
     log(area) between them, held constant outside). ``max_pixels``: the largest window (input
-    pixels) the memory budget allows. ``source``: how the figures were obtained (for logs).
-    Only ratios matter to the planner, so a table measured on one CPU serves others of its class.
+    pixels) allowed whatever the image's size. ``bytes_per_pixel`` and ``memory_budget`` (optional):
+    the backend's working memory per window input pixel and a budget in bytes for the windows' working
+    memory plus the input and output images together; a window may then be as large as what the budget
+    leaves after the images (never smaller than ``max_pixels``), so small images get large windows
+    (or run whole) and large ones stay within the budget (:meth:`window_pixels`).
+    ``source``: how the figures were obtained (for logs). Only ratios matter to the planner, so a
+    table measured on one CPU serves others of its class.
     """
 
     points: tuple[tuple[int, float], ...]
     max_pixels: int
     source: str = ""
+    bytes_per_pixel: float = 0.0
+    memory_budget: int = 0
+
+    def window_pixels(self, height: int, width: int, scale: int = 4, image_bytes_per_pixel: int = 3) -> int:
+        """The largest window (input pixels) for a ``height x width`` input upscaled ``scale`` times
+        whose pixels take ``image_bytes_per_pixel`` bytes (3: 8-bit RGB): what the memory budget
+        leaves after the input and output images, divided by the working memory per window pixel,
+        and at least :attr:`max_pixels`. Pure."""
+        if not (self.memory_budget and self.bytes_per_pixel):
+            return self.max_pixels
+        images = height * width * (1 + scale * scale) * image_bytes_per_pixel
+        return max(self.max_pixels, int((self.memory_budget - images) / self.bytes_per_pixel))
 
     def us_per_pixel(self, pixels: int) -> float:
         pts = self.points
@@ -324,17 +342,24 @@ class TileCost:
 
 
 #: ONNX Runtime's CPU provider running the bundled HAN (2x8x32) with hanrt's session options
-#: (2 threads, no spinning, arena on), AMD EPYC (AVX-512), shared machine (load average 3-6):
-#: microseconds per input pixel of square tiles, the minimum of 9 interleaved runs
-#: (``python -m hanrt_bench.tile_cost --repeats 9``; README "Tiling"). Small tiles pay a fixed
-#: cost per call (without spinning, threads wake up for every operator), large ones miss the caches.
-#: ``max_pixels``: the memory budget: ORT's working memory grows with the window (38 MB at 64x64,
-#: 138 MB at 128x128, 249 MB at 192x192). A 2000x1500 input peaked at its output + 320 MB with
-#: windows up to 150x166 and + 302 MB with 140x140 pixels; with this budget, 136x136 pixels,
-#: + 294 MB (goal: + 300 MB).
-CPU_TILE_COST = TileCost(points=((48, 5.7), (64, 7.9), (96, 6.4), (128, 5.5), (160, 5.3), (192, 5.1), (256, 5.15),
-                                 (384, 5.4), (512, 8.5)),
-                         max_pixels=136 * 136, source="measured: ort-cpu, bundled model, 2 threads, no spinning")
+#: (2 threads, no spinning, arena on, memory patterns off), 2-core AMD EPYC shared with other jobs.
+#: **Time per pixel: flat.** ``python -m hanrt_bench.tile_cost --sides 64 ... 512 --repeats 7``, three
+#: runs at load average 5-6: the median time per input pixel of the sides from 64 to 512 lay between
+#: 10.6 and 18.4 us; 96 was the cheapest side in every run and 160 and up 1.1-1.25x dearer, but one
+#: run's figures were 1.4x another's. With margin 8 the small windows' extra margins cancel that:
+#: with those medians as the table, the plans chosen (4x 136x136 at 256x256, 54 windows at
+#: 1000x750) are predicted within 1% of the plans with the largest windows. (The *minimum* of N runs
+#: favours small tiles under load, 1.4-1.7x: a short run more often fits between other processes'
+#: bursts; the earlier table built on minima preferred 192 at one load.) With a flat cost the planner
+#: computes the fewest pixels and runs the fewest tiles: the largest windows the memory
+#: allows. **Memory:** ORT's working memory grows with the window, 8.4-8.8 kB per input pixel at
+#: 128, 256 and 512 (137, 535 and 2122 MiB; 7.0 kB at 160-384; ``--rss``); ``bytes_per_pixel`` is
+#: 8800. ``memory_budget``: the windows plus the 8-bit RGB input and output images; 316 MB leaves
+#: a 2000x1500 input (output 144 MB) windows of 136x136 pixels (``max_pixels``, the floor; measured:
+#: peak RSS = output + 294 MB), a 256x256 input windows up to 35,500 pixels (a 1x2 grid of 256x136).
+CPU_TILE_COST = TileCost(points=((64, 12.0), (512, 12.0)), max_pixels=136 * 136, bytes_per_pixel=8800.0,
+                         memory_budget=316_000_000,
+                         source="measured: ort-cpu, bundled model, 2 threads, no spinning; flat within noise")
 
 #: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
 #: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.
@@ -357,29 +382,32 @@ def _axis_options(length: int, margin: int, lo: int, hi: int) -> dict[int, list[
     return opts
 
 
-def choose_grid(height: int, width: int, *, margin: int, cost: TileCost, max_side: int | None = None) -> tuple[int, int]:
+def choose_grid(height: int, width: int, *, margin: int, cost: TileCost, max_side: int | None = None,
+                scale: int = 4) -> tuple[int, int]:
     """``(rows, cols)`` of the exact grid (:func:`plan_grid`) with the lowest predicted time under
-    ``cost``, whose windows hold at most ``cost.max_pixels`` pixels (and ``max_side`` per side).
+    ``cost``, whose windows hold at most ``cost.window_pixels(height, width, scale)`` pixels (and
+    ``max_side`` per side). Ties (equal predicted time) go to the fewer tiles.
 
     Candidates per axis: the whole axis (when it fits), and grids whose windows lie between half
     the backend's best side and the largest side allowed. Pure; microseconds of work.
     """
+    budget = cost.window_pixels(height, width, scale)
     limit = max_side or max(height, width, 1)
-    hi = min(limit, cost.max_pixels)
+    hi = min(limit, budget)
     lo = max(8, min(cost.best_side // 2, limit))
     ys = _axis_options(height, margin, lo, hi)
     xs = _axis_options(width, margin, lo, hi)
     if not ys or not xs:
         raise UsageError(f"margin {margin} leaves no core in windows of at most {hi} pixels "
-                         f"({cost.max_pixels} pixels allowed): use a smaller --margin.")
+                         f"({budget} pixels allowed): use a smaller --margin.")
     best: tuple[float, int, int] | None = None
     for ny, yv in ys.items():
         hmax = max(h for h, _ in yv)
         for nx, xv in xs.items():
-            if hmax * max(w for w, _ in xv) > cost.max_pixels:
+            if hmax * max(w for w, _ in xv) > budget:
                 continue
             t = sum(cy * cx * cost.tile_us(h, w) for h, cy in yv for w, cx in xv)
-            if best is None or t < best[0]:
+            if best is None or (t, ny * nx) < (best[0], best[1] * best[2]):
                 best = (t, ny, nx)
     if best is None:  # nothing fits the budget: the smallest windows considered
         return max(ys), max(xs)
@@ -402,7 +430,7 @@ def grid_for_tile(length: int, tile: int, margin: int) -> int:
 def plan_auto(height: int, width: int, *, margin: int, scale: int, cost: TileCost,
               max_side: int | None = None) -> TilePlan:
     """The exact grid :func:`choose_grid` picks, planned (:func:`plan_grid`)."""
-    rows, cols = choose_grid(height, width, margin=margin, cost=cost, max_side=max_side)
+    rows, cols = choose_grid(height, width, margin=margin, cost=cost, max_side=max_side, scale=scale)
     return plan_grid(height, width, rows=rows, cols=cols, margin=margin, scale=scale)
 
 

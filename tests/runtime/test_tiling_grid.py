@@ -86,8 +86,37 @@ def test_default_cpu_plans_stay_in_budget_and_cover_exactly(hw):
     for t in plan.tiles:
         seen[t.y0:t.y1, t.x0:t.x1] += 1
     assert (seen == 1).all()
-    assert plan.whole_image or all(h * w <= CPU_TILE_COST.max_pixels for h, w in plan.shapes)
+    allowed = CPU_TILE_COST.window_pixels(*hw, 4)
+    assert allowed >= CPU_TILE_COST.max_pixels
+    assert all(h * w <= allowed for h, w in plan.shapes) or plan.shapes == ((max(hw[0], 1), max(hw[1], 1)),)
     assert plan.overhead < 1.35
+
+
+def test_memory_budget_leaves_small_images_larger_windows():
+    cost = TileCost(points=((32, 1.0), (4096, 1.0)), max_pixels=50 * 50, bytes_per_pixel=1000.0,
+                    memory_budget=20_000_000)
+    # what the budget leaves after the 8-bit RGB input and its 4x output, per 1000 bytes
+    assert cost.window_pixels(100, 100, 4) == (20_000_000 - 100 * 100 * 17 * 3) // 1000
+    sizes = [(64, 64), (200, 200), (400, 300), (600, 600)]
+    allowed = [cost.window_pixels(h, w, 4) for h, w in sizes]
+    assert allowed == sorted(allowed, reverse=True)
+    assert cost.window_pixels(600, 600, 4) == 50 * 50  # the budget is spent on the images: the floor
+    assert TileCost(points=((32, 1.0),), max_pixels=77).window_pixels(10, 10) == 77  # no budget: fixed
+    # flat cost: the fewest pixels within what the budget allows -> whole when it fits, else few large tiles
+    assert plan_auto(120, 150, margin=8, scale=4, cost=cost).whole_image
+    plan = plan_auto(400, 300, margin=8, scale=4, cost=cost)
+    assert not plan.whole_image and all(h * w <= cost.window_pixels(400, 300, 4) for h, w in plan.shapes)
+    assert plan.overhead < plan_auto(400, 300, margin=8, scale=4,
+                                     cost=TileCost(points=cost.points, max_pixels=50 * 50)).overhead
+
+
+def test_cpu_table_plans_for_the_goal_sizes():
+    """The shipped CPU table: small inputs whole, 256x256 in two windows, 2000x1500 held to the 136x136
+    floor that measured output + 294 MB peak RSS."""
+    assert plan_auto(128, 128, margin=8, scale=4, cost=CPU_TILE_COST).whole_image
+    assert plan_auto(256, 256, margin=8, scale=4, cost=CPU_TILE_COST).count == 2
+    big = plan_auto(1500, 2000, margin=8, scale=4, cost=CPU_TILE_COST)
+    assert all(h * w <= 136 * 136 for h, w in big.shapes)
 
 
 @pytest.mark.parametrize("tile", ["auto", 24, 40])
