@@ -40,9 +40,7 @@ from hanrt.errors import HanrtError, MissingDependencyError, UsageError
 from hanrt.io.images import read_rgb8
 
 from .baselines import TORCH_METHODS, HanrtMethod, HanrtSettings, chop_pieces
-from hanrt_export.han_config import HANConfig
-
-from .flops import han_macs
+from .flops import CountedCost, HANShape, UncountedCost, macs_of
 from .latency import Measurement, StageTimer, measure
 from .suite import Config, Suite
 
@@ -59,8 +57,7 @@ class ModelSource:
 
     label: str
     path: str  # the FP32 .onnx / .plan hanrt runs
-    shape: HANConfig
-    csam: str = "conv3d"
+    shape: HANShape | CountedCost | UncountedCost  # the cost model (HAN: analytic; others: counted)
     torch_model: Any = None
     torch_missing: str = ""
     tmpdir: Any = None
@@ -88,7 +85,7 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     """
     m = _RANDOM.match(spec)
     tmp = None
-    if m or spec.lower().endswith((".pt", ".pth")):
+    if m or spec.lower().endswith((".pt", ".pth", ".safetensors")):
         from hanrt.errors import require
 
         require("torch", extra="export", purpose=f"benchmarking {spec}")
@@ -106,12 +103,16 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
                 model.csa.gamma.fill_(0.5)
             label = f"HAN x{scale} {g}x{b}x{f} (random weights)"
         else:
-            from hanrt_export.checkpoint import load_checkpoint
+            # any architecture of the model registry (HAN built in, others through spandrel)
+            from hanrt_export.models import load_model
 
-            ck = load_checkpoint(spec)
-            model = ck.model
-            c = ck.config
-            label = f"{Path(spec).name} (HAN x{c.scale} {c.n_resgroups}x{c.n_resblocks}x{c.n_feats})"
+            ck = load_model(spec)
+            if ck.arch == "HAN":
+                model = ck.model
+                c = ck.config
+                label = f"{Path(spec).name} (HAN x{c.scale} {c.n_resgroups}x{c.n_resblocks}x{c.n_feats})"
+            else:
+                return _other_arch_source(spec, ck, work_dir)
         tmp = tempfile.TemporaryDirectory(prefix="hanrt-bench-", dir=work_dir)
         onnx_path = Path(tmp.name) / "model.onnx"
         log.info("exporting %s to ONNX for hanrt (%s)", label, onnx_path)
@@ -123,7 +124,7 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
         except ImportError as exc:  # onnx/onnxslim/onnxruntime absent: only the torch backend can run
             onnx_missing = f"no ONNX graph: exporting needs onnx, onnxslim and onnxruntime ({exc})"
             log.warning("%s; only --backend torch runs", onnx_missing)
-        shape = model.config
+        shape = HANShape.from_hyperparameters(model.config.to_dict())
         ckpt = spec
         if m:
             from hanrt_export.checkpoint import save_checkpoint
@@ -138,9 +139,11 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     from hanrt.model_info import read_model_info
 
     info = read_model_info(p)
-    shape = HANConfig.from_dict(info.hyperparameters or {"scale": info.scale})
-    label = f"{p.name} ({shape.label}, {info.precision})"
-    src = ModelSource(label, str(p), shape, csam=info.csam)
+    if info.arch != "HAN":
+        return _other_arch_graph(p, info, checkpoint)
+    shape = HANShape.from_hyperparameters(info.hyperparameters or {"scale": info.scale}, csam=info.csam)
+    label = f"{p.name} (HAN x{shape.scale} {shape.n_resgroups}x{shape.n_resblocks}x{shape.n_feats}, {info.precision})"
+    src = ModelSource(label, str(p), shape)
     if checkpoint:
         try:
             from hanrt_export.checkpoint import load_checkpoint
@@ -152,6 +155,39 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     else:
         src.torch_missing = "MODEL is not a checkpoint and no --checkpoint was given"
     return src
+
+
+_NO_TORCH_BACKEND = "hanrt's torch backend runs HAN only; other architectures run through their ONNX graph"
+
+
+def _other_arch_source(spec: str, ck: Any, work_dir: str | None) -> ModelSource:
+    """A non-HAN checkpoint: exported to a temporary ONNX graph; FLOPs counted on its PyTorch model."""
+    from hanrt_export.models import for_export
+
+    net = for_export(ck)  # 0..255 in and out, like the graph and the baselines' HAN
+    tmp = tempfile.TemporaryDirectory(prefix="hanrt-bench-", dir=work_dir)
+    onnx_path = Path(tmp.name) / "model.onnx"
+    _export(ck, onnx_path)
+    label = f"{Path(spec).name} ({ck.label})"
+    cost = CountedCost(net, scale=ck.scale, label=ck.label, n_colors=ck.n_colors)
+    return ModelSource(label, str(onnx_path), cost, torch_model=net, tmpdir=tmp, checkpoint=None,
+                       torch_missing="")
+
+
+def _other_arch_graph(p: Path, info: Any, checkpoint: str | None) -> ModelSource:
+    """A non-HAN ``.onnx``/``.plan``: FLOPs counted on ``checkpoint``'s PyTorch model, else not counted."""
+    label = f"{p.name} ({info.arch} x{info.scale}, {info.precision})"
+    if not checkpoint:
+        why = f"FLOPs of a {info.arch} graph are counted on its PyTorch model: pass --checkpoint"
+        src = ModelSource(label, str(p), UncountedCost(scale=info.scale, label=label, why=why))
+        src.torch_missing = "MODEL is not a checkpoint and no --checkpoint was given"
+        return src
+    from hanrt_export.models import for_export, load_model
+
+    ck = load_model(checkpoint)
+    net = for_export(ck)
+    return ModelSource(label, str(p), CountedCost(net, scale=ck.scale, label=ck.label, n_colors=ck.n_colors),
+                       torch_model=net, checkpoint=None)
 
 
 def precision_path(model_path: str, precision: str, explicit: dict[str, str] | None = None) -> str | None:
@@ -193,13 +229,12 @@ class BenchResult:
                 "rows": self.rows, "skipped": self.skipped}
 
 
-def _executed_macs(method: str, shape: HANConfig, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int],  # noqa: ARG001
-                   csam: str = "conv3d") -> int:
+def _executed_macs(method: str, shape: Any, h: int, w: int, cfg: Config | None, torch_tile: tuple[int, int]) -> int:  # noqa: ARG001
     """MACs actually computed by a method (tiles with their context; pieces with their overlap)."""
     if method == "torch-eager":
-        return han_macs(shape, h, w, csam=csam).macs
+        return macs_of(shape, h, w)
     if method == "torch-chop":
-        return sum(han_macs(shape, ph, pw, csam=csam).macs for _, _, ph, pw in chop_pieces(h, w))
+        return sum(macs_of(shape, ph, pw) for _, _, ph, pw in chop_pieces(h, w))
     if method == "torch-tile":
         core, pad = torch_tile
         total = 0
@@ -207,18 +242,18 @@ def _executed_macs(method: str, shape: HANConfig, h: int, w: int, cfg: Config | 
             for left in range(0, w, core):
                 th = min(top + core + pad, h) - max(top - pad, 0)
                 tw = min(left + core + pad, w) - max(left - pad, 0)
-                total += han_macs(shape, th, tw, csam=csam).macs
+                total += macs_of(shape, th, tw)
         return total
     raise ValueError(f"unknown method {method!r}")
 
 
-def _plan_macs(shape: HANConfig, plan: Any, csam: str = "conv3d") -> int:
+def _plan_macs(shape: Any, plan: Any) -> float:
     """MACs of a hanrt tile plan: every tile at its own window shape (an exact grid's windows differ)."""
     sizes: dict[tuple[int, int], int] = {}
     for t in plan.tiles:
         hw = plan.window(t)
         sizes[hw] = sizes.get(hw, 0) + 1
-    return sum(n * han_macs(shape, h, w, csam=csam).macs for (h, w), n in sizes.items())
+    return sum(n * macs_of(shape, h, w) for (h, w), n in sizes.items())
 
 
 def run_bench(
@@ -247,7 +282,7 @@ def run_bench(
             image = synthetic_frame(*suite.input)
     h, w = image.shape[:2]
     s = source.shape.scale
-    useful = han_macs(source.shape, h, w, csam=source.csam).macs
+    useful = macs_of(source.shape, h, w)
     res = BenchResult(suite, source.label, (h, w), env or {}, peak)
     peak_g = float(peak["gflops"]) if peak else float("nan")
     configs = suite.configs()
@@ -283,7 +318,7 @@ def run_bench(
 
     def add_row(meas: Measurement, method: str, cfg: Config | None, backend: str, executed: int | None = None) -> dict[str, Any]:
         if executed is None:
-            executed = _executed_macs(method, source.shape, h, w, cfg, torch_tile, csam=source.csam)
+            executed = _executed_macs(method, source.shape, h, w, cfg, torch_tile)
         row = meas.to_dict()
         mean = meas.stats.mean_s
         row.update({
@@ -375,7 +410,7 @@ def run_bench(
             meth.close()
             continue
         meth.close()
-        r = add_row(meas, "hanrt", eff, meth.backend_name, _plan_macs(source.shape, plan, source.csam))
+        r = add_row(meas, "hanrt", eff, meth.backend_name, _plan_macs(source.shape, plan))
         r["tiles"] = plan.count
         say(f"  hanrt [{cfg.label}]: mean {r['mean_ms']:.1f} ms")
 

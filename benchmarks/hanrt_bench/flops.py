@@ -1,4 +1,5 @@
-"""Compute accounting for HAN from its hyperparameters (no torch needed).
+"""Compute accounting: HAN from its hyperparameters (no torch needed); any other architecture by
+``torch.utils.flop_counter`` on its PyTorch model (:class:`CountedCost`).
 
 Counted: every convolution (including the 1x1 mean shifts, the channel-attention squeeze and
 excite on the pooled 1x1 vector, and CSAM's 3-D convolution) and the two batched matrix products
@@ -16,10 +17,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
-from hanrt_export.han_config import FULL_HAN_X4, HANConfig
+__all__ = ["HANShape", "FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4",
+           "CountedCost", "UncountedCost", "macs_of"]
 
-__all__ = ["FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4"]
+
+@dataclass(frozen=True)
+class HANShape:
+    """The hyperparameters that decide HAN's cost (official defaults: full HAN)."""
+
+    scale: int = 4
+    n_resgroups: int = 10
+    n_resblocks: int = 20
+    n_feats: int = 64
+    reduction: int = 16
+    n_colors: int = 3
+    csam: str = "conv3d"  # "conv2d": the banded dense 2-D form computes F*F*9 per pixel instead of 27*F
+
+    @classmethod
+    def from_hyperparameters(cls, hp: Mapping[str, Any], *, csam: str = "conv3d") -> "HANShape":
+        """From a ``HANConfig.to_dict()`` / ``ModelInfo.hyperparameters`` mapping."""
+        keys = ("scale", "n_resgroups", "n_resblocks", "n_feats", "reduction", "n_colors")
+        return cls(**{k: int(hp[k]) for k in keys if k in hp}, csam=csam)
+
+    @property
+    def label(self) -> str:
+        return f"HAN x{self.scale} {self.n_resgroups}x{self.n_resblocks}x{self.n_feats}"
+
+
+FULL_HAN_X4 = HANShape()
 
 
 @dataclass(frozen=True)
@@ -29,7 +56,7 @@ class FlopBreakdown:
     ``parts`` maps a part of the network to its MACs; ``macs`` is their sum; ``flops = 2*macs``.
     """
 
-    shape: HANConfig
+    shape: HANShape
     height: int
     width: int
     batch: int
@@ -48,9 +75,8 @@ class FlopBreakdown:
         return self.macs / (self.batch * self.height * self.width)
 
 
-def han_macs(shape: HANConfig, height: int, width: int, batch: int = 1, *, csam: str = "conv3d") -> FlopBreakdown:
+def han_macs(shape: HANShape, height: int, width: int, batch: int = 1) -> FlopBreakdown:
     """MACs of HAN on a ``batch x n_colors x height x width`` input (see the module docstring).
-    ``csam``: ``"conv2d"``, the banded dense 2-D form, computes F*F*9 per pixel instead of 27*F.
 
     Per-pixel terms scale with the number of input pixels; the channel-attention squeeze/excite
     runs once per image (on the pooled vector) and is counted as such.
@@ -70,7 +96,7 @@ def han_macs(shape: HANConfig, height: int, width: int, batch: int = 1, *, csam:
     parts["group_convs"] = g * conv3 * p + conv3 * p  # each group's tail conv + the body's last conv
     parts["layer_attention"] = 2 * n_maps * n_maps * f * p  # energy bmm + attention bmm
     parts["last_conv"] = 9 * n_maps * f * f * p
-    parts["csam"] = (27 * f if csam == "conv3d" else conv3) * p
+    parts["csam"] = (27 * f if shape.csam == "conv3d" else conv3) * p
     parts["last"] = 9 * 2 * f * f * p
     up = 0
     if s & (s - 1) == 0:
@@ -85,7 +111,7 @@ def han_macs(shape: HANConfig, height: int, width: int, batch: int = 1, *, csam:
     return FlopBreakdown(shape, height, width, batch, parts)
 
 
-def macs_per_input_pixel(shape: HANConfig = FULL_HAN_X4) -> float:
+def macs_per_input_pixel(shape: HANShape = FULL_HAN_X4) -> float:
     """MACs per input pixel (the per-image channel-attention term left out: it vanishes on real images)."""
     br = han_macs(shape, 1000, 1000)
     return (br.macs - br.parts["channel_attention"]) / 1e6
@@ -94,3 +120,51 @@ def macs_per_input_pixel(shape: HANConfig = FULL_HAN_X4) -> float:
 def gflops(flops: float, seconds: float) -> float:
     """Achieved GFLOP/s (``flops`` floating-point operations in ``seconds`` s)."""
     return flops / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+class CountedCost:
+    """MACs of any architecture, counted by ``torch.utils.flop_counter`` on its PyTorch model.
+
+    ``model``: the ``nn.Module`` (float32 NCHW in). One forward pass per input shape, on zeros, cached;
+    the counter counts convolutions and matrix products (what :func:`han_macs` counts for HAN), as
+    ``2 * MACs``. Needs torch (imported on first use).
+    """
+
+    def __init__(self, model: Any, *, scale: int, label: str, n_colors: int = 3) -> None:
+        self.model = model
+        self.scale = int(scale)
+        self.label = label
+        self.n_colors = int(n_colors)
+        self._cache: dict[tuple[int, int, int], int] = {}
+
+    def macs(self, height: int, width: int, batch: int = 1) -> float:
+        key = (int(batch), int(height), int(width))
+        if key not in self._cache:
+            import torch
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                self.model(torch.zeros((batch, self.n_colors, height, width)))
+            self._cache[key] = int(counter.get_total_flops()) // 2
+        return self._cache[key]
+
+
+class UncountedCost:
+    """The cost of a graph whose PyTorch model is not at hand (another architecture's ``.onnx``
+    without ``--checkpoint``): every figure is NaN, and ``why`` says so."""
+
+    def __init__(self, *, scale: int, label: str, why: str) -> None:
+        self.scale = int(scale)
+        self.label = label
+        self.why = why
+
+    def macs(self, height: int, width: int, batch: int = 1) -> float:  # noqa: ARG002
+        return float("nan")
+
+
+def macs_of(cost: "HANShape | CountedCost | UncountedCost", height: int, width: int, batch: int = 1) -> float:
+    """MACs of one forward pass: HAN by :func:`han_macs`, other architectures by their counter."""
+    if isinstance(cost, HANShape):
+        return han_macs(cost, height, width, batch).macs
+    return cost.macs(height, width, batch)

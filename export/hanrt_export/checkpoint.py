@@ -40,6 +40,9 @@ __all__ = [
     "unwrap_state_dict",
     "save_checkpoint",
     "sha256_file",
+    "read_state",
+    "han_config_from_meta",
+    "describe_unknown",
 ]
 
 HANRT_FORMAT = "hanrt-han"
@@ -58,12 +61,7 @@ class LoadedCheckpoint:
 
 
 def _read_file(path: Path) -> Any:
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist: check the path.")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file.")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): re-download or re-save it.")
+    _read_file_checks(path)
     try:
         with warnings.catch_warnings():
             # torch warns about legacy pickle protocols before refusing or reading them
@@ -95,10 +93,13 @@ def _short(msg: str, n: int = 160) -> str:
     return msg if len(msg) <= n else msg[: n - 3] + "..."
 
 
-def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
+def unwrap_state_dict(obj: Any, *, source: str = "checkpoint",
+                      strip_prefixes: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """Return ``(state_dict, meta)`` from any accepted checkpoint layout.
 
-    ``meta`` holds hanrt's recorded fields (``config`` etc.) when present.
+    ``meta`` holds hanrt's recorded fields (``config`` etc.) when present. ``strip_prefixes``: drop a
+    ``module.``/``model.`` prefix shared by every key (HAN's layouts; spandrel gets the keys as they
+    are, since some architectures' own names start with ``model.``).
     """
     meta: dict = {}
     if isinstance(obj, Mapping) and obj.get("format") == HANRT_FORMAT:
@@ -121,10 +122,16 @@ def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> tuple[dict[str
         bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
         raise CheckpointError(f"{source} is not a state dict of tensors (non-tensor entries: {bad}).")
     sd = dict(obj)
+    return (strip_common_prefix(sd) if strip_prefixes else sd), meta
+
+
+def strip_common_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` without a ``module.`` (DataParallel) or ``model.`` prefix shared by every key."""
+    sd = dict(sd)
     for prefix in ("module.", "model."):
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd, meta
+    return sd
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -184,6 +191,11 @@ def infer_config(sd: Mapping[str, torch.Tensor], *, source: str = "checkpoint") 
         scale=scale, n_resgroups=n_resgroups, n_resblocks=n_resblocks, n_feats=n_feats,
         reduction=reduction, rgb_range=rgb_range, n_colors=n_colors,
     )
+
+
+def describe_unknown(sd: Mapping[str, torch.Tensor]) -> str:
+    """`` (it looks like X)`` for a state dict that is not HAN, or ``""``."""
+    return _guess_arch(sd)
 
 
 def _guess_arch(sd: Mapping[str, torch.Tensor]) -> str:
@@ -254,16 +266,54 @@ def load_han(
 def load_checkpoint(path: str | os.PathLike, *, csam_conv2d: bool = False) -> LoadedCheckpoint:
     """Load a HAN checkpoint file strictly and safely; see the module docstring for layouts."""
     p = Path(path)
-    obj = _read_file(p)
-    sd, meta = unwrap_state_dict(obj, source=f"checkpoint {str(p)!r}")
-    cfg = None
-    if "config" in meta:
-        try:
-            cfg = HANConfig(**meta["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {str(p)!r} records an invalid config: {exc}") from None
+    sd, meta = read_state(p)
+    cfg = han_config_from_meta(meta, source=f"checkpoint {str(p)!r}")
     model = load_han(sd, config=cfg, csam_conv2d=csam_conv2d, source=f"checkpoint {str(p)!r}")
     return LoadedCheckpoint(model=model, config=model.config, sha256=sha256_file(p), path=str(p), meta=meta)
+
+
+def read_state(path: str | os.PathLike, *, strip_prefixes: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint file safely and return ``(state_dict, meta)`` (any accepted layout).
+
+    ``.safetensors`` files are read with ``safetensors.torch.load_file`` (tensors only, no code);
+    everything else with ``torch.load(weights_only=True)``. Used by every loader of
+    :mod:`hanrt_export.models`.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".safetensors":
+        _read_file_checks(p)
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise CheckpointError(
+                f"{str(p)!r} is a safetensors file; reading it needs safetensors: pip install "
+                f"'hanrt[export,spandrel]'.") from exc
+        try:
+            obj = load_file(str(p), device="cpu")
+        except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
+            raise CheckpointError(f"cannot read {str(p)!r} as safetensors ({_short(str(exc))}).") from None
+    else:
+        obj = _read_file(p)
+    return unwrap_state_dict(obj, source=f"checkpoint {str(p)!r}", strip_prefixes=strip_prefixes)
+
+
+def _read_file_checks(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist: check the path.")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): re-download or re-save it.")
+
+
+def han_config_from_meta(meta: Mapping[str, Any], *, source: str) -> HANConfig | None:
+    """The HANConfig a hanrt checkpoint records (``None`` when it records none)."""
+    if "config" not in meta:
+        return None
+    try:
+        return HANConfig(**meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source} records an invalid config: {exc}") from None
 
 
 def save_checkpoint(model: HAN, path: str | os.PathLike, **extra: Any) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from hanrt.io.atomic import check_output_path
 
-from .checkpoint import load_checkpoint
 from .requests import ExportRequest
 from .to_onnx import ExportOptions, export_onnx
 
@@ -17,19 +16,36 @@ def run_export(args: ExportRequest) -> int:
     out = Path(args.output)
     check_output_path(out, overwrite=args.overwrite)
     hook = _precision_hook(args)
-    ck = load_checkpoint(args.checkpoint, csam_conv2d=args.csam == "conv2d")
+    # --- model registry (issue 14): HAN strictly, other SR architectures through spandrel -------
+    from .models import load_model
+
+    ck = load_model(args.checkpoint, csam_conv2d=args.csam == "conv2d")
+    if ck.arch != "HAN" and args.csam == "conv2d":
+        from hanrt.errors import UsageError
+
+        raise UsageError(f"--csam is HAN's channel-spatial attention; {args.checkpoint} is {ck.arch}: drop --csam.")
+    if args.precision == "int8" and ck.int8:
+        from hanrt.errors import UsageError
+
+        raise UsageError(f"--precision int8 is not offered for {ck.arch}: {ck.int8}.")
+    # --------------------------------------------------------------------------------------------
     u8_act = args.precision == "int8" and args.int8_activations == "uint8"
     opts = ExportOptions(opset=args.opset, io=args.io, verify=args.verify,
                          trt_lint="record" if u8_act else "refuse",
                          trt_note="--int8-activations uint8: asymmetric UINT8 activations for ONNX Runtime CPU"
                          if u8_act else "")
-    res = export_onnx(ck.model, out, options=opts, source_sha256=ck.sha256, source=ck.path,
+    res = export_onnx(ck, out, options=opts, source_sha256=ck.sha256, source=ck.path,
                       overwrite=args.overwrite, precision_hook=hook)
-    c = ck.config
     parity = ("skipped (--no-verify)" if res.max_abs_diff is None else
               f"max abs {res.max_abs_diff:.3g}, mean abs {res.mean_abs_diff:.3g} (0..255 scale)")
-    print(f"exported HAN x{c.scale} ({c.n_resgroups}x{c.n_resblocks}x{c.n_feats}, io={args.io}, "
-          f"csam={args.csam}, opset {args.opset}) to {res.path} in {res.export_s:.1f} s; "
+    if ck.arch == "HAN":
+        c = ck.config
+        what = f"HAN x{c.scale} ({c.n_resgroups}x{c.n_resblocks}x{c.n_feats}, io={args.io}, csam={args.csam}"
+    else:
+        rules = (f", tiles >= {ck.min_tile} px, multiples of {ck.tile_multiple}"
+                 if ck.min_tile > 1 or ck.tile_multiple > 1 else "")
+        what = f"{ck.label} via spandrel ({ck.n_params / 1e6:.3g} M parameters, io={args.io}{rules}"
+    print(f"exported {what}, opset {args.opset}) to {res.path} in {res.export_s:.1f} s; "
           f"{res.nodes} nodes; parity {parity}", file=sys.stdout)
     print(f"TensorRT: {res.info.trt_lint}", file=sys.stdout)
     if res.info.precision != "fp32":

@@ -6,13 +6,18 @@ in which type.
 
 FP16 mixed (:func:`convert_fp16`, a hand-written pass)
     Every float tensor becomes FP16 except the nodes in an explicit FP32 set, chosen by
-    :func:`decide_fp32_nodes` from three rules, each recorded with its reason:
+    :func:`decide_fp32_nodes` from these rules, each recorded with its reason. Rules 1 and 3 are
+    **measured** on the graph (any architecture of :mod:`hanrt_export.models`), never read off
+    HAN's structure:
 
-    1. *Layer-attention energy* (structural): the ``MatMul`` computing ``flat @ flat^T`` and
-       everything between it and the ``Softmax`` (``ReduceMax``, ``Expand``, ``Sub``,
-       ``Softmax``), plus the pure layout ops that only feed them (the ``Transpose``). The energy
-       is a dot product over C*H*W values; it grows with the tile area and reaches 1e9..1e10 on
-       0..255 photos, far beyond FP16's 65504 (an all-FP16 HAN gives NaN everywhere).
+    1. *Tile-growing ranges* (measured): ranges are measured on the calibration and extreme inputs
+       and on the same inputs mirror-tiled to twice their sides; an output that grows with the tile
+       area (a sum over the whole map) and, extrapolated, passes the limit at a 512-px tile stays
+       FP32, with the nodes that read it and the layout ops that only feed FP32 nodes. On HAN this
+       finds the layer-attention energy: the ``MatMul`` computing ``flat @ flat^T``, ``ReduceMax``,
+       ``Expand``, ``Sub``, the ``Softmax`` reading them and the ``Transpose`` feeding the energy.
+       The energy is a dot product over C*H*W values; it reaches 1e9..1e10 on 0..255 photos, far
+       beyond FP16's 65504 (an all-FP16 HAN gives NaN everywhere).
     2. *Global pools* (structural, default on): the ``GlobalAveragePool`` of every channel
        attention. Its sum runs over H*W values and so also grows with the tile area; TensorRT
        does not document the accumulator type of an FP16 reduction, so the pool reads FP16 and
@@ -282,11 +287,38 @@ def layer_attention_nodes(model) -> dict[str, str]:
 
 
 def pool_nodes(model) -> dict[str, str]:
-    """Names of the global pooling nodes (channel attention), with their reason."""
+    """Names of the pooling nodes that reduce over the spatial axes (HAN's channel attention), with
+    their reason. ``ReduceMean``/``ReduceSum`` count only when they reduce a 4-D tensor over height or
+    width, or when the axes or rank cannot be read (kept, to be safe): a mean over channels (a
+    channel LayerNorm, as in OmniSR) sums C values whatever the tile size."""
+    from onnx import numpy_helper
+
+    from .trt_lint import _constants
+
+    onnx = _onnx()
+    try:
+        vis = onnx.shape_inference.infer_shapes(model).graph
+        ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in [*vis.input, *vis.value_info]
+                 if vi.type.tensor_type.HasField("shape")}
+    except Exception:  # noqa: BLE001 -- shape inference refuses some graphs: ranks unknown, pools kept
+        ranks = {}
+    consts = _constants(model)
+
+    def spatial(n) -> bool:
+        if n.op_type.startswith("Global"):
+            return True
+        axes = next((list(a.ints) for a in n.attribute if a.name == "axes"), None)
+        if axes is None and len(n.input) > 1 and n.input[1] in consts:
+            axes = [int(v) for v in numpy_helper.to_array(consts[n.input[1]]).ravel()]
+        rank = ranks.get(n.input[0])
+        if axes is None or rank is None:
+            return True
+        return rank == 4 and bool({a % 4 for a in axes} & {2, 3})
+
     return {
         n.name: (f"global pool ({n.op_type}): its sum runs over H*W values and grows with the tile; "
                  f"FP16 accumulation is not guaranteed")
-        for n in model.graph.node if n.op_type in _POOL_OPS
+        for n in model.graph.node if n.op_type in _POOL_OPS and spatial(n)
     }
 
 
@@ -336,11 +368,16 @@ class Fp16Options:
 
     - ``pools_fp32``: keep global pools FP32 (rule 2 of the module docstring).
     - ``range_limit``: nodes whose calibrated max |output| exceeds this stay FP32 (rule 3).
+    - ``growth_ratio``/``reference_tile``: a node whose max |output| grows at least this much when
+      the tile area grows x4, and whose range extrapolated to a ``reference_tile`` tile exceeds
+      ``range_limit``, stays FP32 (rule 1, measured: :func:`decide_fp32_nodes`).
     - ``calib_size``: side (pixels) of the calibration crops; ``calib_count``: how many.
     """
 
     pools_fp32: bool = True
     range_limit: float = 8192.0
+    growth_ratio: float = 2.0
+    reference_tile: int = 512
     calib_size: int = 32
     calib_count: int = 8
     seed: int = 0
@@ -372,34 +409,129 @@ class Fp32Decision:
                 + (f"; calibration: {self.calibration}" if self.calibration else ""))
 
 
+def doubled_input(x: np.ndarray) -> np.ndarray:
+    """A graph input (float32 NCHW or uint8 NHWC) mirror-tiled to twice its height and width.
+
+    Local content (what a convolution sees) is unchanged, while a sum over the whole map (an
+    attention energy over C*H*W values, an un-normalised pool) grows four-fold: comparing ranges
+    on ``x`` and on this input tells the two apart by measurement.
+    """
+    axes = (1, 2) if x.dtype == np.uint8 else (2, 3)
+    for a in axes:
+        x = np.concatenate([x, np.flip(x, axis=a)], axis=a)
+    return np.ascontiguousarray(x)
+
+
+def _static_hw(model) -> bool:
+    """Whether the graph's input has fixed height and width (a fixed-tile export)."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    hw = (dims[1], dims[2]) if model.graph.input[0].type.tensor_type.elem_type == 2 else (dims[2], dims[3])
+    return all(d.HasField("dim_value") for d in hw)
+
+
+def _area(x: np.ndarray) -> int:
+    return int(x.shape[1] * x.shape[2]) if x.dtype == np.uint8 else int(x.shape[2] * x.shape[3])
+
+
+def _attention_islands(model) -> dict[str, str]:
+    """Node -> label for the attention islands (``Softmax`` back to its energy ``MatMul``): names only.
+
+    Used to *name* what the measurement selected (the notes say "layer-attention energy" for HAN's
+    layer attention); selection itself never depends on it.
+    """
+    return {name: "attention" for name in layer_attention_nodes(model)}
+
+
 def decide_fp32_nodes(model, calib_inputs: Sequence[np.ndarray] = (), *,
                       options: Fp16Options = Fp16Options(), calibration: str = "") -> Fp32Decision:
-    """Decide the FP32 node set of ``model`` (an FP32 ``onnx.ModelProto``) by rules 1-3.
+    """Decide the FP32 node set of ``model`` (an FP32 ``onnx.ModelProto``) **by measurement**.
 
-    ``calib_inputs`` are graph-input arrays (see :func:`to_graph_input`); with none, rule 3 is
-    skipped (and says so in the notes).
+    For any architecture. ``calib_inputs`` are graph-input arrays (see :func:`to_graph_input`;
+    :func:`make_fp16` passes photo crops plus :func:`extreme_inputs`). Each float tensor's max |value|
+    is measured under ONNX Runtime on every input and on the input mirror-tiled to twice its sides
+    (:func:`doubled_input`). A node stays FP32 when:
+
+    - *calibrated range*: its output exceeds ``options.range_limit`` (8x headroom under 65504);
+    - *tile-growing range*: its output grows with the tile area (x ``options.growth_ratio`` or more
+      when the area grows x4: a sum over the whole map, like HAN's layer-attention energy over
+      C*H*W values) and, extrapolated in proportion to the area, exceeds the limit at a
+      ``options.reference_tile`` tile (larger tiles grow further: such a node is never safe in FP16);
+    - it *reads* a tensor that one of those rules put beyond the limit (a Softmax after such an
+      energy: casting its input to FP16 would give inf);
+    - it is a layout op (Transpose, Reshape...) whose outputs feed only FP32 nodes (saves a cast);
+    - *global pool* (``options.pools_fp32``, an op-type rule): GlobalAveragePool/ReduceMean/ReduceSum
+      sum over H*W values, and FP16 accumulation is not guaranteed (TensorRT does not document it).
+
+    Nodes of an attention island (Softmax back to its energy MatMul) selected by these rules are
+    *named* "layer-attention energy" (the island's energy grows with the map: attention over whole
+    feature maps, HAN's layer attention) or "attention energy" in the notes. With no
+    ``calib_inputs`` only the pool rule applies (and the notes say so).
     """
     _ensure_names(model)
-    reasons = dict(layer_attention_nodes(model))
-    if not reasons:
-        log.warning("no layer-attention Softmax found: is this a HAN graph?")
+    reasons: dict[str, str] = {}
     if options.pools_fp32:
-        for k, v in pool_nodes(model).items():
-            reasons.setdefault(k, v)
+        reasons.update(pool_nodes(model))
     max_abs: dict[str, float] = {}
+    prod = _producers(model)
     if calib_inputs:
-        max_abs = activation_ranges(model, calib_inputs)
-        prod = _producers(model)
+        small = activation_ranges(model, calib_inputs)
+        if _static_hw(model):  # a fixed-tile graph: the tile cannot grow, ranges are what they are
+            big_inputs, big = [np.asarray(x) for x in calib_inputs], small
+        else:
+            big_inputs = [doubled_input(np.asarray(x)) for x in calib_inputs]
+            big = activation_ranges(model, big_inputs)
+        area = max(_area(x) for x in big_inputs)
+        ref_area = float(options.reference_tile) ** 2
+        max_abs = {t: max(small[t], big[t]) for t in small}
+        why: dict[str, str] = {}  # node -> measured reason (without the label)
+        beyond: set[str] = set()  # tensors measured or extrapolated beyond the limit
+        grows: set[str] = set()  # nodes with an output that grows with the tile area
         for t, v in max_abs.items():
             n = prod.get(t)
-            if n is None or n.name in reasons:
+            if n is None:
                 continue
+            growth = big[t] / small[t] if small[t] > 0 else (math.inf if big[t] > 0 else 1.0)
+            projected = big[t] * ref_area / area
+            if growth >= options.growth_ratio and v > 0:
+                grows.add(n.name)
             if not v <= options.range_limit:
-                reasons[n.name] = (f"calibrated range ({n.op_type}): max |output| {v:.4g} > limit "
-                                   f"{options.range_limit:g}")
+                beyond.add(t)
+                why.setdefault(n.name, f"calibrated range ({n.op_type}): max |output| {v:.4g} > limit "
+                                       f"{options.range_limit:g}")
+            elif growth >= options.growth_ratio and projected > options.range_limit:
+                beyond.add(t)
+                why.setdefault(n.name, f"tile-growing range ({n.op_type}): max |output| grows x{growth:.3g} "
+                                       f"when the tile area grows x4 ({v:.4g} measured), ~{projected:.3g} "
+                                       f"at a {options.reference_tile}-px tile > limit {options.range_limit:g}")
+        for n in model.graph.node:
+            if n.name not in why and n.op_type not in _ANY_INPUT and any(t in beyond for t in n.input):
+                t = next(t for t in n.input if t in beyond)
+                why[n.name] = (f"reads a tensor beyond the FP16 range ({n.op_type}): its input {t} "
+                               f"exceeds the limit {options.range_limit:g} (measured or extrapolated)")
+        # layout ops whose float outputs feed only FP32 nodes stay FP32 too (no cast pair around them)
+        cons = _consumers(model)
+        types = _float_types(model)
+        changed = True
+        while changed:
+            changed = False
+            for n in model.graph.node:
+                if n.name in why or n.op_type not in _LAYOUT_OPS:
+                    continue
+                outs = [o for o in n.output if o and types.get(o) == _FLOAT]
+                users = [u for o in outs for u in cons.get(o, [])]
+                if outs and users and all(u.name in why or u.name in reasons for u in users):
+                    why[n.name] = f"layout op ({n.op_type}) feeding only FP32 nodes"
+                    changed = True
+        islands = _attention_islands(model)
+        energy_grows = any(k in grows for k in why if k in islands)
+        label = "layer-attention energy" if energy_grows else "attention energy"
+        for name, w in why.items():
+            if name in islands:
+                reasons[name] = f"{label} ({w.split(' (', 1)[1]}"
+            else:
+                reasons.setdefault(name, w)
     else:
-        calibration = calibration or "none (range rule skipped)"
-    prod = _producers(model)
+        calibration = calibration or "none (measured rules skipped)"
     left = {t: v for t, v in max_abs.items() if t in prod and prod[t].name not in reasons}
     peak = None
     if left:
@@ -539,6 +671,20 @@ def _ort_run(path_or_model, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
+def _fit(img: np.ndarray, side: int) -> np.ndarray:
+    """An HxWx3 crop mirror-padded (or cut) to ``side`` x ``side`` (the input of a fixed-tile graph)."""
+    a = _rgb(img)[:side, :side]
+    ph, pw = side - a.shape[0], side - a.shape[1]
+    return np.ascontiguousarray(np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="symmetric")) if ph or pw else a
+
+
+def _legal(n: int, info: ModelInfo) -> int:
+    """``n`` rounded up to a side the graph accepts (its ``min_tile`` and ``tile_multiple``)."""
+    from hanrt.tiling import legal_tile
+
+    return legal_tile(n, info.min_tile, info.tile_multiple)
+
+
 def make_fp16(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[np.ndarray] = (),
               calibration: str = "", options: Fp16Options = Fp16Options(),
               check_size: int = 8, min_psnr: float = 50.0,
@@ -556,8 +702,11 @@ def make_fp16(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[n
 
     path = Path(tmp_path)
     m32 = onnx.load(str(path))
-    inputs = [to_graph_input(c, info.io) for c in calib]
-    inputs += [to_graph_input(v, info.io) for v in extreme_inputs(max(8, options.calib_size)).values()]
+    side = info.fixed_tile or _legal(max(8, options.calib_size), info)
+    inputs = [to_graph_input(_fit(c, side) if info.fixed_tile else c, info.io) for c in calib
+              if info.fixed_tile or (min(c.shape[:2]) >= info.min_tile and c.shape[0] % info.tile_multiple == 0
+                                     and c.shape[1] % info.tile_multiple == 0)]
+    inputs += [to_graph_input(v, info.io) for v in extreme_inputs(side).values()]
     if fp32_nodes is not None:
         decision = Fp32Decision({n: "explicit (given by the caller)" for n in fp32_nodes},
                                 calibration="explicit node list")
@@ -568,17 +717,31 @@ def make_fp16(tmp_path: str | os.PathLike, info: ModelInfo, *, calib: Sequence[n
     info = info.with_(precision="fp16", fp32_nodes=decision.fp32_nodes, precision_notes=decision.notes())
     _set_metadata(m16, info)
     worst = float("inf")
+    check_size = info.fixed_tile or _legal(check_size, info)
+    checker = "ReferenceEvaluator, real FP16 arithmetic"
     for name, img in extreme_inputs(check_size).items():
         x = to_graph_input(img, info.io)
         ref = _ort_run(m32, x).astype(np.float64)
-        got = reference_run(m16, x)
+        try:
+            got = reference_run(m16, x)
+        except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
+            # onnx's reference ops lack a few forms (Pad with negative pads: RealCUGAN's crops). The
+            # check then runs on ONNX Runtime, which computes FP16 nodes in FP32 on the CPU: it checks
+            # the conversion, while overflow is ruled out only by the measured ranges above.
+            checker = (f"ONNX Runtime (FP32 arithmetic on the CPU; ReferenceEvaluator cannot run this graph: "
+                       f"{type(exc).__name__}: {str(exc)[:80]})")
+            log.warning("fp16 check: %s", checker)
+            got = _ort_run(m16, x)
         p = psnr(got.astype(np.float64), ref)
-        log.info("fp16 check (ReferenceEvaluator) %s %dx%d: %.1f dB", name, check_size, check_size, p)
+        log.info("fp16 check (%s) %s %dx%d: %.1f dB", checker, name, check_size, check_size, p)
         worst = min(worst, p)
         if not p >= min_psnr:
             raise ParityError(
-                f"FP16 gate failed: on the {name!r} input the FP16 graph (real FP16 arithmetic) is "
+                f"FP16 gate failed: on the {name!r} input the FP16 graph ({checker}) is "
                 f"{p:.1f} dB from FP32, below {min_psnr:g} dB; nothing was written.")
+    info = info.with_(precision_notes=f"{info.precision_notes}; check: worst {worst:.1f} dB vs FP32 on extreme "
+                                      f"inputs at {check_size}x{check_size} ({checker})")
+    _set_metadata(m16, info)
     onnx.save(m16, str(path))
     return info
 

@@ -39,14 +39,28 @@ Precision = Literal["fp32", "fp16", "int8"]
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Description of a HAN graph or engine.
+    """Description of a super-resolution graph or engine (HAN, or another architecture exported
+    through the host-side export package's model registry).
+
+    - ``arch``: the architecture (``"HAN"``; spandrel's id for others: ``"ESRGAN"``, ``"SwinIR"``...).
+      Descriptions written before the field existed are HAN's, and read as ``"HAN"``.
 
     - ``io == "float"``: input/output float32 **NCHW** RGB, values 0..255 (output unclamped).
     - ``io == "uint8"``: input/output uint8 **NHWC** RGB, 0..255; cast, transpose, clamp and
       rounding happen inside the graph.
     - ``scale``: output side = input side x scale. ``n_colors``: channels (3).
     - ``min_tile``: smallest input side the graph accepts; ``tile_multiple``: input sides must
-      be multiples of this (1 for HAN: no down-sampling inside).
+      be multiples of this (1 for HAN: no down-sampling inside). The tiler rounds tiles to them
+      (:func:`hanrt.tiling.legal_tile`) and pads smaller images.
+    - ``value_range``: the values of the graph's I/O (0..255 for every graph hanrt exports from a
+      0..255 network; a HAN trained with ``rgb_range`` 1 says 0..1). ``network_range``: the range
+      the network itself computes in (0..1 for spandrel's models, whose graphs scale by 1/255 in
+      and 255 out); ``None`` when it equals ``value_range`` (and in older descriptions).
+    - ``fixed_tile``: when > 0 the graph runs only ``fixed_tile`` x ``fixed_tile`` inputs (static
+      height and width: a model whose traced graph bakes a size-dependent mask, e.g. SwinIR's
+      shifted windows); the tiler then plans fixed tiles and pads smaller images. 0: any legal size.
+    - ``max_batch``: the most tiles per call the graph computes correctly (1 when its trace baked
+      the batch in, measured at export); 0: any.
     - ``precision`` and ``fp32_nodes``: the precision recipe (which nodes stay FP32 and why).
     - ``trt_buildable``: the result of the TensorRT lint (``hanrt lint``, run by ``hanrt export``
       on the graph it wrote): ``True`` no rule fired, ``False`` the graph is knowingly not
@@ -55,6 +69,7 @@ class ModelInfo:
     """
 
     scale: int
+    arch: str = "HAN"
     io: IOKind = "float"
     n_colors: int = 3
     value_range: tuple[float, float] = (0.0, 255.0)
@@ -73,6 +88,9 @@ class ModelInfo:
     opset: int = 0
     trt_buildable: bool | None = None
     trt_lint: str = ""
+    network_range: tuple[float, float] | None = None
+    fixed_tile: int = 0
+    max_batch: int = 0
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +107,8 @@ class ModelInfo:
         d = asdict(self)
         d["value_range"] = list(self.value_range)
         d["fp32_nodes"] = list(self.fp32_nodes)
+        if self.network_range is not None:
+            d["network_range"] = list(self.network_range)
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -106,6 +126,8 @@ class ModelInfo:
             d["value_range"] = tuple(d["value_range"])
         if "fp32_nodes" in d:
             d["fp32_nodes"] = tuple(d["fp32_nodes"])
+        if d.get("network_range") is not None:
+            d["network_range"] = tuple(d["network_range"])
         if extra:
             d["extra"] = {**d.get("extra", {}), **extra}
         try:
@@ -122,11 +144,15 @@ class ModelInfo:
             raise ModelError(f"{source}: io must be 'float' or 'uint8', found {self.io!r}.")
         if self.precision not in ("fp32", "fp16", "int8"):
             raise ModelError(f"{source}: unknown precision {self.precision!r}.")
+        if int(self.min_tile) < 1 or int(self.tile_multiple) < 1:
+            raise ModelError(f"{source}: min_tile and tile_multiple must be >= 1, found {self.min_tile} and "
+                             f"{self.tile_multiple}.")
 
     def metadata_props(self) -> dict[str, str]:
         """Key/value pairs to store in an ONNX file's ``metadata_props``."""
         return {
             METADATA_KEY: self.to_json(),
+            "hanrt.arch": self.arch,
             "hanrt.scale": str(self.scale),
             "hanrt.io": self.io,
             "hanrt.layout": self.layout,

@@ -51,6 +51,7 @@ __all__ = [
     "tile_output_shape",
     "LUMA_WEIGHTS",
     "describe",
+    "legal_tile",
     "grid_axis",
     "plan_grid",
     "TileCost",
@@ -145,6 +146,16 @@ def overhead(tile: int, margin: int) -> float:
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+# --- the model's shape rules (ModelInfo.min_tile / tile_multiple) --------------------------------
+def legal_tile(n: int, min_tile: int = 1, tile_multiple: int = 1) -> int:
+    """The smallest side >= ``n`` that a model with these rules accepts: at least ``min_tile`` and a
+    multiple of ``tile_multiple`` (e.g. SwinIR-style models with a window multiple). A requested tile
+    is rounded up by this; images smaller than the result are padded by the plan (reflection)."""
+    if n < 1:
+        raise UsageError(f"tile must be >= 1, got {n}.")
+    return max(int(min_tile), _round_up(int(n), int(tile_multiple)))
 
 
 def axis_windows(length: int, tile: int, margin: int) -> list[tuple[int, int, int]]:

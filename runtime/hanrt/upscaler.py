@@ -70,8 +70,8 @@ from .backends import Backend, get_spec, open_backend, remote_backend
 from .backends.tensorrt.profiles import plan_for_profiles  # noqa: F401 (re-exported: hanrt.upscaler's API)
 from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
-from .tiling import (CPU_TILE_COST, TileCost, TilePlan, describe, extract_tile, grid_for_tile, place_tile, plan_auto,
-                     plan_grid, plan_tiles)
+from .tiling import (CPU_TILE_COST, TileCost, TilePlan, describe, extract_tile, grid_for_tile, legal_tile,
+                     place_tile, plan_auto, plan_grid, plan_tiles)
 
 __all__ = ["Upscaler", "UpscaleJob", "AUTO", "ENGINE_TILE", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
            "STAGES"]
@@ -203,6 +203,8 @@ class Upscaler:
         self.tile: int | str | None = tile or None
         self.margin = margin
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
+        if self._backend.info.max_batch:  # a graph right only for this many tiles per call (ModelInfo)
+            self.batch = min(self.batch, self._backend.info.max_batch)
         # a remote backend asks for more batches in flight (two per Triton server) than a local one
         self.n_slots = max(slots, self._backend.min_slots)
         self._lock = threading.Lock()
@@ -271,6 +273,8 @@ class Upscaler:
         if info.min_tile > 1 or info.tile_multiple > 1:  # shape rules: equal legal tiles, padded
             if tile == AUTO:
                 tile = self._cost().best_side
+            if tile:  # a tile breaking the rules is rounded up to them (hanrt.tiling.legal_tile)
+                tile = legal_tile(tile, info.min_tile, info.tile_multiple)
             plan = plan_tiles(height, width, tile=tile, margin=self.margin, scale=info.scale,
                               min_tile=info.min_tile, tile_multiple=info.tile_multiple)
         elif tile is None:

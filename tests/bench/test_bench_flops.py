@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hanrt_bench.flops import FULL_HAN_X4, gflops, han_macs, macs_per_input_pixel
+from hanrt_bench.flops import FULL_HAN_X4, HANShape, gflops, han_macs, macs_per_input_pixel
 
 torch = pytest.importorskip("torch")
 
@@ -67,7 +67,7 @@ def test_formula_equals_hook_and_dispatch_counts(cfg, csam):
 
     model = HAN(**cfg, csam_conv2d=csam == "conv2d").eval()
     x = torch.rand(2, 3, 13, 17) * 255
-    br = han_macs(model.config, 13, 17, batch=2, csam=csam)
+    br = han_macs(HANShape.from_hyperparameters(model.config.to_dict(), csam=csam), 13, 17, batch=2)
     assert _hook_count(model, x) == br.macs
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model(x)

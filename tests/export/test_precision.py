@@ -259,3 +259,18 @@ def test_int8_uint8_activations_for_onnxruntime_cpu(tmp_path, tiny_onnx, calib_p
     with pytest.raises(UsageError, match="--calib"):
         P.quantize_int8(tiny_onnx, tmp_path / "y.onnx", [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u8act.onnx"]
+
+
+def test_energy_is_found_by_its_growth_alone(m32, crops):
+    """With the range limit above every measured value, the layer attention is still found: its
+    ranges grow with the tile area (x4 when the input is mirror-tiled to twice its sides)."""
+    inputs = [P.to_graph_input(c, "float") for c in crops]
+    top = max(P.activation_ranges(m32, [P.doubled_input(x) for x in inputs]).values())
+    d = P.decide_fp32_nodes(m32, inputs, options=P.Fp16Options(range_limit=top * 1.01, reference_tile=4096))
+    assert not [n for n, why in d.reasons.items() if why.startswith("calibrated range")]
+    assert _ops(m32, d.fp32_nodes) == LA_OPS | {"Transpose", "GlobalAveragePool"}
+    energy = [why for n, why in d.reasons.items() if _ops(m32, [n]) == {"MatMul"}]
+    assert energy and all("grows x" in why for why in energy)
+    # ... and not with a reference tile no larger than what was measured: growth alone is not enough
+    d2 = P.decide_fp32_nodes(m32, inputs, options=P.Fp16Options(range_limit=top * 1.01, reference_tile=32))
+    assert _ops(m32, d2.fp32_nodes) == {"GlobalAveragePool"}

@@ -20,14 +20,16 @@ _D = ExportRequest
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", help="HAN checkpoint (.pt): official HAN_BIX*.pt or hanrt's own")
+    p.add_argument("--checkpoint", help="checkpoint (.pt/.pth/.safetensors): HAN (official HAN_BIX*.pt or "
+                   "hanrt's own), or any super-resolution architecture spandrel loads (Real-ESRGAN, SwinIR, HAT, "
+                   "OmniSR, SPAN, DAT, RealCUGAN, RCAN...; needs pip install 'hanrt[export,spandrel]')")
     p.add_argument("--output", "-o", help="output .onnx path (written only if the parity gate and the TensorRT lint pass)")
     p.add_argument("--opset", type=int, default=_D.opset, help="ONNX opset (>= 17; default %(default)s)")
     p.add_argument("--io", choices=["float", "uint8"], default=_D.io,
                    help="float: float32 NCHW 0..255 in/out; uint8: uint8 NHWC in/out with cast, "
                    "transpose, clamp and rounding inside the graph (default float)")
     p.add_argument("--csam", choices=["conv3d", "conv2d"], default=_D.csam,
-                   help="channel-spatial attention as the official Conv3d or the exactly equal banded "
+                   help="HAN only: channel-spatial attention as the official Conv3d or the exactly equal banded "
                    "Conv2d (faster in TensorRT; default conv3d)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=_D.precision,
                    help="fp32 (default); fp16: FP16 mixed graph, the layer-attention energy and the "

@@ -315,14 +315,18 @@ class Backend(abc.ABC):
                    batch: int) -> "tuple[TilePlan, int, int] | None":
         """Tiles for a ``height x width`` input (pixels) when this backend runs fixed shapes only:
         ``(plan, tiles per slot, smallest batch it accepts)``; ``None`` when any shape runs (the
-        caller plans). Default: one fixed tile shape (``fixed_tile_shape``) or none; a backend with
-        several shapes (the TensorRT engine's profiles) plans within them."""
-        if self.fixed_tile_shape is None:
+        caller plans). Default: one fixed tile shape (``fixed_tile_shape``, else the graph's static
+        ``info.fixed_tile``) or none; a backend with several shapes (the TensorRT engine's profiles)
+        plans within them."""
+        info = self.info
+        fixed = self.fixed_tile_shape
+        if fixed is None and info.fixed_tile:  # a graph with static height and width (ModelInfo.fixed_tile)
+            fixed = (info.fixed_tile, info.fixed_tile)
+        if fixed is None:
             return None
         from ..tiling import plan_tiles  # not at import: `hanrt --help` needs no tiling
 
-        info = self.info
-        plan = plan_tiles(height, width, tile=self.fixed_tile_shape, margin=margin, scale=info.scale, fixed=True,
+        plan = plan_tiles(height, width, tile=fixed, margin=margin, scale=info.scale, fixed=True,
                           min_tile=info.min_tile, tile_multiple=info.tile_multiple)
         return plan, min(batch, plan.count), 1
 

@@ -72,14 +72,20 @@ def format_text(d: dict) -> str:
     mi = d["model_info"]
     hp = mi.get("hyperparameters") or {}
     lines = [f"{d['file']}: {'ONNX graph' if d['kind'] == 'onnx' else 'TensorRT engine'}"]
+    arch = mi.get("arch", "HAN")
+    lines.append(f"  arch         {arch}")
     lines.append(f"  scale        x{mi['scale']}")
     if hp:
-        lines.append("  network      HAN " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())))
+        lines.append(f"  network      {arch} " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())))
+    if int(mi.get("min_tile", 1)) > 1 or int(mi.get("tile_multiple", 1)) > 1:
+        lines.append(f"  tiles        input sides >= {mi.get('min_tile', 1)}, multiples of {mi.get('tile_multiple', 1)}")
     layout = "NHWC" if mi.get("io") == "uint8" else "NCHW"
     dtype = "uint8" if mi.get("io") == "uint8" else "float32"
     lo, hi = mi.get("value_range", [0, 255])
     lines.append(f"  I/O          {mi.get('input_name', 'input')} -> {mi.get('output_name', 'output')}: "
-                 f"{dtype} {layout}, values {lo:g}..{hi:g}, {mi.get('n_colors', 3)} channels")
+                 f"{dtype} {layout}, values {lo:g}..{hi:g}, {mi.get('n_colors', 3)} channels"
+                 + (f" (the network computes in {mi['network_range'][0]:g}..{mi['network_range'][1]:g}; the graph "
+                    f"scales)" if mi.get("network_range") and list(mi["network_range"]) != [lo, hi] else ""))
     lines.append(f"  precision    {mi.get('precision', 'fp32')}")
     fp32 = mi.get("fp32_nodes") or []
     if mi.get("precision", "fp32") != "fp32":
