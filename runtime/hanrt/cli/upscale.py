@@ -36,7 +36,7 @@ image (or --tile 0) runs the whole image at once (more memory, no seams).
 
 
 MODEL_HELP = {
-    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx",
+    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); or a bundled model: photo (default), document",
     "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
     "tile": "tile side in input pixels incl. margin (default 128; 0 or >= image: whole image)",
     "margin": "context pixels around each tile, cropped after upscaling (default 8)",
