@@ -47,7 +47,7 @@ from .quality import bicubic_down, bicubic_up, modcrop
 log = logging.getLogger(__name__)
 
 __all__ = ["f_measure", "pseudo_f_measure", "binary_psnr", "drd", "score", "binarize", "load_pages",
-           "evaluate_binarization", "BINARIZERS", "METRICS", "summary_markdown", "SAUVOLA_WINDOW"]
+           "evaluate_binarization", "comparison_figure", "BINARIZERS", "METRICS", "summary_markdown", "SAUVOLA_WINDOW"]
 
 SAUVOLA_WINDOW = 25
 SAUVOLA_K = 0.2
@@ -243,6 +243,42 @@ def summary_markdown(summary: list[dict]) -> str:
         out.append(f"| {label} | {s['method'].capitalize()} | {s['fm']:.2f} | {s['pfm']:.2f} | "
                    f"{s['psnr']:.2f} | {s['drd']:.2f} |")
     return "\n".join(out)
+
+
+def comparison_figure(images: dict[str, np.ndarray], gt: np.ndarray, path: str | Path, *,
+                      box: tuple[int, int, int, int] | None = None, method: str = "otsu",
+                      scale: int = 4) -> Path:
+    """A JPEG strip of one page crop: the LR page (pixels enlarged), then each condition other
+    than ``full`` binarized by ``method``, then the ground truth; labelled. ``images``: condition
+    -> full-size RGB page; ``box`` (x, y, w, h) in page pixels (default: a 320x240 crop at a
+    quarter of the page's height)."""
+    from PIL import ImageDraw
+
+    from hanrt.io.atomic import atomic_output
+
+    full = images["full"]
+    h, w = full.shape[:2]
+    x, y, bw, bh = box or (w // 10, h // 4, min(320, w), min(240, h))
+    x, y = min(x, w - bw) // scale * scale, min(y, h - bh) // scale * scale
+    lr = bicubic_down(full, scale)[y // scale:(y + bh) // scale, x // scale:(x + bw) // scale]
+    panels = [("LR page (x1/4)", np.repeat(np.repeat(lr, scale, 0), scale, 1))]
+    for cond, img in images.items():
+        if cond == "full":
+            continue
+        ink = binarize(img, method)[y:y + bh, x:x + bw]
+        panels.append((f"{cond} + {method.capitalize()}", np.where(ink, 0, 255).astype(np.uint8)))
+    panels.append(("ground truth", np.where(gt[y:y + bh, x:x + bw], 0, 255).astype(np.uint8)))
+    gap, top = 6, 18
+    sheet = Image.new("RGB", (len(panels) * (bw + gap) - gap, bh + top), "white")
+    d = ImageDraw.Draw(sheet)
+    for i, (label, a) in enumerate(panels):
+        im = Image.fromarray(a).convert("RGB")
+        sheet.paste(im, (i * (bw + gap), top))
+        d.text((i * (bw + gap) + 2, 2), label, fill=(0, 0, 0))
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        sheet.save(tmp, format="JPEG", quality=85)
+    return path
 
 
 def write_results(out: str | Path, rows: list[dict], summary: list[dict], meta: dict) -> list[Path]:

@@ -203,7 +203,8 @@ def run_binarize_cli(args: argparse.Namespace) -> int:
     from hanrt.models import BUNDLED, bundled_path
     from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
 
-    from .binarize import evaluate_binarization, load_pages, summarize, summary_markdown, write_results
+    from .binarize import (comparison_figure, evaluate_binarization, load_pages, summarize, summary_markdown,
+                           write_results)
 
     say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
     if args.models:
@@ -231,7 +232,14 @@ def run_binarize_cli(args: argparse.Namespace) -> int:
             label = n if n in BUNDLED else Path(n).stem
             ups[label] = up
         say(f"{len(pages)} pages; conditions: full, bicubic, " + ", ".join(ups))
-        rows = evaluate_binarization(pages, {k: u.upscale for k, u in ups.items()})
+        first: dict[str, Any] = {}
+
+        def keep(page: str, cond: str, img: Any) -> None:
+            if page == pages[0].name:
+                first[cond] = img
+
+        rows = evaluate_binarization(pages, {k: u.upscale for k, u in ups.items()},
+                                     keep=keep if out is not None else None)
     finally:
         for u in ups.values():
             u.close()
@@ -241,5 +249,6 @@ def run_binarize_cli(args: argparse.Namespace) -> int:
         paths = write_results(out, rows, summary, {"dataset": str(args.dataset), "pages": len(pages),
                                                    "models": names, "tile": tile, "margin": margin,
                                                    "backend": args.backend})
+        paths.append(comparison_figure(first, pages[0].gt, out / "compare.jpg"))
         say("wrote " + ", ".join(str(p) for p in paths))
     return 0

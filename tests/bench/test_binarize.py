@@ -120,6 +120,10 @@ def test_cli_binarize(pages, tmp_path, capsys, tiny_onnx):
     summ = json.loads((out / "summary.json").read_text())
     assert {s["condition"] for s in summ["summary"]} == {"full", "bicubic", tiny_onnx.stem}
     assert (out / "per_page.csv").read_text().count("\n") == 1 + 2 * 3 * 2
+    from PIL import Image
+
+    with Image.open(out / "compare.jpg") as im:
+        assert im.size == (4 * 320 + 3 * 6, 240 + 18)
 
 
 def test_cli_binarize_bad_folder(tmp_path, capsys):
@@ -127,3 +131,24 @@ def test_cli_binarize_bad_folder(tmp_path, capsys):
 
     rc = main(["eval", "--task", "binarize", str(tmp_path)])
     assert rc != 0 and "images/" in capsys.readouterr().err
+
+
+def test_pipeline_example_binarizes_every_page(pages, tmp_path, tiny_onnx):
+    """examples/binarize_scans.py: pages streamed through hanrt.pipeline, binarized in the sink."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "binarize_scans", Path(__file__).resolve().parents[2] / "examples" / "binarize_scans.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "masks"
+    assert mod.main([str(pages / "images"), str(out), "--model", str(tiny_onnx), "--shrink",
+                     "--backend", "ort-cpu"]) == 0
+    got = sorted(p.name for p in out.iterdir())
+    assert got == sorted(p.name for p in (pages / "images").iterdir())
+    with Image.open(out / got[0]) as im:
+        m = np.asarray(im)
+    assert m.shape == (360, 320) and set(np.unique(m)) == {0, 255}
