@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hanrt.errors import InputError, OutputError, UsageError
+from hanrt.errors import HanrtError, InputError, OutputError, UsageError
 
 from .requests import BenchRequest, EvalRequest
 
@@ -177,9 +177,10 @@ def run_eval_cli(args: EvalRequest) -> int:
     from .evaluate import Column, evaluate, load_dataset, summary_markdown, write_outputs
 
     say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
-    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler, default_model_path
+    from hanrt.models import resolve_model as resolve_name
+    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
 
-    model = args.model or str(default_model_path())
+    model = str(resolve_name(args.model))
     src = resolve_model(model)
     scale = src.shape.scale
     out = _out_dir(args.output)
@@ -232,4 +233,60 @@ def run_eval_cli(args: EvalRequest) -> int:
     if out is not None:
         paths = write_outputs(res, out)
         say("wrote " + ", ".join(str(p) for p in paths.values()) + ("" if args.no_crops else f", {out / 'crops'}/*.png"))
+    return 0
+
+
+def run_binarize_cli(args: EvalRequest) -> int:
+    """``hanrt eval --task binarize DIR``: see :mod:`hanrt_bench.binarize`."""
+    from hanrt.models import BUNDLED, bundled_path
+    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
+
+    from .binarize import (comparison_figure, evaluate_binarization, load_pages, summarize, summary_markdown,
+                           write_results)
+
+    say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.models:
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+    elif args.model:
+        names = [args.model]
+    else:  # every bundled model that is installed
+        names = []
+        for n in BUNDLED:
+            try:
+                bundled_path(n)
+                names.append(n)
+            except HanrtError:
+                say(f"bundled model {n} is not installed; skipped")
+    out = _out_dir(args.output)
+    pages = load_pages(args.dataset, 4, limit=args.limit)
+    tile = args.tile if args.tile is not None else DEFAULT_TILE
+    margin = args.margin if args.margin is not None else DEFAULT_MARGIN
+    ups: dict[str, Any] = {}
+    try:
+        for n in names:
+            up = Upscaler(n, backend=args.backend, tile=tile, margin=margin, batch=args.batch)
+            if up.scale != 4:
+                raise UsageError(f"--task binarize uses the x4 protocol; model {n} is x{up.scale}.")
+            label = n if n in BUNDLED else Path(n).stem
+            ups[label] = up
+        say(f"{len(pages)} pages; conditions: full, bicubic, " + ", ".join(ups))
+        first: dict[str, Any] = {}
+
+        def keep(page: str, cond: str, img: Any) -> None:
+            if page == pages[0].name:
+                first[cond] = img
+
+        rows = evaluate_binarization(pages, {k: u.upscale for k, u in ups.items()},
+                                     keep=keep if out is not None else None)
+    finally:
+        for u in ups.values():
+            u.close()
+    summary = summarize(rows)
+    print(summary_markdown(summary))
+    if out is not None:
+        paths = write_results(out, rows, summary, {"dataset": str(args.dataset), "pages": len(pages),
+                                                   "models": names, "tile": tile, "margin": margin,
+                                                   "backend": args.backend})
+        paths.append(comparison_figure(first, pages[0].gt, out / "compare.jpg"))
+        say("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -52,3 +52,5 @@ class EvalRequest:
     limit: int | None = None
     output: str | None = None
     no_crops: bool = False
+    task: str = "sr"
+    models: str | None = None

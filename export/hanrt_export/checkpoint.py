@@ -324,7 +324,9 @@ def save_checkpoint(model: HAN, path: str | os.PathLike, **extra: Any) -> None:
     """
     p = Path(path)
     obj = {"format": HANRT_FORMAT, "config": model.config.to_dict(), **extra,
-           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+           # contiguous_format: a model trained channels-last still saves plain NCHW tensors
+           "state_dict": {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                          for k, v in model.state_dict().items()}}
     buf = io.BytesIO()
     torch.save(obj, buf)
     with atomic_output(p) as tmp:

@@ -70,4 +70,8 @@ class TrainConfig:
     # Optional wall-clock budget (seconds, counting resumed time): the schedule follows the
     # fraction of the budget spent instead of the step count, and training stops when it is spent.
     time_budget_s: float | None = None
+    # Training step arithmetic: "auto" measures each of PRECISION_MODES for a few steps of the
+    # real model and batch at start and keeps the fastest (see train.choose_precision); or one of
+    # them. Validation and saved weights are FP32 whatever this is.
+    precision: str = "auto"
     extra: dict = field(default_factory=dict)

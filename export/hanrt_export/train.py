@@ -40,7 +40,8 @@ from .requests import TrainConfig
 log = logging.getLogger(__name__)
 
 
-__all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks"]
+__all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
+           "choose_precision", "probe_precision"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -207,6 +208,84 @@ def grow_blocks(model: HAN, n_resblocks: int) -> HAN:
     return new
 
 
+#: Arithmetic of a training step: memory format (NCHW or channels-last) x FP32 or BF16 autocast.
+PRECISION_MODES = ("fp32", "channels_last", "bf16", "channels_last+bf16")
+#: A mode other than fp32 is kept only if its median step is at least this much faster than fp32
+#: (BF16 changes the numerics; a gain inside the timing noise is not worth that).
+PRECISION_MIN_GAIN = 0.10
+
+
+def choose_precision(step_s: dict[str, float], *, min_gain: float = PRECISION_MIN_GAIN) -> str:
+    """The mode to train with, from measured seconds per step (``{mode: seconds}``).
+
+    The fastest mode, if it beats ``fp32`` by at least ``min_gain`` (a fraction); ``fp32``
+    otherwise, and whenever fp32 itself was not measured or a figure is not a positive number.
+    """
+    base = step_s.get("fp32")
+    if not base or not math.isfinite(base) or base <= 0:
+        return "fp32"
+    ok = {m: t for m, t in step_s.items() if m in PRECISION_MODES and math.isfinite(t) and t > 0}
+    best = min(ok, key=ok.get)
+    return best if ok[best] <= base * (1 - min_gain) else "fp32"
+
+
+def _set_format(model: torch.nn.Module, channels_last: bool) -> None:
+    """Put the model's 4-D parameters (conv weights) in channels-last or plain NCHW memory order,
+    in place (the layer-attention Conv3d and the 1-D scalars are left alone)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=fmt)
+
+
+def _autocast(mode: str, device: str):
+    dev = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled="bf16" in mode)
+
+
+def _train_step(model, opt, lr_b: torch.Tensor, hr_b: torch.Tensor, mode: str, device: str) -> torch.Tensor:
+    """One optimizer step in ``mode``; returns the (FP32) L1 loss."""
+    if mode.startswith("channels_last"):
+        lr_b = lr_b.contiguous(memory_format=torch.channels_last)
+        hr_b = hr_b.contiguous(memory_format=torch.channels_last)
+    with _autocast(mode, device):
+        out = model(lr_b)
+    loss = F.l1_loss(out.float(), hr_b)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def probe_precision(model: HAN, lr_b: torch.Tensor, hr_b: torch.Tensor, *, device: str = "cpu",
+                    modes: tuple[str, ...] = PRECISION_MODES, rounds: int = 3) -> dict[str, float]:
+    """Median seconds per training step of each mode, on copies of ``model`` (left untouched)
+    with the real batch. Rounds are interleaved (one step of every mode per round, after one
+    warm-up round), so a change in the machine's load hits every mode alike."""
+    import copy
+
+    if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        modes = tuple(m for m in modes if "bf16" not in m)
+    runs = {}
+    for m in modes:
+        mm = copy.deepcopy(model).train()
+        _set_format(mm, m.startswith("channels_last"))
+        runs[m] = (mm, torch.optim.Adam(mm.parameters(), lr=1e-6))
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for r in range(rounds + 1):
+        for m in modes:
+            mm, opt = runs[m]
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            _train_step(mm, opt, lr_b, hr_b, m, device)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if r:  # round 0 warms up (allocations, kernel choice)
+                times[m].append(time.perf_counter() - t)
+    return {m: float(np.median(v)) for m, v in times.items()}
+
+
 def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -287,20 +366,39 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                         n_feats=cfg.n_feats, reduction=cfg.reduction)
         except ValueError as exc:
             raise UsageError(f"invalid model size: {exc}.") from None
+    if cfg.precision != "auto" and cfg.precision not in PRECISION_MODES:
+        raise UsageError(f"--precision {cfg.precision!r}: choose auto or one of {', '.join(PRECISION_MODES)}.")
     model.to(cfg.device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
 
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
                            shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
                            seed=cfg.seed, stream_seed=cfg.seed + start_step, flat_std=cfg.flat_std,
                            flat_keep=cfg.flat_keep)
+    speed = {"requested": cfg.precision, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if cfg.precision == "auto":
+        try:
+            lr_p, hr_p = sampler.next()
+            speed["step_s"] = probe_precision(model, lr_p.to(cfg.device), hr_p.to(cfg.device), device=cfg.device)
+        except BaseException:
+            sampler.close()
+            raise
+        speed["mode"] = choose_precision(speed["step_s"])
+        log.info("precision probe (median s/step): %s -> training with %s",
+                 ", ".join(f"{m} {t:.3f}" for m, t in speed["step_s"].items()), speed["mode"])
+    else:
+        speed["mode"] = cfg.precision
+        log.info("training with %s (forced)", cfg.precision)
+    mode = speed["mode"]
+    _set_format(model, mode.startswith("channels_last"))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
     bic_val = _bicubic_val(sampler.val_imgs, model.scale)
     t0 = time.perf_counter()
     loss_avg = None
 
     recipe = _train_config_dict(cfg)
+    recipe["speed"] = speed  # the probe's figures and the mode used (this run; a resume probes again)
     for k in ("init", "grow_blocks"):  # how the run began, even if --resume did not repeat it
         if recipe.get(k) is None and resumed_from.get(k) is not None:
             recipe[k] = resumed_from[k]
@@ -322,16 +420,13 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                 g["lr"] = cur_lr
             lr_b, hr_b = sampler.next()
             lr_b, hr_b = lr_b.to(cfg.device), hr_b.to(cfg.device)
-            loss = F.l1_loss(model(lr_b), hr_b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device)
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise HanrtError(f"training diverged: the loss became {lv} at step {step}; "
                                  f"resume from the last state with a lower --lr.")
             loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
-            info = {"loss": loss_avg, "lr": cur_lr}
+            info = {"loss": loss_avg, "lr": cur_lr, "mode": mode}
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.steps:
                 v = validate(model, sampler.val_imgs, model.scale, cfg.device)

@@ -60,7 +60,6 @@ import logging
 import os
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -70,6 +69,7 @@ from .backends import Backend, get_spec, open_backend, remote_backend
 from .backends.tensorrt.profiles import plan_for_profiles  # noqa: F401 (re-exported: hanrt.upscaler's API)
 from .errors import InputError, ModelError, UsageError
 from .model_info import ModelInfo
+from .models import BUNDLED, bundled_dir, resolve_model
 from .tiling import (CPU_TILE_COST, TileCost, TilePlan, describe, extract_tile, grid_for_tile, legal_tile,
                      place_tile, plan_auto, plan_grid, plan_tiles)
 
@@ -124,10 +124,7 @@ class _Laps:
 
 def default_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of a bundled model (``hanrt/models/NAME``); ModelError if it is not installed."""
-    try:
-        p = Path(str(resources.files("hanrt") / "models" / name))
-    except (ModuleNotFoundError, TypeError) as exc:  # pragma: no cover - broken install
-        raise ModelError(f"cannot locate hanrt's bundled models ({exc}).") from None
+    p = bundled_dir() / name
     if not p.is_file():
         raise ModelError(
             f"the bundled default model {name} is not installed (looked for {str(p)!r}). Pass a model "
@@ -140,8 +137,8 @@ def default_model_path(name: str = DEFAULT_MODEL) -> Path:
 class Upscaler:
     """Upscale images with a HAN model through a backend, in tiles (see the module docstring).
 
-    ``model``: ``.onnx`` graph, ``.plan``/``.engine`` TensorRT engine or ``.pt`` checkpoint; ``None``
-    uses the bundled default. Or an open :class:`~hanrt.backends.base.Backend` (not closed here).
+    ``model``: ``.onnx`` graph, ``.plan``/``.engine`` TensorRT engine or ``.pt`` checkpoint, or a
+    bundled model's name (``photo``, ``document``: :mod:`hanrt.models`); ``None`` is ``photo``. Or an open :class:`~hanrt.backends.base.Backend` (not closed here).
     ``backend``: one of :data:`hanrt.backends.BACKENDS` (``auto``, ``ort-cpu``...).
     ``tile``: network input side in pixels, margin included (``None``/``0`` or at least the image:
     whole-image inference; with an engine it is clamped into the shapes the engine was built for,
@@ -193,9 +190,10 @@ class Upscaler:
             self._owns = True
             self.model_path = None
         else:
-            path = default_model_path() if model is None else Path(model)
+            path = resolve_model(model)
             if not path.exists():
-                raise ModelError(f"model {str(path)!r} does not exist.")
+                raise ModelError(f"model {str(path)!r} does not exist (nor is it a bundled model name: "
+                                 f"{', '.join(BUNDLED)}).")
             self._backend = open_backend(path, backend, device_id=device_id, threads=threads,
                                          fp16=fp16, slots=slots)
             self._owns = True

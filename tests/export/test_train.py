@@ -221,3 +221,67 @@ def test_notice_credits_every_photographer():
     text = notice_text()
     for ph in TRAIN_PHOTOS:
         assert ph.file in text and ph.author in text and ph.license in text
+
+
+def test_choose_precision_keeps_fp32_unless_another_mode_is_clearly_faster():
+    from hanrt_export.train import choose_precision
+
+    # BF16 slower (a CPU without BF16 units): fp32
+    assert choose_precision({"fp32": 1.0, "channels_last": 0.97, "bf16": 2.5, "channels_last+bf16": 2.0}) == "fp32"
+    # a gain inside the 10 % noise margin is not taken
+    assert choose_precision({"fp32": 1.0, "bf16": 0.93}) == "fp32"
+    # clearly faster: the fastest wins
+    assert choose_precision({"fp32": 1.0, "channels_last": 0.8, "bf16": 0.6, "channels_last+bf16": 0.4}) \
+        == "channels_last+bf16"
+    assert choose_precision({"fp32": 1.0, "channels_last": 0.85, "bf16": 1.2}) == "channels_last"
+    # no fp32 figure, or nonsense figures: fp32
+    assert choose_precision({"bf16": 0.1}) == "fp32"
+    assert choose_precision({"fp32": float("nan"), "bf16": 0.1}) == "fp32"
+    assert choose_precision({"fp32": 1.0, "bf16": 0.0, "channels_last": float("inf")}) == "fp32"
+    assert choose_precision({"fp32": 1.0, "bf16": 0.5}, min_gain=0.6) == "fp32"
+
+
+def test_probe_times_every_mode_and_leaves_the_model_alone():
+    from hanrt_export.han import HAN
+    from hanrt_export.train import PRECISION_MODES, probe_precision
+
+    torch.manual_seed(0)
+    m = HAN(scale=2, n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    lr = torch.rand(2, 3, 8, 8) * 255
+    hr = torch.rand(2, 3, 16, 16) * 255
+    t = probe_precision(m, lr, hr, rounds=1)
+    assert set(t) == set(PRECISION_MODES)
+    assert all(np.isfinite(v) and v > 0 for v in t.values())
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous()
+
+
+@pytest.mark.parametrize("mode", ["channels_last+bf16", "fp32"])
+def test_forced_precision_trains_and_saves_plain_fp32_weights(tmp_path, photo_dir, mode):
+    out = tmp_path / "p.pt"
+    assert main(_args(photo_dir, out, "--steps", "3", "--precision", mode)) == 0
+    ck = load_checkpoint(out)
+    speed = ck.meta["train_config"]["speed"]
+    assert speed["mode"] == mode and speed["requested"] == mode and "step_s" not in speed
+    for v in ck.model.state_dict().values():
+        assert v.dtype == torch.float32 and v.is_contiguous()
+    assert np.isfinite(ck.meta["history"][-1]["val_psnr"])
+
+
+def test_auto_precision_records_the_probe_in_the_recipe(tmp_path, photo_dir):
+    from hanrt_export.train import PRECISION_MODES, choose_precision
+
+    out = tmp_path / "a.pt"
+    assert main(_args(photo_dir, out, "--steps", "2")) == 0
+    speed = load_checkpoint(out).meta["train_config"]["speed"]
+    assert speed["requested"] == "auto" and set(speed["step_s"]) == set(PRECISION_MODES)
+    assert speed["mode"] == choose_precision(speed["step_s"])
+
+
+def test_bad_precision_is_refused(tmp_path, photo_dir):
+    from hanrt.errors import UsageError
+    from hanrt_export.train import TrainConfig, train
+
+    with pytest.raises(UsageError, match="precision"):
+        train(TrainConfig(data=str(photo_dir), output=str(tmp_path / "x.pt"), steps=1, precision="fp8"))

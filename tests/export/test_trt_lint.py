@@ -279,8 +279,8 @@ def test_lint_cli_exit_codes(tmp_path, capsys):
 
 # --- the bundled graphs -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["hanrt_x4.onnx", "hanrt_x4_uint8.onnx", "hanrt_x4_fp16.onnx",
-                                  "hanrt_x4_int8.onnx"])
+@pytest.mark.parametrize("name", [f"{stem}{v}.onnx" for stem in ("hanrt_x4", "hanrt_x4_document")
+                                  for v in ("", "_uint8", "_fp16", "_int8")])
 def test_bundled_graphs_pass_the_lint(name):
     from hanrt.upscaler import default_model_path
 

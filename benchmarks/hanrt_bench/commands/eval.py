@@ -19,7 +19,13 @@ DATASET: E1 (the built-in held-out photos; needs scikit-image), a folder of HR i
 B100/Urban100/Manga109 as shipped), a folder with HR/ and LR_bicubic/X4/ (DIV2K style), or
 Huang's image_SRF_4/ with *_HR.png/*_LR.png. LR is made with Pillow's bicubic when not shipped.
 
+--task binarize DATASET: a folder with images/ (pages) and gt/ (ink masks, ink dark, same names);
+each page is shrunk 4x with bicubic, enlarged back by bicubic and by each model, binarized (Otsu,
+Sauvola) and scored against the mask (F-measure, pseudo-F-measure, PSNR, DRD), the page at full
+resolution being the upper bound. Make an example: python -m hanrt_bench.docpages pages/ --masks
+
 examples:
+  hanrt eval --task binarize pages/ --models photo,document -o eval_pages/
   hanrt eval E1 --model model.onnx --output eval/
   hanrt eval Set14/ --model model.onnx --fp16 model_fp16.onnx --int8 model_int8.onnx -o eval/"""
 
@@ -27,7 +33,12 @@ examples:
 def configure(p: argparse.ArgumentParser) -> None:
     p.epilog = _EPILOG
     p.add_argument("dataset", help="E1 or a dataset folder (see below)")
-    p.add_argument("--model", help=".onnx, .plan or .pt (default: the bundled model)")
+    p.add_argument("--task", choices=["sr", "binarize"], default="sr",
+                   help="sr (default): PSNR/SSIM of the upscaled images; binarize: ink masks from the "
+                        "upscaled pages against ground truth (see below)")
+    p.add_argument("--models", help="--task binarize: comma list of models (names or files; default: "
+                                    "every bundled model)")
+    p.add_argument("--model", help=".onnx, .plan or .pt, or a bundled model's name: photo (default), document")
     p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
     p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
     p.add_argument("--server", action="append", metavar="HOST:PORT", help=SERVER_HELP + " (MODEL's stem names the model there)")
@@ -49,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
     req = request_from(EvalRequest, args, backend="triton" if args.server and args.backend == "auto" else args.backend)
     with triton_servers(args.server):
+        if req.task == "binarize":
+            from ..cli import run_binarize_cli
+
+            return run_binarize_cli(req)
         return run_eval_cli(req)
 
 

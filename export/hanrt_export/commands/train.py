@@ -54,6 +54,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "kept only with probability --flat-keep (default 0: off)")
     p.add_argument("--flat-keep", type=float, default=_D.flat_keep, metavar="P",
                    help="probability of keeping a flat patch when --flat-std is set (default %(default)s)")
+    p.add_argument("--shrink", type=float, nargs=2, default=_D.shrink, metavar=("LO", "HI"),
+                   help="each training image is first shrunk by a random factor in LO..HI (default 0.25 0.6, "
+                        "for camera photos; 1 1 keeps images as they are, e.g. generated pages)")
+    p.add_argument("--versions", type=int, default=_D.versions, help="shrunken versions of every image (default 4)")
+    p.add_argument("--precision", default=_D.precision,
+                   choices=["auto", "fp32", "channels_last", "bf16", "channels_last+bf16"],
+                   help="training-step arithmetic; auto (default) times each for a few steps of the real "
+                        "model and batch and keeps the fastest (fp32 unless another is >=10%% faster); "
+                        "validation and saved weights are FP32 in every mode")
     p.add_argument("--device", default=_D.device, help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=_D.threads, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--seed", type=int, default=_D.seed)
@@ -67,7 +76,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         batch=args.batch, patch=args.patch, lr=args.lr, warmup=args.warmup, val_every=args.val_every,
         save_every=args.save_every, seed=args.seed, device=args.device, threads=args.threads,
         init=args.init, resume=args.resume, grow_blocks=args.grow_blocks,
-        flat_std=args.flat_std, flat_keep=args.flat_keep,
+        flat_std=args.flat_std, flat_keep=args.flat_keep, precision=args.precision,
+        shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
 

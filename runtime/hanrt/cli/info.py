@@ -12,7 +12,8 @@ from . import Command
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL|ENGINE", nargs="?",
-                   help=".onnx graph exported by hanrt, or a TensorRT engine (.plan with its .plan.json sidecar)")
+                   help=".onnx graph exported by hanrt, a TensorRT engine (.plan with its .plan.json sidecar), "
+                        "or a bundled model's name (photo, document)")
     p.add_argument("--backends", action="store_true",
                    help="list the registered backends: extra, files they run, available here or why not")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
@@ -39,8 +40,9 @@ def describe(path: str) -> dict:
     from ..backends.tensorrt.cache import read_sidecar, sidecar_path
     from ..errors import InputError
     from ..model_info import read_model_info
+    from ..models import resolve_model
 
-    p = Path(path)
+    p = resolve_model(path)
     if not p.exists():
         raise InputError(f"{str(p)!r} does not exist.")
     if p.is_dir():

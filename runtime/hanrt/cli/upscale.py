@@ -46,7 +46,7 @@ memory, no seams).
 
 
 MODEL_HELP = {
-    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); default: the bundled hanrt_x4.onnx",
+    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); or a bundled model: photo (default), document",
     "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
     "tile": "largest tile side in input pixels incl. margin (default auto: an exact grid at the backend's "
             "fastest tile size; 0 or >= image: whole image)",

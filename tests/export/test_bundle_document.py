@@ -1,0 +1,56 @@
+"""``python -m hanrt_export.bundle --domain document``: card, NOTICE and binarization table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("skimage")
+
+
+def test_bundle_a_document_model(tmp_path, tiny_han):
+    from hanrt_bench.docpages import available_fonts, write_pages
+
+    from hanrt_export.bundle import main
+    from hanrt_export.checkpoint import save_checkpoint
+
+    try:
+        available_fonts()
+    except FileNotFoundError:
+        pytest.skip("no page fonts installed")
+    pages = tmp_path / "pages"
+    write_pages(pages, 1, 3, masks=True, width=256, height=320)
+    ck = tmp_path / "doc.pt"
+    save_checkpoint(tiny_han, ck, step=5, train_config={"data": str(pages / "images"), "shrink": [0.7, 1.0],
+                                                         "versions": 2, "lr": 1e-4, "batch": 2, "patch": 8,
+                                                         "speed": {"requested": "auto", "mode": "fp32",
+                                                                   "step_s": {"fp32": 1.0, "bf16": 2.0}}},
+                    history=[{"step": 5, "val_psnr": 30.0, "bicubic_psnr": 29.0}])
+    dest = tmp_path / "models"
+    assert main([str(ck), "--dest", str(dest), "--name", "doc_x4", "--domain", "document",
+                 "--pages", str(pages)]) == 0
+    assert {p.name for p in dest.iterdir()} >= {"doc_x4.onnx", "doc_x4_uint8.onnx", "doc_x4.pt",
+                                                 "MODEL_CARD_document.md", "NOTICE_document",
+                                                 "document_results.json"}
+    card = (dest / "MODEL_CARD_document.md").read_text()
+    assert "## Binarization of held-out generated pages" in card and "| document x4 | Otsu |" in card
+    assert "Training used 1 pages, seeds 3..3" in card and "-> **fp32**" in card
+    assert "no real scanned or historical pages" in card
+    notice = (dest / "NOTICE_document").read_text()
+    assert "fonts-dejavu-core" in notice and "Aitzol Berasategi" in notice  # fonts and the parent's photos
+    res = json.loads((dest / "document_results.json").read_text())
+    conds = {s["condition"] for s in res["binarize"]["summary"]}
+    assert conds == {"full", "bicubic", "photo", "document"}
+
+
+def test_bundle_refuses_an_unknown_domain(tmp_path, tiny_han):
+    from hanrt.errors import HanrtError
+
+    from hanrt_export.bundle import bundle
+    from hanrt_export.checkpoint import save_checkpoint
+
+    save_checkpoint(tiny_han, tmp_path / "m.pt")
+    with pytest.raises(HanrtError, match="photo, document"):
+        bundle(tmp_path / "m.pt", tmp_path / "d", domain="drawings")
