@@ -169,3 +169,29 @@ def temporaries(folder) -> list:
 
 def assert_no_traceback(text: str) -> None:
     assert "Traceback (most recent call last)" not in text, text
+
+
+def make_deb(folder, package: str, files: dict, *, copyright: str | None = None) -> Path:
+    """Build a real ``.deb`` (dpkg-deb) named ``package`` under ``folder``: ``files`` maps paths
+    inside the package to bytes or PIL images; ``copyright`` becomes
+    ``usr/share/doc/<package>/copyright``. Returns the .deb's path."""
+    import subprocess
+
+    root = Path(folder) / f"pkg-{package}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        f"Package: {package}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            content.save(p)
+    if copyright is not None:
+        doc = root / "usr/share/doc" / package
+        doc.mkdir(parents=True, exist_ok=True)
+        (doc / "copyright").write_text(copyright)
+    deb = Path(folder) / f"{package}.deb"
+    subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
+    return deb

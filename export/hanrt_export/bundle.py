@@ -27,7 +27,7 @@ import numpy as np
 from hanrt.errors import HanrtError
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DEB_PACKAGE, DEB_VERSION, TRAIN_PHOTOS, notice_text
+from .data import DEB_PACKAGE, DEB_VERSION, LINE_ART, PACKAGES, PHOTO_FILES, SCREENS, notice_text
 from .to_onnx import ExportOptions, export_onnx
 
 log = logging.getLogger(__name__)
@@ -300,9 +300,13 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
                                          "elapsed_s": meta.get("elapsed_s"), "train_config": tc,
                                          "final_val": hist[-1] if hist else None}]
     mean_gain = float(np.mean([r["hanrt_psnr"] - r["bicubic_psnr"] for r in rows]))
-    data_text = f"""{len(TRAIN_PHOTOS)} photos (about 71 MP) from Debian's `{DEB_PACKAGE}` {DEB_VERSION}, CC-BY-4.0 and
-CC0-1.0 only (credits in `NOTICE`); fetched with `hanrt train --fetch-photos DIR` (apt-get download +
-dpkg -x, sha256-checked). Each photo is shrunk by a random factor in
+    data_text = f"""Three kinds of images (credits, licences and sha256 of every file in `NOTICE`), fetched with
+`hanrt train --fetch-data DIR` (apt-get download + dpkg -x; licences read from each package's
+copyright file, CC0 / CC-BY / public domain only; sha256-checked): {len(PHOTO_FILES)} photos (79.1 MP) from
+Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 only), {len(LINE_ART)} drawings and
+cartoons (47.5 MP) from `openclipart-png` {PACKAGES['openclipart-png'].version} (public-domain
+dedication; transparency flattened onto white) and {len(SCREENS)} screenshot-like images (30.0 MP)
+generated from seeds by `hanrt_export.screens`. Each image is shrunk by a random factor in
 {tc.get('shrink', '(0.25, 0.6)')} ({tc.get('versions', 4)} versions each) before patches are cut,
 which removes JPEG noise; the bottom {int(100 * tc.get('val_fraction', 0.1))}% of every version is
 held out for validation."""

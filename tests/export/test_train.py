@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from hanrt.cli import main
 from hanrt.errors import InputError
 from hanrt_export.checkpoint import load_checkpoint
 from hanrt_export.data import TRAIN_PHOTOS, fetch_training_photos, notice_text
+from hanrt_testkit import make_deb
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +176,8 @@ def test_resume_without_state_is_refused(tmp_path, photo_dir, capsys):
 
 def _fake_deb(tmp_path, photos: dict[str, Image.Image]):
     """A .deb holding ``photos`` where the wallpaper package keeps them; returns (deb, folder)."""
-    root = tmp_path / "pkg"
-    bg = root / "usr/share/backgrounds"
-    bg.mkdir(parents=True)
-    (root / "DEBIAN").mkdir()
-    (root / "DEBIAN/control").write_text(
-        "Package: fake-wallpapers\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
-    for name, im in photos.items():
-        im.save(bg / name)
-    deb = tmp_path / "fake.deb"
-    subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
-    return deb, bg
+    deb = make_deb(tmp_path, "fake-wallpapers", {f"usr/share/backgrounds/{n}": im for n, im in photos.items()})
+    return deb, tmp_path / "pkg-fake-wallpapers/usr/share/backgrounds"
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")

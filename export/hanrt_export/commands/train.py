@@ -18,7 +18,8 @@ Train HAN from scratch or fine-tune an existing checkpoint (--init, official HAN
 your own photos: HR patches from the photos, LR by bicubic x scale, L1 loss, Adam with warm-up
 and cosine decay, flips/rotations, validation PSNR on a held-out strip of every photo.
 
-  hanrt train --fetch-photos data/photos                        # the licensed default photos
+  hanrt train --fetch-data data/train     # photos, line art and screenshots (licensed, sha256-checked)
+  hanrt train --fetch-photos data/photos  # the licensed photos alone
   hanrt train --data data/photos --output han_small.pt --minutes 60
   hanrt train --data my_documents/ --init HAN_BIX4.pt --output han_docs.pt --steps 2000 --lr 1e-4
   hanrt train --data data/photos --output han_small.pt --resume   # continue after a stop
@@ -29,7 +30,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="folder of training photos (jpg/png/webp/tiff/bmp)")
     p.add_argument("--output", "-o", help="final checkpoint (.pt); the resumable state goes to <output>.state.pt")
     p.add_argument("--fetch-photos", metavar="DIR", help="download the licensed training photos into DIR and exit")
-    p.add_argument("--deb", help="with --fetch-photos: use this already downloaded .deb")
+    p.add_argument("--fetch-data", metavar="DIR",
+                   help="put every kind of training data into DIR/photos, DIR/lineart, DIR/screens (Debian "
+                        "packages, licence- and sha256-checked, plus generated screenshots; credits in DIR/NOTICE) "
+                        "and exit; train on it with --data DIR")
+    p.add_argument("--kinds", nargs="+", choices=["photos", "lineart", "screens"],
+                   default=["photos", "lineart", "screens"], help="with --fetch-data: the kinds to fetch")
+    p.add_argument("--deb", action="append", metavar="PATH",
+                   help="with --fetch-photos/--fetch-data: use this already downloaded .deb (repeatable)")
+    p.add_argument("--accept-new-screens", action="store_true",
+                   help="with --fetch-data: keep generated screenshots whose pixels differ from the recorded "
+                        "digests (other font versions or Pillow), with a warning")
     p.add_argument("--init", help="fine-tune from this HAN checkpoint (official or hanrt)")
     p.add_argument("--grow-blocks", type=int, metavar="N",
                    help="with --init: deepen every residual group to N blocks; the new blocks start "
@@ -89,11 +100,21 @@ def run(args: argparse.Namespace) -> int:
     if args.fetch_photos:
         from ..data import fetch_training_photos
 
-        paths = fetch_training_photos(args.fetch_photos, deb=args.deb)
+        if args.deb and len(args.deb) > 1:
+            raise UsageError("--fetch-photos takes one --deb (the photo package's).")
+        paths = fetch_training_photos(args.fetch_photos, deb=args.deb[0] if args.deb else None)
         print(f"{len(paths)} photos ready in {args.fetch_photos}")
         return 0
+    if args.fetch_data:
+        from ..data import deb_package_name, fetch_training_data
+
+        got = fetch_training_data(args.fetch_data, kinds=args.kinds,
+                                  debs={deb_package_name(d): d for d in args.deb or []},
+                                  accept_new_screens=args.accept_new_screens)
+        print(", ".join(f"{len(v)} {k}" for k, v in got.items()) + f" ready in {args.fetch_data} (credits: NOTICE)")
+        return 0
     if not args.data or not args.output:
-        raise UsageError("hanrt train needs --data DIR and --output MODEL.pt (or --fetch-photos DIR).")
+        raise UsageError("hanrt train needs --data DIR and --output MODEL.pt (or --fetch-data DIR).")
     from ..train import train
 
     cfg = train_config(args)
