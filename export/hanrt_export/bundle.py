@@ -305,8 +305,8 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
 copyright file, CC0 / CC-BY / public domain only; sha256-checked): {len(PHOTO_FILES)} photos (79.1 MP) from
 Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 only), {len(LINE_ART)} drawings and
 cartoons (47.5 MP) from `openclipart-png` {PACKAGES['openclipart-png'].version} (public-domain
-dedication; transparency flattened onto white) and {len(SCREENS)} screenshot-like images (30.0 MP)
-generated from seeds by `hanrt_export.screens`. Each image is shrunk by a random factor in
+dedication; transparency flattened onto white) and {len(SCREENS)} screenshot-like images (80.3 MP,
+rendered at 2x) generated from seeds by `hanrt_export.screens`. Each image is shrunk by a random factor in
 {tc.get('shrink', '(0.25, 0.6)')} ({tc.get('versions', 4)} versions each) before patches are cut,
 which removes JPEG noise; the bottom {int(100 * tc.get('val_fraction', 0.1))}% of every version is
 held out for validation."""

@@ -42,7 +42,8 @@ from hanrt.io.atomic import atomic_output
 log = logging.getLogger(__name__)
 
 __all__ = ["Photo", "TRAIN_PHOTOS", "DEB_PACKAGE", "DEB_VERSION", "fetch_training_photos", "notice_text",
-           "Package", "DataFile", "LINE_ART", "SCREENS", "PACKAGES", "KINDS", "ALLOWED_LICENSES",
+           "Package", "DataFile", "PHOTO_FILES", "LINE_ART", "SCREENS", "SCREENS_RENDERER", "PACKAGES", "KINDS",
+           "ALLOWED_LICENSES",
            "check_license", "package_license", "deb_package_name", "pixel_sha256", "fetch_training_data"]
 
 DEB_PACKAGE = "lomiri-wallpapers-16.04"
@@ -373,38 +374,30 @@ LINE_ART: tuple[DataFile, ...] = (
 )
 
 # Generated screenshot-like images (hanrt_export.screens.make_screen): (seed, pixel sha256). The
-# digests were recorded with Pillow 11 and the font versions in hanrt_bench.docpages.FONTS.
+# digests were recorded with Pillow 13.0.0 (FreeType 2.14.3) and the font versions listed in
+# hanrt_bench.docpages.FONTS; other versions may render other pixels (--accept-new-screens).
+SCREENS_RENDERER = {"pillow": "13.0.0", "freetype2": "2.14.3"}
 SCREENS: tuple[tuple[int, str], ...] = (
-    (100, "352b3e6507082ecfa07a417a1cf5cc8f90657fd412a123b0895434315a5e87e6"),
-    (101, "73879992888e72cac6d95c599e6e061763bcc6f78b4bb767c492e68b3d83a739"),
-    (102, "64b2b52ae85af41c3ce84cda58458b77051a47324fe621fb591a94bd16e91961"),
-    (103, "39b2cc0bf3b24561df12e0ee592c18a4eee998a80d8650365b57d9f30be95660"),
-    (104, "9d965c91b0dc5bcc33bf808170e3a1c40099c795ea68307290fc85b00b809681"),
-    (105, "64450689cf4b1fa3c401c81a2f4ede2089b840f55f7e283babf6ff27c9bd2bc2"),
-    (106, "f1b3a8d2c5e80d0b4e19ede0720ad3cd0dcbb8480be6a053856f11100cd8dcd8"),
-    (107, "188bc96c151c620fa7ff4a6739d933cafd333143a0b2cb600e25cd0305d2114d"),
-    (108, "60ad6938a07c30645d59a84580e26be3d1e6d0e5b85e2847eed8d382fdb7ab27"),
-    (109, "4856b97f5a78676497e21b2c8579a8e4c93b9c141e17aeca21f47618cc756233"),
-    (110, "73c4cc2676a3977b854edf02803dc0d21650ccc036cfb7dfd256b52acbf7f0d5"),
-    (111, "caa51ad753936c6a4537eeac86ff81362b8246087fdbb1fa742035bb323ffb16"),
-    (112, "db92f3cca80d3f8daff8a68a081f1a712db58344c53afb1023f4461d7cd42efc"),
-    (113, "72e65a6c739f6b7190c7db57d03eb12c9e78da0388c10c8cc2359793d3eb0297"),
-    (114, "f1991bf97491b3977aaab6e8bb71827212b86f6c42bce7fac987efab995fa57a"),
-    (115, "d6e545d823501af25361d3a01414f476b0f91af469a7abf53cde2e19cacac2d0"),
-    (116, "bc52c11f1bf9232b8f38259ef0109850af35c7ae9fe1d5cbc0c960c865396557"),
-    (117, "c87a9f4f7961343c9824c6008c4170c27cc6382fe7b79fa31e763058f2599457"),
-    (118, "d2e1c1ad7c82d71d5e0a4f41f9cabb23cbb6c11cc495c962ba5ee8cfa6dd0d40"),
-    (119, "3019ed968fcf8fd4b21aad94c22d9dd726ad0968d0898e1af8413c827fe42f22"),
-    (120, "3c69b53b7224a560e05f02ea68462f25d1bfb14e579cb8c029fb30fa8208e792"),
-    (121, "ab2b3017868c245703420156edee4b06709758a039c96305a89a5b1855ee7d27"),
-    (122, "84ba4cf6ce3133dca813ce16427e7ef1457b5ea7bcf2feaa76b6b2529b025515"),
-    (123, "ac47be61de5990943de6d881fa839e1da438fdafce10afa6c9c6d245ae3c105e"),
-    (124, "6ed55f3d1e30d1b7ba9db7319d1774c24d2fbc3e8c8d0cdcab5a409c22ff9f0d"),
-    (125, "b4119227912be31898f4c1a6e62810661366cf5281daa1cf3db4ba00e682afe0"),
-    (126, "63d239ab3304381b3082e92465971a37f7be68907f8efece05b90aa0683171b5"),
-    (127, "40600fb039bb3faf61873fd2c116866786d878d19dcfede891d25995b43f7b0c"),
-    (128, "e618fc60f19a83e67155bacc6be6ee8baf030d76c5ca298cef2a7446161952fa"),
-    (129, "52d7038d4da8234027300744951205e599955f8fc835b23ab6e8ba3a52f472b3"),
+    (100, "5a8ffd502100687ca83217c14b8791ab5f07729dbeeebe405575ad1bd6867b87"),
+    (101, "17bc9903dc95a4f394c34ca4bcb9b48a7d4e24f5868c771c9a3ce26ba19f0c90"),
+    (102, "95844711cf198735657054e7740ea3fb459300cf49a867a98b8f42c9d16627cb"),
+    (103, "4a283299face9a26acd8b01534e1440b0c54952445b902c85a6b5fc453456863"),
+    (104, "b9bfbdb3296c54f834a7429896e2679ede7271e13d75085f8e523426d9258071"),
+    (105, "23ad52b4d4e7bdf2a7c7b7f965487ae8b1c87e657b5becc953f69927fe08b422"),
+    (106, "6371e1f09f3259bb4b907de027bc64836bcdecb7dd16e052ec16c8e2e85d55a2"),
+    (107, "b9a708f2e3a3ae8d2168ffbb373c1d221c2b7c61b01853e8b4af8d68f6ec778c"),
+    (108, "f4a2d281bec4a28804ce79b5361408951c68a8217b80050ea3dff545a285956f"),
+    (109, "9c2e2e215a0b4ee44ec7a52ea1f1f8b6428e8447ec4ec90597c799c5af9377f4"),
+    (110, "88c63c8dad53169cdf7a3243a7583856d4abbb42733fdccfb50854c85c845b6c"),
+    (111, "32d9aca22840ff9f4412d46f5ae325f230340163d3c882e3f38e5f2e861ca4b1"),
+    (112, "9db45b9252faa06a16a7c33c32f378634209f587e1b87c71d966380cf8192b55"),
+    (113, "79c53615ef11a94e32c2e2ce335bb9a927ee10383c37e4ecfd79d23920853c07"),
+    (114, "1e683611178da386e3337a9aa028cbf96eb36427aa1a6a55c5fe472afe0fbda2"),
+    (115, "b3f244a2847d4e74b3a10a5adc110672b70351fa876a6db0f0027223aea43f99"),
+    (116, "fffc8307a0c3813aafad82b4887890941749cb5a4d23d51e55cf1400717b9851"),
+    (117, "b7d13d1e5cb66fb1e55cc3646131a2ee0ba91af630f51db9c01b64f50a4df381"),
+    (118, "644bb17e7984f3b45da72af5252dde2901deec715f95b8685bb6e5969ee2df3a"),
+    (119, "ed12c53f8a073e4ea1a4b2529608b50c128178a432cb9f6e0b2d7f8652f143e8"),
 )
 
 
@@ -606,8 +599,8 @@ def notice_text(kinds: Iterable[str] = KINDS) -> str:
         for pkg_name in dict.fromkeys(f.package for f in files):
             pkg = PACKAGES[pkg_name]
             lines += ["", f"{headings[kind]}: Debian package {pkg.name} {pkg.version} (upstream: {pkg.upstream}):", ""]
-            lines += [f"- {f.path}: " + (f"(c) {f.year} " if f.year else "") + f"{f.author}, {f.license}, sha256 {f.sha256}"
-                      for f in files if f.package == pkg_name]
+            lines += [f"- {f.path}: " + (f"(c) {f.year} " if f.year else "")
+                      + f"{f.author}, {f.license}, sha256 {f.sha256}" for f in files if f.package == pkg_name]
     if "screens" in kinds:
         from hanrt_bench.docpages import notice_lines
 

@@ -56,8 +56,51 @@ def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, 
     return tuple(int(v) for v in rng.integers(lo, hi, size=3))
 
 
-def make_screen(seed: int) -> Image.Image:
-    """One RGB screenshot-like image from ``seed`` (deterministic for given fonts and Pillow)."""
+class _Font:
+    """A face at a layout size; drawn at ``size * scale`` pixels."""
+
+    def __init__(self, path: str, size: int, scale: int) -> None:
+        self.size, self.real = size, ImageFont.truetype(path, size * scale)
+
+
+class _ScaledDraw:
+    """ImageDraw in layout units: every coordinate, width and font size is multiplied by ``k``
+    (a HiDPI rendering of the same layout: sharper strokes, not a blurry enlargement)."""
+
+    def __init__(self, im: Image.Image, k: int) -> None:
+        self.d, self.k = ImageDraw.Draw(im), k
+
+    def _xy(self, xy):
+        return [v * self.k for v in xy] if not isinstance(xy[0], tuple) else [(x * self.k, y * self.k) for x, y in xy]
+
+    def rectangle(self, xy, **kw):
+        self.d.rectangle(self._xy(xy), width=self.k, **kw)
+
+    def rounded_rectangle(self, xy, radius: int = 0, **kw):
+        self.d.rounded_rectangle(self._xy(xy), radius=radius * self.k, width=self.k, **kw)
+
+    def ellipse(self, xy, **kw):
+        self.d.ellipse(self._xy(xy), **kw)
+
+    def polygon(self, xy, **kw):
+        self.d.polygon(self._xy(xy), **kw)
+
+    def line(self, xy, width: int = 1, **kw):
+        self.d.line(self._xy(xy), width=width * self.k, **kw)
+
+    def text(self, xy, text: str, font: _Font, **kw):
+        self.d.text(tuple(self._xy(xy)), text, font=font.real, **kw)
+
+    def textlength(self, text: str, font: _Font) -> float:
+        return self.d.textlength(text, font=font.real) / self.k
+
+
+def make_screen(seed: int, scale: int = 2) -> Image.Image:
+    """One RGB screenshot-like image from ``seed`` (deterministic for given fonts and Pillow).
+
+    ``scale``: pixels per layout unit. The default 2 is a HiDPI screenshot (2560x1600 for a
+    1280x800 layout), so that the training recipe's random shrink (0.25-0.6 by default) yields
+    text at 5-22 pixels, the sizes of ordinary screenshots, instead of unreadable specks."""
     from hanrt_bench.docpages import _words
 
     ui, mono = screen_fonts()
@@ -67,11 +110,11 @@ def make_screen(seed: int) -> Image.Image:
     bg = _colour(rng, 20, 60) if dark else _colour(rng, 235, 256)
     fg = _colour(rng, 200, 256) if dark else _colour(rng, 0, 50)
     accent = _colour(rng, 40, 220)
-    im = Image.new("RGB", (w, h), bg)
-    d = ImageDraw.Draw(im)
+    im = Image.new("RGB", (w * scale, h * scale), bg)
+    d = _ScaledDraw(im, scale)
 
-    def font(src, size: int):
-        return ImageFont.truetype(src.path, size)
+    def font(src, size: int) -> _Font:
+        return _Font(src.path, size, scale)
 
     # title bar + menu
     tb = int(rng.integers(24, 40))
@@ -133,7 +176,8 @@ def make_screen(seed: int) -> Image.Image:
             d.rectangle([x0, y, right, y + n * int(f.size * 1.4) + 12], fill=code_bg)
             for i in range(n):
                 indent = "    " * int(rng.integers(0, 3))
-                txt = indent + _words(rng, int(rng.integers(2, 7))).replace(" ", rng.choice(["_", "(", " = ", ".", " "]))
+                words = _words(rng, int(rng.integers(2, 7)))
+                txt = indent + words.replace(" ", str(rng.choice(["_", "(", " = ", ".", " "])))
                 d.text((x0 + 8, y + 6 + i * int(f.size * 1.4)), txt, font=f,
                        fill=_colour(rng, 60, 256) if rng.random() < 0.3 else code_fg)
             y += n * int(f.size * 1.4) + 24

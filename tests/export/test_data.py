@@ -172,7 +172,24 @@ def test_screens_are_deterministic_and_match_the_recorded_digests():
     # not a blank page: many colours, lots of edges (text)
     arr = np.asarray(a, np.int16)
     assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 200 and np.abs(np.diff(arr, axis=1)).mean() > 3
-    # the digests recorded in data.py are what this machine renders (fails if fonts/Pillow changed)
+
+
+def test_recorded_screen_digests_match_this_renderer():
+    """The digests in data.py are what the recorded Pillow/FreeType render (fails if the fonts or
+    the generator changed under the same renderer)."""
+    import PIL
+    from PIL import features
+
+    pytest.importorskip("hanrt_bench.docpages")
+    from hanrt_export.screens import make_screen, screen_fonts
+
+    here = {"pillow": PIL.__version__, "freetype2": features.version("freetype2")}
+    if here != data.SCREENS_RENDERER:
+        pytest.skip(f"digests recorded with {data.SCREENS_RENDERER}, this is {here}")
+    try:
+        screen_fonts()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
     assert [data.pixel_sha256(make_screen(s)) for s, _ in data.SCREENS[:3]] == [d for _, d in data.SCREENS[:3]]
 
 
