@@ -142,7 +142,7 @@ def resolve_model(spec: str, *, checkpoint: str | None = None, work_dir: str | N
     if info.arch != "HAN":
         return _other_arch_graph(p, info, checkpoint)
     shape = HANShape.from_hyperparameters(info.hyperparameters or {"scale": info.scale}, csam=info.csam)
-    label = f"{p.name} (HAN x{shape.scale} {shape.n_resgroups}x{shape.n_resblocks}x{shape.n_feats}, {info.precision})"
+    label = f"{p.name} ({shape.label}, {info.precision})"
     src = ModelSource(label, str(p), shape)
     if checkpoint:
         try:

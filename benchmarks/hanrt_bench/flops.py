@@ -19,31 +19,36 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from hanrt_export.han_config import HANConfig
+
 __all__ = ["HANShape", "FlopBreakdown", "han_macs", "macs_per_input_pixel", "gflops", "FULL_HAN_X4",
            "CountedCost", "UncountedCost", "macs_of"]
 
 
 @dataclass(frozen=True)
 class HANShape:
-    """The hyperparameters that decide HAN's cost (official defaults: full HAN)."""
+    """What decides HAN's cost: its hyperparameters (:class:`hanrt_export.han_config.HANConfig`,
+    official defaults: full HAN) plus how the graph computes CSAM, an export choice (``"conv3d"``;
+    ``"conv2d"``: the banded dense 2-D form computes F*F*9 per pixel instead of 27*F)."""
 
-    scale: int = 4
-    n_resgroups: int = 10
-    n_resblocks: int = 20
-    n_feats: int = 64
-    reduction: int = 16
-    n_colors: int = 3
-    csam: str = "conv3d"  # "conv2d": the banded dense 2-D form computes F*F*9 per pixel instead of 27*F
+    config: HANConfig = field(default_factory=HANConfig)
+    csam: str = "conv3d"
 
     @classmethod
     def from_hyperparameters(cls, hp: Mapping[str, Any], *, csam: str = "conv3d") -> "HANShape":
-        """From a ``HANConfig.to_dict()`` / ``ModelInfo.hyperparameters`` mapping."""
+        """From a ``HANConfig.to_dict()`` / ``ModelInfo.hyperparameters`` mapping (missing keys:
+        the official defaults)."""
         keys = ("scale", "n_resgroups", "n_resblocks", "n_feats", "reduction", "n_colors")
-        return cls(**{k: int(hp[k]) for k in keys if k in hp}, csam=csam)
+        return cls(HANConfig(**{k: int(hp[k]) for k in keys if k in hp}), csam=csam)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
 
     @property
     def label(self) -> str:
-        return f"HAN x{self.scale} {self.n_resgroups}x{self.n_resblocks}x{self.n_feats}"
+        c = self.config
+        return f"HAN x{c.scale} {c.n_resgroups}x{c.n_resblocks}x{c.n_feats}"
 
 
 FULL_HAN_X4 = HANShape()
@@ -83,8 +88,9 @@ def han_macs(shape: HANShape, height: int, width: int, batch: int = 1) -> FlopBr
     """
     if height < 1 or width < 1 or batch < 1:
         raise ValueError(f"han_macs: need positive sizes, got batch {batch}, {height}x{width}")
-    s, g, b, f, c = shape.scale, shape.n_resgroups, shape.n_resblocks, shape.n_feats, shape.n_colors
-    fr = max(1, f // shape.reduction)
+    cfg = shape.config
+    s, g, b, f, c = cfg.scale, cfg.n_resgroups, cfg.n_resblocks, cfg.n_feats, cfg.n_colors
+    fr = max(1, f // cfg.reduction)
     p = batch * height * width  # input pixels
     conv3 = 9 * f * f  # one 3x3 f->f convolution, per pixel
     n_maps = g + 1
