@@ -66,7 +66,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .backends import Backend, get_spec, open_backend, remote_backend
-from .backends.tensorrt.profiles import plan_for_profiles  # noqa: F401 (re-exported: hanrt.upscaler's API)
 from .errors import InputError, ModelError, UsageError
 from .model_info import DEFAULT_MARGIN, MarginSource, ModelInfo, describe_margin, resolve_margin
 from .models import BUNDLED, bundled_dir, resolve_model
@@ -94,6 +93,16 @@ ENGINE_TILE = 128
 DEFAULT_MODEL = "hanrt_x4.onnx"
 
 Progress = Callable[[int, int], None]
+
+
+def __getattr__(name: str):
+    """``plan_for_profiles`` is re-exported here (hanrt.upscaler's API) but imported on first use
+    (PEP 562), so a CPU run does not import the TensorRT profile code at start-up."""
+    if name == "plan_for_profiles":
+        from .backends.tensorrt.profiles import plan_for_profiles
+
+        return plan_for_profiles
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: The stages ``Upscaler.upscale(..., timings=d)`` reports, in pipeline order (module docstring).

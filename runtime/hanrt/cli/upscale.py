@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..io.images import IMAGE_SUFFIXES, list_images  # tier 0 (numpy; Pillow only when reading or writing)
-from ..io.video import VIDEO_SUFFIXES  # PyAV is imported only when a video is opened
+from ..io.kinds import VIDEO_SUFFIXES  # hanrt.io.video (and PyAV) only when a video is opened
 from . import Command
 from ._common import add_model_options, upscaler_from_args
 
