@@ -52,6 +52,12 @@ MARGINS = (0, 4, 8, 16, 24)
 #: least CRITERION_DB (the issue's criterion) and within HEADROOM_DB of the largest margin studied.
 CRITERION_DB = 50.0
 HEADROOM_DB = 1.0
+#: The study that decides a bundled model's margin (``hanrt_export.bundle`` and the README's table).
+RECORD_TILES = (64, 128)
+RECORD_MARGINS = (0, 2, 4, 6, 8, 12)
+RECORD_LR_SCALE = 2
+#: The E1 photos studied unless told otherwise.
+STUDY_PHOTOS = ("astronaut", "coffee", "chelsea", "grace_hopper")
 #: Image files ``--images DIR`` reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -147,6 +153,23 @@ def choose_margin(worst: dict[tuple[int, int], float], *, tiles, margins, criter
                for t in tiles):
             return m
     return None
+
+
+def margin_text(margin: int | None, worst: dict[tuple[int, int], float], *, tiles, margins, what: str) -> str:
+    """One sentence for a model card: the margin recorded (or why none), the rule and the figures
+    it was decided on (``worst``: :func:`worst_db`; ``what``: the images and the LR, in words)."""
+    tiles, ref = sorted(tiles), max(margins)
+    per = " / ".join(f"{worst[(t, margin)]:.1f}" for t in tiles) if margin is not None else ""
+    refs = " / ".join(f"{worst[(t, ref)]:.1f}" for t in tiles if (t, ref) in worst)
+    rule = (f"the smallest margin of {', '.join(map(str, sorted(margins)))} whose worst image at tiles "
+            f"{' and '.join(map(str, tiles))} is >= {CRITERION_DB:g} dB of whole-image output and within "
+            f"{HEADROOM_DB:g} dB of margin {ref}'s")
+    if margin is None:
+        return (f"Tiling margin: not recorded -- no margin met the rule ({rule}; margin {ref}: {refs} dB) on {what}; "
+                f"the model runs with hanrt's default margin.")
+    return (f"Tiling margin: **{margin}** input pixels, recorded in every graph (`hanrt info` shows it; `--margin` "
+            f"overrides): {rule} (worst image at margin {margin}: {per} dB; at margin {ref}: {refs} dB), measured "
+            f"with `python -m hanrt_bench.tiling_study --write-margin` on {what}.")
 
 
 def write_margin(model: Path, margin: int, also: list[Path]) -> list[Path]:
@@ -264,7 +287,7 @@ def _main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="float-I/O .onnx exported by hanrt")
     src.add_argument("--checkpoint", type=Path, help="hanrt/official .pt (exported to ONNX in a temp folder)")
-    ap.add_argument("--photos", default="astronaut,coffee,chelsea,grace_hopper",
+    ap.add_argument("--photos", default=",".join(STUDY_PHOTOS),
                     help="comma-separated E1 names (default: %(default)s)")
     ap.add_argument("--images", type=Path, metavar="DIR",
                     help="study the image files in DIR instead of E1 photos (document pages: "
@@ -322,7 +345,7 @@ def _main(argv: list[str] | None = None) -> int:
                          threads=a.threads, tiles=tiles, margins=margins)
     print(f"model: {desc}; {'images' if a.images else 'photos'} (LR = bicubic_down x{lr_scale}): "
           + ", ".join(f"{n} {h}x{w}" for n, (h, w) in rows["lr_shapes"].items()))
-    print("tiled vs whole-image PSNR (RGB, uint8 outputs; mean over photos by MSE / worst photo), "
+    print("tiled vs whole-image PSNR (RGB, uint8 outputs; mean over images by MSE / worst image), "
           "crop stitching; overhead = (T/(T-2m))^2\n")
     print(format_table(rows, tiles, margins))
     if lr_scale == scale:
