@@ -145,3 +145,22 @@ def test_the_bundled_graphs_record_their_measured_margin():
         margins = {read_model_info(d / f"{stem}{v}.onnx").margin for v in ("", "_uint8", "_fp16", "_int8")}
         assert len(margins) == 1 and None not in margins, (stem, margins)  # siblings share the weights
         assert isinstance(margins.pop(), int)
+
+
+def test_the_margin_travels_with_engines_and_triton_repositories(tiny_onnx, tmp_path):
+    """An engine's sidecar and a Triton repository carry the ModelInfo, margin included."""
+    import hashlib
+
+    from hanrt.backends import tensorrt as E
+    from hanrt.triton_repo import config_text, triton_model
+
+    info = ModelInfo(scale=4, margin=3)
+    fp = E.Fingerprint.make(target=E.Target("10.3.0", "Orin", (8, 7)), onnx_sha256="ab" * 32, info=info,
+                            options=E.BuildOptions(profiles=tuple(E.profiles_from_tiles([(96, 96)], 4))))
+    data = b"ENGINE"
+    plan = E.write_engine(tmp_path / "han.plan", data,
+                          E.Sidecar(fp, info, len(data), hashlib.sha256(data).hexdigest(), "han.onnx"))
+    assert E.read_sidecar(plan).model_info.margin == 3
+    assert read_model_info(plan).margin == 3
+    m = triton_model(_with_margin(tiny_onnx, tmp_path, 3))
+    assert m.info.margin == 3 and '\\"margin\\": 3' in config_text(m)
