@@ -216,7 +216,7 @@ class Upscaler:
         if margin is None and isinstance(tile, int) and tile and 2 * self.margin >= tile:
             if self._owns:
                 self._backend.close()
-            raise UsageError(f"the model's margin {describe_margin(self.margin, self.margin_source)} leaves no "
+            raise UsageError(f"margin {describe_margin(self.margin, self.margin_source)} leaves no "
                              f"core in a {tile}-pixel tile (need 2*margin < tile): use a larger --tile or pass "
                              f"--margin.")
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hanrt.cli import main
-from hanrt.errors import ModelError
+from hanrt.errors import ModelError, UsageError
 from hanrt.model_info import (DEFAULT_MARGIN, METADATA_KEY, ModelInfo, describe_margin, read_model_info,
                               read_onnx_metadata, resolve_margin)
 from hanrt.upscaler import Upscaler
@@ -112,7 +112,7 @@ def test_upscaler_resolves_the_margin(tiny_onnx, tmp_path, caplog, recorded, ask
 
 def test_recorded_margin_too_large_for_the_tile_is_explained(tiny_onnx, tmp_path):
     path = _with_margin(tiny_onnx, tmp_path, 12)
-    with pytest.raises(Exception, match="model's margin 12 .measured, recorded in the model. leaves no core"):
+    with pytest.raises(UsageError, match=r"margin 12 \(measured, recorded in the model\) leaves no core"):
         Upscaler(path, backend="ort-cpu", tile=24)
 
 
