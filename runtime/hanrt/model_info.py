@@ -76,7 +76,7 @@ class ModelInfo:
       The lint checks TensorRT 10.3's documented limits; it is not a build.
     - ``margin``: the tiling context margin (input pixels cropped on every interior tile side) this
       model was *measured* to need: the smallest margin whose tiled output stays within the
-      criterion of whole-image output (``hanrt_bench.tiling_study --write-margin`` states the rule
+      criterion of whole-image output (the benchmarks' ``tiling_study --write-margin`` states the rule
       and writes it). ``None``: not measured (older files, freshly exported graphs, engines built
       from them); the runtime then uses its safe default
       (:data:`hanrt.upscaler.DEFAULT_MARGIN`). An explicit margin always wins over both.

@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 
 #: Default tiling and margin. The margin is a measured property of each model: an explicit margin
 #: (``Upscaler(margin=N)``, ``--margin N``) wins; else the margin recorded in the model's description
-#: (:attr:`hanrt.model_info.ModelInfo.margin`, written by ``python -m hanrt_bench.tiling_study
+#: (:attr:`hanrt.model_info.ModelInfo.margin`, written by the benchmarks' ``tiling_study
 #: --write-margin``, which states the rule); else :data:`DEFAULT_MARGIN` (:func:`resolve_margin`).
 #: 8 is the safe default for a model nobody measured (e.g. full-size HAN: no trained weights here to
 #: measure it with); the bundled models record their own (README, "Tiling"). Both live in
