@@ -164,3 +164,22 @@ def test_the_margin_travels_with_engines_and_triton_repositories(tiny_onnx, tmp_
     assert read_model_info(plan).margin == 3
     m = triton_model(_with_margin(tiny_onnx, tmp_path, 3))
     assert m.info.margin == 3 and '\\"margin\\": 3' in config_text(m)
+
+
+def test_stream_and_upscale_parse_the_same_margin_default(tiny_onnx, tmp_path):
+    """``hanrt stream`` and ``hanrt upscale`` build their Upscaler from the same options: --margin
+    left out is the model's recorded margin, given it wins."""
+    import argparse
+
+    from hanrt.cli import stream as cli_stream
+    from hanrt.cli._common import upscaler_from_args
+
+    path = _with_margin(tiny_onnx, tmp_path, 3)
+    p = argparse.ArgumentParser()
+    cli_stream.add_model_options(p)
+    for argv, expect in (([], (3, "model")), (["--margin", "1"], (1, "explicit"))):
+        args = p.parse_args(["--model", str(path), "--backend", "ort-cpu", *argv])
+        with upscaler_from_args(args) as up:
+            assert (up.margin, up.margin_source) == expect
+    helps = {a.dest: a.help for a in p._actions}
+    assert "measured for the model" in helps["margin"]
