@@ -70,6 +70,20 @@ class ModelSource:
             self.tmpdir = None
 
 
+def _recorded_margin(source: ModelSource) -> int:
+    """The margin hanrt tiles ``source``'s graph with by default: the one recorded in it, else
+    :data:`~hanrt.model_info.DEFAULT_MARGIN` (:func:`~hanrt.model_info.resolve_margin`)."""
+    from hanrt.errors import HanrtError
+    from hanrt.model_info import DEFAULT_MARGIN, read_model_info, resolve_margin
+
+    if not source.path:
+        return DEFAULT_MARGIN
+    try:
+        return resolve_margin(None, read_model_info(source.path))[0]
+    except HanrtError:  # no readable description (e.g. an engine without its sidecar): the default
+        return DEFAULT_MARGIN
+
+
 def _export(model: Any, out: Path) -> None:
     from hanrt_export.to_onnx import ExportOptions, export_onnx
 
@@ -287,13 +301,14 @@ def run_bench(
     peak_g = float(peak["gflops"]) if peak else float("nan")
     configs = suite.configs()
     # The naive tile loop runs the sweep's first real tile (core = tile - 2*margin, pad = margin),
-    # or hanrt's defaults, so its tiles have the shape hanrt's have.
+    # or hanrt's defaults (the model's recorded margin, else DEFAULT_MARGIN), so its tiles have the
+    # shape hanrt's have.
     tiled_cfgs = [c for c in configs if c.tile]
-    from hanrt.upscaler import DEFAULT_MARGIN, ENGINE_TILE
+    from hanrt.upscaler import ENGINE_TILE
 
     # hanrt's default tiling has no one tile side ("auto"): the naive loop then runs ENGINE_TILE
     t_tile = tiled_cfgs[0].tile if tiled_cfgs else ENGINE_TILE
-    t_margin = tiled_cfgs[0].margin if tiled_cfgs and tiled_cfgs[0].margin is not None else DEFAULT_MARGIN
+    t_margin = tiled_cfgs[0].margin if tiled_cfgs and tiled_cfgs[0].margin is not None else _recorded_margin(source)
     t_margin = min(t_margin, (t_tile - 1) // 2)
     torch_tile = (t_tile - 2 * t_margin, t_margin)
     cuda_sync = None

@@ -178,7 +178,8 @@ def run_eval_cli(args: EvalRequest) -> int:
 
     say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
     from hanrt.models import resolve_model as resolve_name
-    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
+    from hanrt.model_info import describe_margin
+    from hanrt.upscaler import DEFAULT_TILE, Upscaler
 
     model = str(resolve_name(args.model))
     src = resolve_model(model)
@@ -186,7 +187,7 @@ def run_eval_cli(args: EvalRequest) -> int:
     out = _out_dir(args.output)
     files = _precision_files(args)
     tile = args.tile if args.tile is not None else DEFAULT_TILE
-    margin = args.margin if args.margin is not None else DEFAULT_MARGIN
+    margin = args.margin  # None: each graph's recorded margin, else hanrt's default (resolve_margin)
     wanted = None
     if args.columns:
         wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
@@ -215,7 +216,8 @@ def run_eval_cli(args: EvalRequest) -> int:
                 if prec == "fp16" and be == "ort-cpu" and not any(n.startswith("fp16 on ort-cpu") for n in notes):
                     notes.append("fp16 on ort-cpu: ONNX Runtime's CPU provider computes FP16 graphs in FP32, so "
                                  "this column shows the graph's casts, not FP16 arithmetic (run it on a GPU).")
-                detail = f"{be}, " + ("whole image" if kind == "whole" else f"tile {tile}, margin {margin}")
+                detail = f"{be}, " + ("whole image" if kind == "whole" else
+                                      f"tile {tile}, margin {describe_margin(up.margin, up.margin_source)}")
                 cols.append(Column(f"{prec} {kind}", up.upscale, precision=prec, tiled=kind == "tiled", detail=detail,
                                    tiles=lambda h, w, up=up: up.plan(h, w).count))
         if not cols:
@@ -239,7 +241,7 @@ def run_eval_cli(args: EvalRequest) -> int:
 def run_binarize_cli(args: EvalRequest) -> int:
     """``hanrt eval --task binarize DIR``: see :mod:`hanrt_bench.binarize`."""
     from hanrt.models import BUNDLED, bundled_path
-    from hanrt.upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
+    from hanrt.upscaler import DEFAULT_TILE, Upscaler
 
     from .binarize import (comparison_figure, evaluate_binarization, load_pages, summarize, summary_markdown,
                            write_results)
@@ -260,11 +262,10 @@ def run_binarize_cli(args: EvalRequest) -> int:
     out = _out_dir(args.output)
     pages = load_pages(args.dataset, 4, limit=args.limit)
     tile = args.tile if args.tile is not None else DEFAULT_TILE
-    margin = args.margin if args.margin is not None else DEFAULT_MARGIN
     ups: dict[str, Any] = {}
     try:
-        for n in names:
-            up = Upscaler(n, backend=args.backend, tile=tile, margin=margin, batch=args.batch)
+        for n in names:  # margin None: each model's recorded margin, else hanrt's default (resolve_margin)
+            up = Upscaler(n, backend=args.backend, tile=tile, margin=args.margin, batch=args.batch)
             if up.scale != 4:
                 raise UsageError(f"--task binarize uses the x4 protocol; model {n} is x{up.scale}.")
             label = n if n in BUNDLED else Path(n).stem
@@ -285,7 +286,8 @@ def run_binarize_cli(args: EvalRequest) -> int:
     print(summary_markdown(summary))
     if out is not None:
         paths = write_results(out, rows, summary, {"dataset": str(args.dataset), "pages": len(pages),
-                                                   "models": names, "tile": tile, "margin": margin,
+                                                   "models": names, "tile": tile,
+                                                   "margin": {k: u.margin for k, u in ups.items()},
                                                    "backend": args.backend})
         paths.append(comparison_figure(first, pages[0].gt, out / "compare.jpg"))
         say("wrote " + ", ".join(str(p) for p in paths))

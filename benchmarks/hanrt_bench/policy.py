@@ -75,11 +75,14 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
     """Measure the policy (see the module docstring); one dict per input size. Inputs above
     ``big_pixels`` get no warm-up run and a third of the repeats (at least one)."""
     from hanrt.backends import open_backend
-    from hanrt.upscaler import DEFAULT_MARGIN, Upscaler
+    from hanrt.model_info import describe_margin, resolve_margin
+    from hanrt.upscaler import Upscaler
 
-    m = DEFAULT_MARGIN if margin is None else margin
     rows = []
     with open_backend(model, backend, threads=threads) as be:
+        # every variant tiles with the margin the default resolves to (explicit > recorded > DEFAULT_MARGIN)
+        m, m_source = resolve_margin(margin, be.info)
+        say(f"margin {describe_margin(m, m_source)}")
         for h, w in sizes:
             img = _frame(h, w)
             variants: dict[str, Upscaler] = {"default": Upscaler(be, margin=m)}
@@ -121,7 +124,7 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
                 "best_alternative": best_k, "share_of_best": (alts[best_k] / med["default"]) if alts else 1.0,
                 "share_of_best_min": (min(low[k] for k in alts) / low["default"]) if alts else 1.0,
                 "default_tiles": plan.count, "default_window": f"{plan.tile_w}x{plan.tile_h}",
-                "default_overhead": plan.overhead, "min_s": low, "cpu_s": cpu_med,
+                "default_overhead": plan.overhead, "margin": m, "margin_source": m_source, "min_s": low, "cpu_s": cpu_med,
                 "share_of_best_cpu": (min(cpu_med[k] for k in alts) / cpu_med["default"]) if alts else 1.0,
                 "spread": {k: (max(v) - min(v)) / statistics.median(v) for k, v in times.items()},
                 "median_s": med,

@@ -11,7 +11,20 @@ blend (it would need a full-size float accumulator, which the memory rule forbid
 
 Run: ``python3 -m hanrt_bench.tiling_study --model MODEL.onnx`` (or ``--checkpoint CKPT.pt``, exported
 to ONNX in a temporary folder; needs the [export] extra). ``--lr-scale 2`` makes larger LR inputs
-(more seams per image). Needs onnxruntime, scikit-image and matplotlib (E1 photos).
+(more seams per image). Needs onnxruntime, scikit-image and matplotlib (E1 photos). ``--images DIR``
+studies the image files in DIR instead of E1 (e.g. document pages from :mod:`hanrt_bench.docpages`:
+their ``images/`` folder).
+
+**Recording the margin** (``--write-margin``): the margin a model runs with by default is a
+measured property of the model, stored in its description (:attr:`hanrt.model_info.ModelInfo.margin`).
+The rule (:func:`choose_margin`): the **smallest margin studied whose worst image, at every tile
+studied, is >= 50 dB** (tiled vs whole-image output; the issue's criterion) **and within 1.0 dB of
+the worst image at the largest margin studied** at that tile (headroom: a margin still visibly below
+what more context gives is not chosen). It is written into MODEL's metadata (only the metadata:
+the graph and weights stay byte-identical; :func:`hanrt_export.metadata.update_model_info`, atomic)
+and into the graphs given with ``--also`` (sibling graphs exported from the same weights: their
+recorded source sha256 must match MODEL's). When no margin studied meets the rule nothing is
+written and the command fails (exit code of :class:`~hanrt.errors.ModelError`).
 """
 
 from __future__ import annotations
@@ -35,6 +48,18 @@ from .quality import bicubic_down, load_e1, psnr, psnr_y
 
 TILES = (32, 64, 128)
 MARGINS = (0, 4, 8, 16, 24)
+#: ``--write-margin``'s rule (:func:`choose_margin`): the worst image's tiled-vs-whole PSNR must be at
+#: least CRITERION_DB (the issue's criterion) and within HEADROOM_DB of the largest margin studied.
+CRITERION_DB = 50.0
+HEADROOM_DB = 1.0
+#: The study that decides a bundled model's margin (``hanrt_export.bundle`` and the README's table).
+RECORD_TILES = (64, 128)
+RECORD_MARGINS = (0, 2, 4, 6, 8, 12)
+RECORD_LR_SCALE = 2
+#: The E1 photos studied unless told otherwise.
+STUDY_PHOTOS = ("astronaut", "coffee", "chelsea", "grace_hopper")
+#: Image files ``--images DIR`` reads.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def export_checkpoint(ckpt: Path, workdir: Path) -> tuple[Path, str]:
@@ -55,21 +80,41 @@ def export_checkpoint(ckpt: Path, workdir: Path) -> tuple[Path, str]:
     return out, desc
 
 
-def run_study(model: Path, *, names: tuple[str, ...], lr_scale: int, threads: int,
-              tiles=TILES, margins=MARGINS) -> dict:
+def load_images(folder: Path, scale: int) -> list[tuple[str, np.ndarray]]:
+    """``(name, HxWx3 uint8 RGB modcropped to scale)`` for each image file directly in ``folder``
+    (sorted by name); :class:`~hanrt.errors.InputError` when there is none."""
+    from hanrt.errors import InputError
+    from hanrt.io.images import read_rgb8
+
+    from .quality import modcrop
+
+    if not folder.is_dir():
+        raise InputError(f"--images {str(folder)!r} is not a folder.")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise InputError(f"--images {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); for "
+                         f"document pages made by python -m hanrt_bench.docpages DIR, pass DIR/images.")
+    return [(f.stem, np.ascontiguousarray(modcrop(read_rgb8(f), scale))) for f in files]
+
+
+def run_study(model: Path, *, names: tuple[str, ...] = (), images: list[tuple[str, np.ndarray]] | None = None,
+              lr_scale: int, threads: int, tiles=TILES, margins=MARGINS) -> dict:
+    """Tiled vs whole-image PSNR for every tile and margin. The images: ``images`` (``(name, HR
+    uint8 RGB)``), else the E1 photos ``names``; each is shrunk ``lr_scale`` times (bicubic) first."""
     be = OnnxRuntimeBackend(model, config=OrtConfig(provider="cpu", intra_op_threads=threads))
     scale = be.info.scale
-    photos = load_e1(scale, names=names)
+    if images is None:
+        images = [(ph.name, ph.hr) for ph in load_e1(scale, names=names)]
     rows: dict = {"whole": {}, "cells": {}, "lr_shapes": {}}
     with be:
-        for ph in photos:
-            lr = bicubic_down(ph.hr, lr_scale)
-            rows["lr_shapes"][ph.name] = lr.shape[:2]
+        for name, hr in images:
+            lr = bicubic_down(hr, lr_scale)
+            rows["lr_shapes"][name] = lr.shape[:2]
             t0 = time.perf_counter()
             whole = Upscaler(be, tile=None, margin=0).upscale(lr)
             tw = time.perf_counter() - t0
-            gt = psnr_y(whole, ph.hr, shave=scale) if lr_scale == scale else float("nan")
-            rows["whole"][ph.name] = (gt, tw)
+            gt = psnr_y(whole, hr, shave=scale) if lr_scale == scale else float("nan")
+            rows["whole"][name] = (gt, tw)
             for t in tiles:
                 for m in margins:
                     if 2 * m >= t:
@@ -79,9 +124,71 @@ def run_study(model: Path, *, names: tuple[str, ...], lr_scale: int, threads: in
                     tiled = up.upscale(lr)
                     dt = time.perf_counter() - t0
                     p = psnr(tiled, whole)
-                    gtp = psnr_y(tiled, ph.hr, shave=scale) if lr_scale == scale else float("nan")
-                    rows["cells"].setdefault((t, m), []).append((ph.name, p, gtp, dt / tw, up.plan(*lr.shape[:2]).count))
+                    gtp = psnr_y(tiled, hr, shave=scale) if lr_scale == scale else float("nan")
+                    rows["cells"].setdefault((t, m), []).append((name, p, gtp, dt / tw, up.plan(*lr.shape[:2]).count))
     return rows
+
+
+def worst_db(rows: dict) -> dict[tuple[int, int], float]:
+    """``(tile, margin) -> the worst image's tiled-vs-whole PSNR`` of a :func:`run_study` result."""
+    return {k: min(x[1] for x in v) for k, v in rows["cells"].items()}
+
+
+def choose_margin(worst: dict[tuple[int, int], float], *, tiles, margins, criterion: float = CRITERION_DB,
+                  headroom: float = HEADROOM_DB) -> int | None:
+    """The margin to record for a model, by the rule in the module docstring: the smallest of
+    ``margins`` whose worst image at **every** tile of ``tiles`` is ``>= criterion`` dB and within
+    ``headroom`` dB of the worst image at the largest margin studied at that tile. ``worst``:
+    ``(tile, margin) -> dB`` (:func:`worst_db`); a cell missing (``2*margin >= tile``: no core) fails
+    the margin. ``None`` when no margin meets the rule."""
+    tiles, margins = sorted(set(tiles)), sorted(set(margins))
+    ref = {}
+    for t in tiles:
+        done = [m for m in margins if (t, m) in worst]
+        if not done:
+            return None
+        ref[t] = worst[(t, max(done))]
+    for m in margins:
+        if all((t, m) in worst and worst[(t, m)] >= criterion and worst[(t, m)] >= ref[t] - headroom
+               for t in tiles):
+            return m
+    return None
+
+
+def margin_text(margin: int | None, worst: dict[tuple[int, int], float], *, tiles, margins, what: str) -> str:
+    """One sentence for a model card: the margin recorded (or why none), the rule and the figures
+    it was decided on (``worst``: :func:`worst_db`; ``what``: the images and the LR, in words)."""
+    tiles, ref = sorted(tiles), max(margins)
+    per = " / ".join(f"{worst[(t, margin)]:.1f}" for t in tiles) if margin is not None else ""
+    refs = " / ".join(f"{worst[(t, ref)]:.1f}" for t in tiles if (t, ref) in worst)
+    rule = (f"the smallest margin of {', '.join(map(str, sorted(margins)))} whose worst image at tiles "
+            f"{' and '.join(map(str, tiles))} is >= {CRITERION_DB:g} dB of whole-image output and within "
+            f"{HEADROOM_DB:g} dB of margin {ref}'s")
+    if margin is None:
+        return (f"Tiling margin: not recorded -- no margin met the rule ({rule}; margin {ref}: {refs} dB) on {what}; "
+                f"the model runs with hanrt's default margin.")
+    return (f"Tiling margin: **{margin}** input pixels, recorded in every graph (`hanrt info` shows it; `--margin` "
+            f"overrides): {rule} (worst image at margin {margin}: {per} dB; at margin {ref}: {refs} dB), measured "
+            f"with `python -m hanrt_bench.tiling_study --write-margin` on {what}.")
+
+
+def write_margin(model: Path, margin: int, also: list[Path]) -> list[Path]:
+    """Record ``margin`` in ``model`` and in the sibling graphs ``also`` (same source weights,
+    checked first: nothing is written if one differs); return the files written."""
+    from hanrt.errors import ModelError
+    from hanrt.model_info import read_model_info
+    from hanrt_export.metadata import update_model_info
+
+    src = read_model_info(model).source_sha256
+    for g in also:
+        other = read_model_info(g).source_sha256
+        if not src or other != src:
+            raise ModelError(f"--also {str(g)!r} was not exported from the same weights as {str(model)!r} "
+                             f"(source sha256 {other[:16] or 'not recorded'} vs {src[:16] or 'not recorded'}); "
+                             f"its margin must be measured on its own. Nothing was written.")
+    for g in (model, *also):
+        update_model_info(g, margin=margin)
+    return [model, *also]
 
 
 def format_table(rows: dict, tiles=TILES, margins=MARGINS) -> str:
@@ -164,13 +271,34 @@ def _fmt(p: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a :class:`~hanrt.errors.HanrtError` is reported on stderr with its exit code."""
+    from hanrt.errors import HanrtError, exit_code_for
+
+    try:
+        return _main(argv)
+    except HanrtError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exit_code_for(exc)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m hanrt_bench.tiling_study", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="float-I/O .onnx exported by hanrt")
     src.add_argument("--checkpoint", type=Path, help="hanrt/official .pt (exported to ONNX in a temp folder)")
-    ap.add_argument("--photos", default="astronaut,coffee,chelsea,grace_hopper",
+    ap.add_argument("--photos", default=",".join(STUDY_PHOTOS),
                     help="comma-separated E1 names (default: %(default)s)")
+    ap.add_argument("--images", type=Path, metavar="DIR",
+                    help="study the image files in DIR instead of E1 photos (document pages: "
+                         "python -m hanrt_bench.docpages DIR --pages N, then --images DIR/images)")
+    ap.add_argument("--write-margin", action="store_true",
+                    help="record the margin the rule picks (smallest margin whose worst image at every tile is "
+                         f">= {CRITERION_DB:g} dB and within {HEADROOM_DB:g} dB of the largest margin's) in "
+                         "--model's metadata (weights unchanged); refuses when none meets it")
+    ap.add_argument("--also", type=Path, nargs="+", default=[], metavar="GRAPH",
+                    help="with --write-margin: also record it in these graphs exported from the same weights "
+                         "(e.g. the _uint8/_fp16/_int8 siblings)")
     ap.add_argument("--lr-scale", type=int, default=0, help="downscale factor for the LR input (default: the model's scale)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime CPU threads (default 1)")
     ap.add_argument("--tiles", default=",".join(map(str, TILES)))
@@ -180,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
                     "ORT and PyTorch eager (first photo, first tile and margin)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
+    if (a.write_margin or a.also) and not a.model:
+        ap.error("--write-margin records the margin in --model's file; it needs --model, not --checkpoint")
+    if a.also and not a.write_margin:
+        ap.error("--also goes with --write-margin")
+    if a.write_margin and a.throughput:
+        ap.error("--write-margin needs the PSNR table, not --throughput")
     tiles = tuple(int(x) for x in a.tiles.split(","))
     margins = tuple(int(x) for x in a.margins.split(","))
     with tempfile.TemporaryDirectory(prefix="hanrt_study_") as td:
@@ -206,11 +340,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  Upscaler / PyTorch-eager-whole throughput ratio: {r['torch_whole'] / r['upscaler']:.3f}")
             return 0
         t0 = time.perf_counter()
-        rows = run_study(model, names=tuple(a.photos.split(",")), lr_scale=lr_scale, threads=a.threads,
-                         tiles=tiles, margins=margins)
-    print(f"model: {desc}; photos (LR = bicubic_down x{lr_scale}): "
+        images = load_images(a.images, lr_scale) if a.images else None
+        rows = run_study(model, names=tuple(a.photos.split(",")), images=images, lr_scale=lr_scale,
+                         threads=a.threads, tiles=tiles, margins=margins)
+    print(f"model: {desc}; {'images' if a.images else 'photos'} (LR = bicubic_down x{lr_scale}): "
           + ", ".join(f"{n} {h}x{w}" for n, (h, w) in rows["lr_shapes"].items()))
-    print("tiled vs whole-image PSNR (RGB, uint8 outputs; mean over photos by MSE / worst photo), "
+    print("tiled vs whole-image PSNR (RGB, uint8 outputs; mean over images by MSE / worst image), "
           "crop stitching; overhead = (T/(T-2m))^2\n")
     print(format_table(rows, tiles, margins))
     if lr_scale == scale:
@@ -223,6 +358,18 @@ def main(argv: list[str] | None = None) -> int:
         for (t, m), v in sorted(rows["cells"].items()):
             print(f"  T={t} m={m}: time vs whole x{np.mean([x[3] for x in v]):.2f}, tiles {[x[4] for x in v]}")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
+    if a.write_margin:
+        from hanrt.errors import ModelError
+
+        m = choose_margin(worst_db(rows), tiles=tiles, margins=margins)
+        if m is None:
+            raise ModelError(f"no margin studied ({', '.join(map(str, margins))}) keeps the worst image at every tile "
+                             f"({', '.join(map(str, tiles))}) >= {CRITERION_DB:g} dB and within {HEADROOM_DB:g} dB of the "
+                             f"largest margin's; nothing was written. Study larger margins (--margins).")
+        written = write_margin(a.model, m, a.also)
+        print(f"margin {m} (rule: smallest margin with the worst image >= {CRITERION_DB:g} dB and within "
+              f"{HEADROOM_DB:g} dB of margin {max(margins)} at every tile) recorded in: "
+              + ", ".join(str(w) for w in written))
     return 0
 
 

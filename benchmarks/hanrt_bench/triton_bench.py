@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--server", action="append", required=True, help="HOST:PORT (repeat; rows use the first 1..N)")
     p.add_argument("--size", default="192x192", help="HxW of the random photos (default 192x192)")
     p.add_argument("--tile", type=int, default=64)
-    p.add_argument("--margin", type=int, default=8)
+    p.add_argument("--margin", type=int, default=None,
+                   help="tile margin (default: the model's recorded margin, else 8)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the local row (default 1)")
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k in range(1, len(args.server) + 1):
             ups[f"triton x{k}"] = stack.enter_context(Upscaler(model_name_for(path), servers=args.server[:k], **kw))
         tiles = ups["local"].plan(h, w).count * len(images) * args.rounds
+        margin = ups["local"].margin
         for up in ups.values():
             up.upscale(images[0])  # warm-up: sessions, connections, the servers' first batches
         seconds = dict.fromkeys(ups, 0.0)
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"tiles": tiles, "rows": rows}, indent=2))
     else:
-        print(f"{args.rounds} x {len(images)} images {w}x{h}, tile {args.tile}, margin {args.margin}, "
+        print(f"{args.rounds} x {len(images)} images {w}x{h}, tile {args.tile}, margin {margin}, "
               f"batch {args.batch}: {tiles} tiles per row")
         for r in rows:
             if "per" in r:

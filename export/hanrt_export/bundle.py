@@ -6,8 +6,12 @@
   both through the parity-gated exporter;
 - ``hanrt_x4.pt`` (hanrt checkpoint: weights and hyperparameters, loadable with weights_only);
 - ``NOTICE`` (training-photo credits) and ``MODEL_CARD.md`` (data, recipe, steps, wall time, the
-  E1 table measured here — bicubic vs the model, Y-PSNR/SSIM, shave = scale — model size and
-  ONNX Runtime CPU latency per 128x128 tile).
+  E1 table measured here — bicubic vs the model, Y-PSNR/SSIM, shave = scale — model size,
+  ONNX Runtime CPU latency per 128x128 tile, and the tiling margin).
+
+The tiling margin is measured here too (:func:`record_margin`: tiled vs whole-image output on E1
+photos, or on the held-out pages for a document model, by :mod:`hanrt_bench.tiling_study`'s rule)
+and recorded in every graph's description, so the runtime tiles the model with the margin it needs.
 """
 
 from __future__ import annotations
@@ -157,6 +161,25 @@ def _reproduce(stages: list[dict], domain: str = "photo") -> str:
     return ",\n".join(lines)
 
 
+def record_margin(f_float: Path, siblings: list[Path], *, pages: Path | None = None) -> str:
+    """Measure the tiling margin of the freshly exported ``f_float`` (tiled vs whole-image output,
+    :mod:`hanrt_bench.tiling_study`'s rule, on E1 photos -- or on ``pages``' held-out document pages)
+    and record it in ``f_float`` and its ``siblings`` (metadata only). Returns the card's sentence."""
+    from hanrt_bench.tiling_study import (RECORD_LR_SCALE, RECORD_MARGINS, RECORD_TILES, STUDY_PHOTOS, choose_margin,
+                                          load_images, margin_text, run_study, worst_db, write_margin)
+
+    images = load_images(pages / "images", RECORD_LR_SCALE) if pages is not None else None
+    rows = run_study(f_float, names=STUDY_PHOTOS, images=images,
+                     lr_scale=RECORD_LR_SCALE, threads=0, tiles=RECORD_TILES, margins=RECORD_MARGINS)
+    worst = worst_db(rows)
+    margin = choose_margin(worst, tiles=RECORD_TILES, margins=RECORD_MARGINS)
+    if margin is not None:
+        write_margin(f_float, margin, siblings)
+    what = (f"{len(rows['lr_shapes'])} held-out " + ("pages" if pages is not None else "E1 photos")
+            + f", LR by bicubic /{RECORD_LR_SCALE}")
+    return margin_text(margin, worst, tiles=RECORD_TILES, margins=RECORD_MARGINS, what=what)
+
+
 def _table(rows: list[dict]) -> str:
     out = ["| image | size (HR) | bicubic PSNR / SSIM | hanrt PSNR / SSIM | gain (dB) |",
            "| --- | --- | --- | --- | --- |"]
@@ -291,6 +314,8 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
         extra_files = (f", `{name}_fp16.onnx` (FP16 mixed precision: layer attention and pools FP32) and "
                        f"`{name}_int8.onnx` (INT8 Q/DQ), both calibrated on crops of the training "
                        f"{'pages' if domain == 'document' else 'photos'}")
+    margin_line = record_margin(f_float, [f_u8, *(dest / f"{name}_{p}.onnx" for p in ("fp16", "int8") if calib)],
+                                pages=Path(pages) if domain == "document" and pages else None)
     rows = evaluate_e1(f_u8, cfg.scale)
     lat = tile_latency_ms(f_float)
     n_params = sum(p.numel() for p in ck.model.parameters())
@@ -355,6 +380,9 @@ x{cfg.scale}, LR by Pillow bicubic, whole-image inference (ONNX Runtime CPU, uin
 **{mean_gain:+.2f} dB**.
 
 {_table(rows)}
+
+## Tiling margin
+{margin_line}
 
 ## Speed
 ONNX Runtime {__import__('onnxruntime').__version__} CPU, one 128x128 input tile (512x512 output),

@@ -41,6 +41,7 @@ from hanrt.tiling import legal_tile
 
 from . import __version__
 from .han import HAN
+from .metadata import set_model_info_props
 from .models import LoadedModel, for_export, han_loaded
 
 log = logging.getLogger(__name__)
@@ -349,12 +350,6 @@ def trt_lint_gate(path: str | os.PathLike, info: ModelInfo, *, options: ExportOp
 
 
 def _set_metadata(m, info: ModelInfo) -> None:
-    props = info.metadata_props()
-    keep = [p for p in m.metadata_props if p.key not in props]
-    del m.metadata_props[:]
-    for p in keep:
-        m.metadata_props.add(key=p.key, value=p.value)
-    for k, v in props.items():
-        m.metadata_props.add(key=k, value=v)
+    set_model_info_props(m, info)
     m.producer_name = "hanrt"
     m.producer_version = info.hanrt_version

@@ -28,10 +28,18 @@ __all__ = [
     "read_model_info",
     "IOKind",
     "Precision",
+    "DEFAULT_MARGIN",
+    "MarginSource",
+    "resolve_margin",
+    "describe_margin",
 ]
 
 METADATA_KEY = "hanrt.model_info"
 SCHEMA_VERSION = 1
+
+#: The tiling context margin (input pixels) for a model with no measured margin recorded: safe
+#: headroom for deeper models than the bundled ones (full-size HAN could not be measured here).
+DEFAULT_MARGIN = 8
 
 IOKind = Literal["float", "uint8"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -66,6 +74,12 @@ class ModelInfo:
       on the graph it wrote): ``True`` no rule fired, ``False`` the graph is knowingly not
       TensorRT-buildable (``trt_lint`` says why), ``None`` not checked (older graphs, engines).
       The lint checks TensorRT 10.3's documented limits; it is not a build.
+    - ``margin``: the tiling context margin (input pixels cropped on every interior tile side) this
+      model was *measured* to need: the smallest margin whose tiled output stays within the
+      criterion of whole-image output (the benchmarks' ``tiling_study --write-margin`` states the rule
+      and writes it). ``None``: not measured (older files, freshly exported graphs, engines built
+      from them); the runtime then uses its safe default
+      (:data:`hanrt.upscaler.DEFAULT_MARGIN`). An explicit margin always wins over both.
     """
 
     scale: int
@@ -91,6 +105,7 @@ class ModelInfo:
     network_range: tuple[float, float] | None = None
     fixed_tile: int = 0
     max_batch: int = 0
+    margin: int | None = None
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -147,6 +162,10 @@ class ModelInfo:
         if int(self.min_tile) < 1 or int(self.tile_multiple) < 1:
             raise ModelError(f"{source}: min_tile and tile_multiple must be >= 1, found {self.min_tile} and "
                              f"{self.tile_multiple}.")
+        if self.margin is not None and (isinstance(self.margin, bool) or not isinstance(self.margin, int)
+                                        or self.margin < 0):
+            raise ModelError(f"{source}: margin must be a whole number of pixels >= 0 or null (not measured), "
+                             f"found {self.margin!r}.")
 
     def metadata_props(self) -> dict[str, str]:
         """Key/value pairs to store in an ONNX file's ``metadata_props``."""
@@ -158,10 +177,34 @@ class ModelInfo:
             "hanrt.layout": self.layout,
             "hanrt.precision": self.precision,
             "hanrt.value_range": f"{self.value_range[0]:g}..{self.value_range[1]:g}",
+            "hanrt.margin": "not measured" if self.margin is None else str(self.margin),
         }
 
     def with_(self, **changes: Any) -> "ModelInfo":
         return replace(self, **changes)
+
+
+#: Where an Upscaler's margin came from: ``"explicit"`` (asked for), ``"model"`` (measured, recorded
+#: in the model's description) or ``"default"`` (:data:`DEFAULT_MARGIN`: not measured for this model).
+MarginSource = Literal["explicit", "model", "default"]
+
+
+def resolve_margin(margin: int | None, info: ModelInfo) -> tuple[int, MarginSource]:
+    """The context margin (input pixels) to tile ``info``'s model with, and where it came from:
+    an explicit ``margin`` (not ``None``) > the margin recorded in the model (``info.margin``,
+    measured) > :data:`DEFAULT_MARGIN`."""
+    if margin is not None:
+        return int(margin), "explicit"
+    if info.margin is not None:
+        return int(info.margin), "model"
+    return DEFAULT_MARGIN, "default"
+
+
+def describe_margin(margin: int, source: MarginSource) -> str:
+    """``"4 (measured, recorded in the model)"``-style text for logs, ``hanrt info`` and benchmarks."""
+    return f"{margin} (" + {"explicit": "asked for",
+                           "model": "measured, recorded in the model",
+                           "default": "default: not measured for this model"}[source] + ")"
 
 
 # --- ONNX metadata without onnx -------------------------------------------------------------

@@ -342,24 +342,27 @@ class TileCost:
 
 
 #: ONNX Runtime's CPU provider running the bundled HAN (2x8x32) with hanrt's session options
-#: (2 threads, no spinning, arena on, memory patterns off), 2-core AMD EPYC shared with other jobs.
-#: **Time per pixel: flat.** the benchmarks' ``tile_cost --sides 64 ... 512 --repeats 7``, three
-#: runs at load average 5-6: the median time per input pixel of the sides from 64 to 512 lay between
-#: 10.6 and 18.4 us; 96 was the cheapest side in every run and 160 and up 1.1-1.25x dearer, but one
-#: run's figures were 1.4x another's. With margin 8 the small windows' extra margins cancel that:
-#: with those medians as the table, the plans chosen (4x 136x136 at 256x256, 54 windows at
-#: 1000x750) are predicted within 1% of the plans with the largest windows. (The *minimum* of N runs
-#: favours small tiles under load, 1.4-1.7x: a short run more often fits between other processes'
-#: bursts; the earlier table built on minima preferred 192 at one load.) With a flat cost the planner
-#: computes the fewest pixels and runs the fewest tiles: the largest windows the memory
-#: allows. **Memory:** ORT's working memory grows with the window, 8.4-8.8 kB per input pixel at
+#: (2 threads, no spinning, arena on, memory patterns off), 2-core AMD EPYC. **Time per pixel**
+#: (the benchmarks' ``tile_cost --sides 64 96 128 160 192 256 320 384 512 --repeats 7``) on a
+#: *quiet* machine (load average 0.2-1.3): the points are that run's medians in microseconds per
+#: input pixel. 64-96 are the cheapest sides, 160 and up 1.07-1.18x dearer per pixel -- not flat.
+#: 320 is left out: its median (6.07 us) was an outlier of that run (its minimum, 4.76 us, lies
+#: with its neighbours'), and interpolating between 256 and 384 gives ~5.15 us. A second run a
+#: minute later, with another job starting (load 2.2), was ~1.7x slower throughout but had the same
+#: shape (96 cheapest; 160 and up 1.11-1.24x dearer). Three earlier runs under heavy load (load
+#: average 5-6) looked flat within their noise (one run's figures 1.4x another's). The planner
+#: weighs this curve against the margins' extra pixels (which the model's recorded margin keeps
+#: small: :attr:`hanrt.model_info.ModelInfo.margin`) within the memory budget.
+#: **Memory:** ORT's working memory grows with the window, 8.4-8.8 kB per input pixel at
 #: 128, 256 and 512 (137, 535 and 2122 MiB; 7.0 kB at 160-384; ``--rss``); ``bytes_per_pixel`` is
 #: 8800. ``memory_budget``: the windows plus the 8-bit RGB input and output images; 316 MB leaves
 #: a 2000x1500 input (output 144 MB) windows of 136x136 pixels (``max_pixels``, the floor; measured:
 #: peak RSS = output + 294 MB), a 256x256 input windows up to 35,500 pixels (a 1x2 grid of 256x136).
-CPU_TILE_COST = TileCost(points=((64, 12.0), (512, 12.0)), max_pixels=136 * 136, bytes_per_pixel=8800.0,
-                         memory_budget=316_000_000,
-                         source="measured: ort-cpu, bundled model, 2 threads, no spinning; flat within noise")
+CPU_TILE_COST = TileCost(points=((64, 4.65), (96, 4.43), (128, 4.81), (160, 4.97), (192, 4.82), (256, 5.12),
+                                 (384, 5.19), (512, 5.24)),
+                         max_pixels=136 * 136, bytes_per_pixel=8800.0, memory_budget=316_000_000,
+                         source="measured: ort-cpu, bundled model, 2 threads, no spinning, quiet machine "
+                                "(tile_cost medians)")
 
 #: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
 #: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.

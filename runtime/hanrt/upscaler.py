@@ -66,26 +66,25 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .backends import Backend, get_spec, open_backend, remote_backend
-from .backends.tensorrt.profiles import plan_for_profiles  # noqa: F401 (re-exported: hanrt.upscaler's API)
 from .errors import InputError, ModelError, UsageError
-from .model_info import ModelInfo
+from .model_info import DEFAULT_MARGIN, MarginSource, ModelInfo, describe_margin, resolve_margin
 from .models import BUNDLED, bundled_dir, resolve_model
 from .tiling import (CPU_TILE_COST, TileCost, TilePlan, describe, extract_tile, grid_for_tile, legal_tile,
                      place_tile, plan_auto, plan_grid, plan_tiles)
 
 __all__ = ["Upscaler", "UpscaleJob", "AUTO", "ENGINE_TILE", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
-           "STAGES"]
+           "STAGES", "resolve_margin", "describe_margin", "MarginSource"]
 
 log = logging.getLogger(__name__)
 
-#: Default tiling and margin, chosen by measurement. Margin (the benchmarks' ``tiling_study
-#: --model hanrt_x4.onnx --lr-scale 2 --tiles 64,128 --margins 0,2,4,6,8,12``, bundled HAN 2x8x32,
-#: exact grids, 4 E1 photos): tiled vs whole-image output is >= 50 dB on every photo from margin 2
-#: (53.4 dB worst at tile 64, 56.0 at 128); margin 4: 53.9 / 57.0; margin 8: 54.2 / 57.5. Margin 8
-#: stays the default as headroom for deeper models (full-size HAN could not be measured with trained
-#: weights here); ``margin=4`` is enough for the bundled model and computes ~11% fewer pixels.
+#: Default tiling and margin. The margin is a measured property of each model: an explicit margin
+#: (``Upscaler(margin=N)``, ``--margin N``) wins; else the margin recorded in the model's description
+#: (:attr:`hanrt.model_info.ModelInfo.margin`, written by the benchmarks' ``tiling_study
+#: --write-margin``, which states the rule); else :data:`DEFAULT_MARGIN` (:func:`resolve_margin`).
+#: 8 is the safe default for a model nobody measured (e.g. full-size HAN: no trained weights here to
+#: measure it with); the bundled models record their own (README, "Tiling"). Both live in
+#: :mod:`hanrt.model_info` and are re-exported here.
 DEFAULT_TILE = "auto"
-DEFAULT_MARGIN = 8
 #: ``tile="auto"``: on backends that take any shape, an exact grid at the backend's cheapest tile
 #: size (:func:`hanrt.tiling.plan_auto`); on engines with optimization profiles, :data:`ENGINE_TILE`
 #: clamped into the profiles (:func:`plan_for_profiles`).
@@ -94,6 +93,17 @@ ENGINE_TILE = 128
 DEFAULT_MODEL = "hanrt_x4.onnx"
 
 Progress = Callable[[int, int], None]
+
+
+def __getattr__(name: str):
+    """``plan_for_profiles`` is re-exported here (hanrt.upscaler's API) but imported on first use
+    (PEP 562), so a CPU run does not import the TensorRT profile code at start-up."""
+    if name == "plan_for_profiles":
+        from .backends.tensorrt.profiles import plan_for_profiles
+
+        return plan_for_profiles
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The stages ``Upscaler.upscale(..., timings=d)`` reports, in pipeline order (module docstring).
 STAGES = ("prepare", "gather", "compute", "stitch", "finish")
@@ -143,7 +153,9 @@ class Upscaler:
     ``tile``: network input side in pixels, margin included (``None``/``0`` or at least the image:
     whole-image inference; with an engine it is clamped into the shapes the engine was built for,
     see :func:`plan_for_profiles`).
-    ``margin``: context pixels cropped on every interior tile side.
+    ``margin``: context pixels cropped on every interior tile side; ``None`` (the default): the
+    margin measured for this model and recorded in it (:attr:`ModelInfo.margin`), else
+    :data:`DEFAULT_MARGIN` (:func:`resolve_margin`; :attr:`margin_source` says which was used).
     ``batch``: tiles per backend call. ``slots``: buffer sets in flight (async backends); with a
     TensorRT engine each is one execution context, all sharing the engine's profile for the tile.
     ``servers``: Triton servers (``HOST:PORT``, ``grpc://HOST:PORT``) for ``backend="triton"`` (implied
@@ -156,7 +168,7 @@ class Upscaler:
         *,
         backend: str = "auto",
         tile: int | str | None = DEFAULT_TILE,
-        margin: int = DEFAULT_MARGIN,
+        margin: int | None = None,
         batch: int = 1,
         slots: int = 2,
         threads: int = 0,
@@ -174,9 +186,9 @@ class Upscaler:
                 raise UsageError(f"tile must be a number of pixels, 0 (whole image) or {AUTO!r}, got {tile!r}.")
         elif tile is not None and tile < 0:
             raise UsageError(f"tile must be >= 0 (0: whole image), got {tile}.")
-        if margin < 0:
+        if margin is not None and margin < 0:
             raise UsageError(f"margin must be >= 0, got {margin}.")
-        if isinstance(tile, int) and tile and 2 * margin >= tile:
+        if margin is not None and isinstance(tile, int) and tile and 2 * margin >= tile:
             raise UsageError(f"margin {margin} leaves no core in a {tile}-pixel tile (need 2*margin < tile).")
         if batch < 1 or slots < 1:
             raise UsageError(f"batch and slots must be >= 1, got batch {batch}, slots {slots}.")
@@ -199,7 +211,14 @@ class Upscaler:
             self._owns = True
             self.model_path = path
         self.tile: int | str | None = tile or None
-        self.margin = margin
+        self.margin, self.margin_source = resolve_margin(margin, self._backend.info)
+        log.debug("tiling margin %s", describe_margin(self.margin, self.margin_source))
+        if margin is None and isinstance(tile, int) and tile and 2 * self.margin >= tile:
+            if self._owns:
+                self._backend.close()
+            raise UsageError(f"margin {describe_margin(self.margin, self.margin_source)} leaves no "
+                             f"core in a {tile}-pixel tile (need 2*margin < tile): use a larger --tile or pass "
+                             f"--margin.")
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
         if self._backend.info.max_batch:  # a graph right only for this many tiles per call (ModelInfo)
             self.batch = min(self.batch, self._backend.info.max_batch)

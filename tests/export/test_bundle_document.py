@@ -38,6 +38,16 @@ def test_bundle_a_document_model(tmp_path, tiny_han):
     assert "## Binarization of held-out generated pages" in card and "| document x4 | Otsu |" in card
     assert "Training used 1 pages, seeds 3..3" in card and "-> **fp32**" in card
     assert "no real scanned or historical pages" in card
+    # the tiling margin was measured on the held-out pages and recorded in both graphs (or, if no
+    # margin met the rule, the card says so and the graphs keep "not measured")
+    from hanrt.model_info import read_model_info
+
+    line = next(x for x in card.splitlines() if x.startswith("Tiling margin:"))
+    recorded = {read_model_info(dest / f).margin for f in ("doc_x4.onnx", "doc_x4_uint8.onnx")}
+    assert len(recorded) == 1
+    m = recorded.pop()
+    assert (f"**{m}** input pixels" in line) if m is not None else ("not recorded" in line)
+    assert "1 held-out pages, LR by bicubic /2" in line
     notice = (dest / "NOTICE_document").read_text()
     assert "fonts-dejavu-core" in notice and "Aitzol Berasategi" in notice  # fonts and the parent's photos
     res = json.loads((dest / "document_results.json").read_text())

@@ -16,11 +16,12 @@ import os
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..backends import BACKENDS
+from ..model_info import DEFAULT_MARGIN
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..upscaler import Upscaler
 
-__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "add_model_options", "triton_servers", "upscaler_from_args",
+__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "MARGIN_HELP", "add_model_options", "triton_servers", "upscaler_from_args",
            "validate_model_options", "max_threads"]
 
 #: ``--threads`` may ask for at most this many threads per CPU the process may use.
@@ -52,6 +53,10 @@ MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "server": (("--server",), {"action": "append", "default": None}),
 }
 
+#: Help text of ``--margin`` (the same in every command that takes the model options).
+MARGIN_HELP = ("context pixels around each tile, cropped after upscaling (default: the margin measured for the "
+               f"model and recorded in it -- hanrt info MODEL shows it -- else {DEFAULT_MARGIN})")
+
 #: Help text of ``--server`` (the same in every command that takes the model options).
 SERVER_HELP = ("Triton server HOST:PORT (HTTP; grpc://HOST:PORT for gRPC) for --backend triton (implied); "
                "repeat for several: batches are spread and a failing server's batch goes to another")
@@ -66,7 +71,7 @@ def add_model_options(
     """Declare every option of :data:`MODEL_OPTIONS` on ``p`` (a parser or an argument group), in
     that order. ``help``: the help text of each option (all of them); ``metavar``: the options
     that show a metavar other than argparse's default (the upper-case name)."""
-    help = {"server": SERVER_HELP, **help}
+    help = {"server": SERVER_HELP, "margin": MARGIN_HELP, **help}
     missing = sorted(set(MODEL_OPTIONS) - set(help))
     if missing:
         raise ValueError(f"add_model_options: no help text for {missing}")
@@ -134,11 +139,12 @@ def validate_model_options(args: argparse.Namespace) -> None:
 def upscaler_from_args(args: argparse.Namespace) -> Upscaler:
     """An :class:`~hanrt.upscaler.Upscaler` from the options :func:`add_model_options` declares.
 
-    ``--tile``/``--margin`` left out take the Upscaler's defaults (``DEFAULT_TILE``,
-    ``DEFAULT_MARGIN``); ``--tile 0`` is whole-image inference. An option missing from ``args``
+    ``--tile`` left out takes the Upscaler's default (``DEFAULT_TILE``); ``--margin`` left out takes
+    the margin measured for the model and recorded in it, else ``DEFAULT_MARGIN``
+    (:func:`hanrt.model_info.resolve_margin`); ``--tile 0`` is whole-image inference. An option missing from ``args``
     takes its default from :data:`MODEL_OPTIONS`.
     """
-    from ..upscaler import DEFAULT_MARGIN, DEFAULT_TILE, Upscaler
+    from ..upscaler import DEFAULT_TILE, Upscaler
 
     def opt(dest: str) -> Any:
         flags, kw = MODEL_OPTIONS[dest]
@@ -147,6 +153,6 @@ def upscaler_from_args(args: argparse.Namespace) -> Upscaler:
     tile, margin = opt("tile"), opt("margin")
     return Upscaler(opt("model"), backend=opt("backend"),
                     tile=DEFAULT_TILE if tile is None else tile,
-                    margin=DEFAULT_MARGIN if margin is None else margin,
+                    margin=margin,
                     batch=opt("batch"), threads=opt("threads"), device_id=opt("device"), fp16=opt("fp16"),
                     servers=tuple(opt("server") or ()))

@@ -71,6 +71,8 @@ def describe(path: str) -> dict:
 
 
 def format_text(d: dict) -> str:
+    from ..model_info import ModelInfo, describe_margin, resolve_margin
+
     mi = d["model_info"]
     hp = mi.get("hyperparameters") or {}
     lines = [f"{d['file']}: {'ONNX graph' if d['kind'] == 'onnx' else 'TensorRT engine'}"]
@@ -89,6 +91,8 @@ def format_text(d: dict) -> str:
                  + (f" (the network computes in {mi['network_range'][0]:g}..{mi['network_range'][1]:g}; the graph "
                     f"scales)" if mi.get("network_range") and list(mi["network_range"]) != [lo, hi] else ""))
     lines.append(f"  precision    {mi.get('precision', 'fp32')}")
+    lines.append(f"  margin       {describe_margin(*resolve_margin(None, ModelInfo.from_json(json.dumps(mi))))}"
+                 "; tiling context, --margin overrides")
     fp32 = mi.get("fp32_nodes") or []
     if mi.get("precision", "fp32") != "fp32":
         lines.append(f"  kept FP32    {len(fp32)} node(s)" + (":" if fp32 else ""))

@@ -41,7 +41,6 @@ MODEL_HELP = {
     "model": "model: .onnx graph, .plan engine or .pt checkpoint or a bundled model: photo (default), document",
     "backend": "backend (default auto)",
     "tile": "tile side in input pixels, margin included (0: whole frame; default: the Upscaler's)",
-    "margin": "tile context margin in pixels (default: the Upscaler's)",
     "batch": "tiles per backend call (default 1)",
     "threads": "CPU threads for the backend (0: its default)",
     "device": "CUDA device (GPU backends; default 0)",

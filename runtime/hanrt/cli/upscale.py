@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..io.images import IMAGE_SUFFIXES, list_images  # tier 0 (numpy; Pillow only when reading or writing)
-from ..io.video import VIDEO_SUFFIXES  # PyAV is imported only when a video is opened
+from ..io.kinds import VIDEO_SUFFIXES  # hanrt.io.video (and PyAV) only when a video is opened
 from . import Command
 from ._common import add_model_options, upscaler_from_args
 
@@ -41,7 +41,8 @@ examples:
 --tile auto (the default) covers each image with an exact grid of tiles at the backend's fastest
 size within its memory budget; --tile N asks for tiles of at most N pixels a side, margin
 included; a tile at least as large as the image (or --tile 0) runs the whole image at once (more
-memory, no seams).
+memory, no seams). The margin (context around each tile) is the one measured for the model and
+recorded in it (hanrt info MODEL shows it), else 8; --margin N overrides both.
 """
 
 
@@ -50,7 +51,6 @@ MODEL_HELP = {
     "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
     "tile": "largest tile side in input pixels incl. margin (default auto: an exact grid at the backend's "
             "fastest tile size; 0 or >= image: whole image)",
-    "margin": "context pixels around each tile, cropped after upscaling (default 8)",
     "batch": "tiles per backend call (default 1)",
     "threads": "CPU threads for CPU backends (default 0: all; at most 4 x the CPUs)",
     "device": "CUDA device (GPU backends; default 0)",

@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import InputError, OutputError, UsageError, require
 from .atomic import check_output_path, new_temp, publish
 from .frames import Frame, RetryPolicy, SourceStats, as_rgb_uint8, reopen_with_backoff
+from .kinds import VIDEO_SUFFIXES
 
 __all__ = [
     "VideoSource",
@@ -58,10 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
-     ".mpg", ".mpeg", ".3gp", ".ogv", ".y4m", ".gif"}
-)
 _LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "tcp://", "srt://", "rtp://")
 _NET_SCHEMES = _LIVE_SCHEMES + ("http://", "https://")
 # FFmpeg's network I/O timeout, in microseconds, so a dead stream does not block forever.
