@@ -17,10 +17,20 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["available_memory", "activation_bytes_per_pixel", "estimate_run_bytes", "check_memory", "fmt_bytes"]
+__all__ = ["available_memory", "activation_bytes_per_pixel", "estimate_run_bytes", "check_memory", "fmt_bytes",
+           "whole_image_allowance", "WHOLE_IMAGE_MAX_BYTES", "WHOLE_IMAGE_FRACTION"]
 
 #: Features assumed when a model does not record ``n_feats`` (the official HAN's 64).
 DEFAULT_FEATS = 64
+
+#: ``tile="auto"`` on the CPU runs an image whole (one window: exact output, no seams, and measured
+#: as fast as or faster than any tiling up to 512x384, README "Tiling") when the whole run's estimate
+#: (:func:`estimate_run_bytes`) is at most :func:`whole_image_allowance`: this many bytes ...
+WHOLE_IMAGE_MAX_BYTES = 2_000_000_000
+#: ... and at most this share of the memory available to the process (:func:`available_memory`), so
+#: a small board with little free memory tiles sooner. Larger images are tiled within the tile
+#: planner's own budget (:data:`hanrt.tiling.CPU_TILE_COST`), whatever the machine.
+WHOLE_IMAGE_FRACTION = 0.25
 
 
 def _read_int(path: str) -> int | None:
@@ -81,6 +91,17 @@ def estimate_run_bytes(model_info: Any, *, height: int, width: int, channels: in
     images = frames * height * width * max(1, channels) * itemsize * (1 + s * s)
     act = batch * tile_h * tile_w * activation_bytes_per_pixel(model_info) if on_host else 0
     return images + act
+
+
+def whole_image_allowance(available: tuple[int, str] | None = None) -> int:
+    """Bytes a whole-image run may take under ``tile="auto"``: the smaller of
+    :data:`WHOLE_IMAGE_MAX_BYTES` and :data:`WHOLE_IMAGE_FRACTION` of the available memory
+    (:func:`available_memory` unless given); 0 where the available memory cannot be read (the
+    planner then tiles within its own budget)."""
+    avail = available if available is not None else available_memory()
+    if avail is None:
+        return 0
+    return int(min(WHOLE_IMAGE_MAX_BYTES, WHOLE_IMAGE_FRACTION * avail[0]))
 
 
 def fmt_bytes(n: float) -> str:

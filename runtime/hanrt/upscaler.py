@@ -297,11 +297,31 @@ class Upscaler:
         elif tile is None:
             plan = plan_grid(height, width, rows=1, cols=1, margin=0, scale=info.scale)
         elif tile == AUTO:
-            plan = plan_auto(height, width, margin=self.margin, scale=info.scale, cost=self._cost())
+            cost = self._cost()
+            if self._whole_fits(height, width, cost):
+                plan = plan_grid(height, width, rows=1, cols=1, margin=0, scale=info.scale)
+            else:
+                plan = plan_auto(height, width, margin=self.margin, scale=info.scale, cost=cost)
         else:  # an asked tile side: the fewest tiles of an exact grid whose windows fit it
             plan = plan_grid(height, width, rows=grid_for_tile(height, tile, self.margin),
                              cols=grid_for_tile(width, tile, self.margin), margin=self.margin, scale=info.scale)
         return plan, min(self.batch, plan.count), 1
+
+    def _whole_fits(self, height: int, width: int, cost: TileCost) -> bool:
+        """``tile="auto"`` with a host-memory cost table (the CPU's): run the image whole when the
+        whole run's estimate fits :func:`hanrt.resources.whole_image_allowance` (the whole image was
+        measured as fast as or faster than every tiling where it fits; README "Tiling")."""
+        if not cost.memory_budget:
+            return False
+        from .resources import estimate_run_bytes, fmt_bytes, whole_image_allowance
+
+        need = estimate_run_bytes(self._backend.info, height=height, width=width, channels=3, itemsize=1,
+                                  tile_h=height, tile_w=width, batch=1)
+        allowance = whole_image_allowance()
+        fits = need <= allowance
+        log.debug("tile auto, %dx%d: whole image needs ~%s, allowance %s -> %s", width, height, fmt_bytes(need),
+                  fmt_bytes(allowance), "whole" if fits else "exact grid")
+        return fits
 
     def _cost(self) -> TileCost:
         """The backend's measured tile cost table, or the CPU table (:data:`hanrt.tiling.CPU_TILE_COST`)."""

@@ -131,3 +131,33 @@ def test_exact_grid_is_exact_for_a_local_operator(tile, batch):
     plan = up.plan(77, 101)
     assert plan.count > 1 and len(plan.shapes) > 1
     np.testing.assert_array_equal(up.upscale(img), whole)
+
+
+def test_whole_image_allowance_is_capped_and_a_share_of_what_is_available():
+    from hanrt import resources
+
+    assert resources.whole_image_allowance((40_000_000_000, "test")) == resources.WHOLE_IMAGE_MAX_BYTES
+    assert resources.whole_image_allowance((2_000_000_000, "test")) == int(2_000_000_000 * resources.WHOLE_IMAGE_FRACTION)
+    assert resources.whole_image_allowance((0, "test")) == 0
+
+
+@pytest.mark.parametrize("available, whole", [(20_000_000_000, True), (2_000_000_000, False)])
+def test_auto_runs_whole_when_the_whole_image_fits_the_allowance(monkeypatch, available, whole):
+    """tile="auto" on the CPU: 512x384 (about 1.75 GB estimated for the bundled model) runs whole
+    where a quarter of the available memory holds it, and as an exact grid within the planner's
+    budget where it does not; a size past the cap (1000x750) is always tiled."""
+    from hanrt import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: (available, "test"))
+    up = Upscaler("photo", backend="ort-cpu")
+    try:
+        plan = up.plan(384, 512)
+        assert plan.whole_image is whole
+        if not whole:
+            allowed = up._cost().window_pixels(384, 512, 4)
+            assert all(h * w <= allowed for h, w in plan.shapes)
+        assert not up.plan(750, 1000).whole_image
+        up.tile_cost = TileCost(points=((64, 1.0), (512, 1.0)), max_pixels=64 * 64)  # no host-memory budget
+        assert not up.plan(384, 512).whole_image  # backends without a memory budget plan by their table
+    finally:
+        up.close()
