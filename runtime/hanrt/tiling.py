@@ -342,27 +342,25 @@ class TileCost:
 
 
 #: ONNX Runtime's CPU provider running the bundled HAN (2x8x32) with hanrt's session options
-#: (2 threads, no spinning, arena on, memory patterns off), 2-core AMD EPYC. **Time per pixel**
-#: (the benchmarks' ``tile_cost --sides 64 96 128 160 192 256 320 384 512 --repeats 7``) on a
-#: *quiet* machine (load average 0.2-1.3): the points are that run's medians in microseconds per
-#: input pixel. 64-96 are the cheapest sides, 160 and up 1.07-1.18x dearer per pixel -- not flat.
-#: 320 is left out: its median (6.07 us) was an outlier of that run (its minimum, 4.76 us, lies
-#: with its neighbours'), and interpolating between 256 and 384 gives ~5.15 us. A second run a
-#: minute later, with another job starting (load 2.2), was ~1.7x slower throughout but had the same
-#: shape (96 cheapest; 160 and up 1.11-1.24x dearer). Three earlier runs under heavy load (load
-#: average 5-6) looked flat within their noise (one run's figures 1.4x another's). The planner
-#: weighs this curve against the margins' extra pixels (which the model's recorded margin keeps
-#: small: :attr:`hanrt.model_info.ModelInfo.margin`) within the memory budget.
-#: **Memory:** ORT's working memory grows with the window, 8.4-8.8 kB per input pixel at
-#: 128, 256 and 512 (137, 535 and 2122 MiB; 7.0 kB at 160-384; ``--rss``); ``bytes_per_pixel`` is
-#: 8800. ``memory_budget``: the windows plus the 8-bit RGB input and output images; 316 MB leaves
-#: a 2000x1500 input (output 144 MB) windows of 136x136 pixels (``max_pixels``, the floor; measured:
-#: peak RSS = output + 294 MB), a 256x256 input windows up to 35,500 pixels (a 1x2 grid of 256x136).
-CPU_TILE_COST = TileCost(points=((64, 4.65), (96, 4.43), (128, 4.81), (160, 4.97), (192, 4.82), (256, 5.12),
-                                 (384, 5.19), (512, 5.24)),
-                         max_pixels=136 * 136, bytes_per_pixel=8800.0, memory_budget=316_000_000,
-                         source="measured: ort-cpu, bundled model, 2 threads, no spinning, quiet machine "
-                                "(tile_cost medians)")
+#: (2 threads, no spinning, arena on, memory patterns off), 2-core AMD EPYC. **Time per pixel: flat.**
+#: Single tiles in a loop (the benchmarks' ``tile_cost --sides 64 96 128 160 192 256 320 384 512
+#: --repeats 7``) on a quiet machine put 64-96 first, 160 and up 1.07-1.18x dearer per pixel (README
+#: "Tiling"); but planned with that curve, the Upscaler ran 2-4% *slower* than with a flat table in a
+#: quiet interleaved A/B (5 repeats each: 256x256 0.373 vs 0.363 s, 512x384 1.131 vs 1.089 s,
+#: 1000x750 4.417 vs 4.299 s; a 3-repeat run at 1000x750 had it the other way, 4.154 vs 4.292 s, and
+#: under load the curve won by 5-7%): whole frames of small windows do not keep the single-tile
+#: loop's advantage. With a flat table the planner computes the fewest pixels -- the largest windows
+#: the memory allows -- which is what the measurements reward within their noise. (The Upscaler runs
+#: images that fit its whole-image allowance whole, :func:`hanrt.resources.whole_image_allowance`:
+#: fastest of all where it fits.) **Memory:** ORT's working memory grows with the window, 8.4-8.8 kB
+#: per input pixel at 128, 256 and 512 (137, 535 and 2122 MiB; 7.0 kB at 160-384; ``--rss``);
+#: ``bytes_per_pixel`` is 8800. ``memory_budget``: the windows plus the 8-bit RGB input and output
+#: images; 316 MB leaves a 2000x1500 input (output 144 MB) windows of 136x136 pixels (``max_pixels``,
+#: the floor; measured: peak RSS = output + 294 MB), a 1000x750 input windows up to ~32,000 pixels.
+CPU_TILE_COST = TileCost(points=((64, 5.0), (512, 5.0)), max_pixels=136 * 136, bytes_per_pixel=8800.0,
+                         memory_budget=316_000_000,
+                         source="measured: ort-cpu, bundled model, 2 threads, no spinning; flat within noise "
+                                "(Upscaler A/B, quiet machine)")
 
 #: GPU providers (ONNX Runtime CUDA, PyTorch CUDA): **not measured** (no GPU on the development
 #: machine). Per-pixel time falls with the tile until the GPU is full, so large tiles are preferred.
