@@ -15,10 +15,11 @@ and written into it one batch at a time, so peak memory is the input, the output
 tiles -- never a full-size float copy.
 
 **Tiling** (``tile="auto"``, the default): on backends that take any shape (ONNX Runtime,
-PyTorch) each image gets an exact grid of tiles -- cores differing by at most a pixel, margins only
-towards neighbours, nothing padded -- at the window size the backend's measured cost table
-(:data:`hanrt.tiling.CPU_TILE_COST`) predicts fastest within its memory budget; a small image runs
-whole. A number is the largest tile side (the fewest grid tiles that fit it); ``0`` the whole image.
+PyTorch) an image whose whole run fits :func:`hanrt.resources.whole_image_allowance` runs whole
+(CPU backends: measured fastest where it fits, and exact); a larger one gets an exact grid of tiles
+-- cores differing by at most a pixel, margins only towards neighbours, nothing padded -- at the
+window size the backend's cost table (:data:`hanrt.tiling.CPU_TILE_COST`) predicts fastest within
+its memory budget. A number is the largest tile side (the fewest grid tiles that fit it); ``0`` the whole image.
 Engines with optimization profiles (TensorRT) tile within their shapes (:func:`plan_for_profiles`).
 
 **Frames in flight**: :meth:`Upscaler.submit` queues an image and returns a handle at once;
