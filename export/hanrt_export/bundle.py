@@ -260,14 +260,51 @@ pseudo-F-measure in %, DRD lower is better.
     return data, sec, {"summary": summ, "pages": len(ps)}
 
 
+def _training_files(folder: Path) -> dict[str, list[Path]]:
+    """The images under a ``--fetch-data`` layout (or a subset of it), by kind (subfolder; files
+    directly in ``folder`` count as photos)."""
+    from .train import find_images
+
+    out: dict[str, list[Path]] = {k: [] for k in ("photos", "lineart", "screens")}
+    for p in find_images(folder):
+        rel = p.relative_to(folder).parts
+        out[rel[0] if len(rel) > 1 and rel[0] in out else "photos"].append(p)
+    return out
+
+
+def _data_counts(used: dict[str, list[Path]] | None) -> dict[str, str]:
+    """Card text per kind: the whole fetched set (``used`` None), or the files and megapixels of
+    the folder trained on, with how many of the set were left out (held out for evaluation)."""
+    from PIL import Image
+
+    full = {"photos": len(PHOTO_FILES), "lineart": len(LINE_ART), "screens": len(SCREENS)}
+    if used is None:
+        return {**{k: str(v) for k, v in full.items()}, "note": ""}
+    out: dict[str, str] = {}
+    left = []
+    for kind, files in used.items():
+        mp = 0.0
+        for p in files:
+            with Image.open(p) as im:
+                mp += im.width * im.height / 1e6
+        out[kind] = f"{len(files)} ({mp:.1f} MP)"
+        if len(files) < full[kind]:
+            left.append(f"{full[kind] - len(files)} of the {full[kind]} {kind}")
+    out["note"] = f" ({', '.join(left)} held out for evaluation, not trained on)" if left else ""
+    return out
+
+
 def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str = "hanrt_x4",
            calib: str | Path | None = None, parent: str | Path | None = None, domain: str = "photo",
-           pages: str | Path | None = None) -> dict:
+           pages: str | Path | None = None, data: str | Path | None = None) -> dict:
     """``parent``: the checkpoint this one was fine-tuned or grown from, for checkpoints written
     before training recorded its lineage itself (read before anything in ``dest`` is replaced).
     ``domain``: ``photo`` or ``document`` (the names of :data:`hanrt.models.BUNDLED`: they decide
     the card's and NOTICE's file names and the training-data text); ``pages``: for a document
-    model, a folder of held-out pages with masks, for the card's binarization table."""
+    model, a folder of held-out pages with masks, for the card's binarization table. ``data``: the
+    folder the checkpoint was trained on (a ``hanrt train --fetch-data`` layout, possibly a subset):
+    the card counts its files and megapixels per kind and NOTICE lists only those files; without
+    it, the whole fetched set is described."""
     from hanrt.models import BUNDLED
 
     from .train import init_lineage
@@ -297,7 +334,10 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
                      source=pt.name, overwrite=True)
     r2 = export_onnx(ck.model, f_u8, options=ExportOptions(io="uint8"), source_sha256=ck.sha256,
                      source=pt.name, overwrite=True)
-    notice = notice_text()
+    used = _training_files(Path(data)) if data is not None and domain != "document" else None
+    # a document model credits the photos of the photo model it was fine-tuned from (the pages are ours)
+    notice = notice_text(kinds=("photos",)) if domain == "document" else \
+        notice_text(used=None if used is None else [p.name for ps in used.values() for p in ps])
     if domain == "document":
         from hanrt_bench.docpages import notice_lines
 
@@ -325,13 +365,14 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
                                          "elapsed_s": meta.get("elapsed_s"), "train_config": tc,
                                          "final_val": hist[-1] if hist else None}]
     mean_gain = float(np.mean([r["hanrt_psnr"] - r["bicubic_psnr"] for r in rows]))
+    counts = _data_counts(used)
     data_text = f"""Three kinds of images (credits, licences and sha256 of every file in `NOTICE`), fetched with
 `hanrt train --fetch-data DIR` (apt-get download + dpkg -x; licences read from each package's
-copyright file, CC0 / CC-BY / public domain only; sha256-checked): {len(PHOTO_FILES)} photos (79.1 MP) from
-Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 only), {len(LINE_ART)} drawings and
-cartoons (47.5 MP) from `openclipart-png` {PACKAGES['openclipart-png'].version} (public-domain
-dedication; transparency flattened onto white) and {len(SCREENS)} screenshot-like images (80.3 MP,
-rendered at 2x) generated from seeds by `hanrt_export.screens`. Each image is shrunk by a random factor in
+copyright file, CC0 / CC-BY / public domain only; sha256-checked): {counts['photos']} photos from
+Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 only), {counts['lineart']} drawings and
+cartoons from `openclipart-png` {PACKAGES['openclipart-png'].version} (public-domain
+dedication; transparency flattened onto white) and {counts['screens']} screenshot-like images
+(rendered at 2x) generated from seeds by `hanrt_export.screens`{counts['note']}. Each image is shrunk by a random factor in
 {tc.get('shrink', '(0.25, 0.6)')} ({tc.get('versions', 4)} versions each) before patches are cut,
 which removes JPEG noise; the bottom {int(100 * tc.get('val_fraction', 0.1))}% of every version is
 held out for validation."""
@@ -410,11 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", help="photo folder: also write FP16 and INT8 graphs calibrated on it")
     ap.add_argument("--domain", default="photo", help="photo (default) or document: card and NOTICE names and text")
     ap.add_argument("--pages", help="--domain document: held-out pages with masks for the binarization table")
+    ap.add_argument("--data", help="the folder the checkpoint was trained on (a --fetch-data layout or a subset): "
+                                   "the card counts its files per kind and NOTICE lists only them")
     ap.add_argument("--parent", help="checkpoint this one was fine-tuned/grown from, if it does not record "
                     "its lineage itself (read before the destination is overwritten)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    s = bundle(a.checkpoint, a.dest, name=a.name, calib=a.calib, parent=a.parent, domain=a.domain, pages=a.pages)
+    s = bundle(a.checkpoint, a.dest, name=a.name, calib=a.calib, parent=a.parent, domain=a.domain, pages=a.pages,
+               data=a.data)
     sys.stdout.write(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=1) + "\n")
     sys.stdout.write(_table(s["rows"]) + "\n")
     return 0

@@ -580,10 +580,13 @@ def _write_screens(folder: Path, accept_new: bool) -> list[Path]:
     return paths
 
 
-def notice_text(kinds: Iterable[str] = KINDS) -> str:
+def notice_text(kinds: Iterable[str] = KINDS, used: Iterable[str] | None = None) -> str:
     """The NOTICE that ships beside weights trained on this data: every file's source package and
-    version, author, licence and sha256 (``kinds``: the kinds the weights were trained on)."""
+    version, author, licence and sha256 (``kinds``: the kinds the weights were trained on;
+    ``used``: if given, the file names trained on — files of the set left out, e.g. held out for
+    evaluation, are not listed)."""
     kinds = tuple(kinds)
+    names = None if used is None else {Path(u).name for u in used}
     lines = [
         "hanrt bundled model: training data credits",
         "",
@@ -594,20 +597,25 @@ def notice_text(kinds: Iterable[str] = KINDS) -> str:
     ]
     headings = {"photos": "Photos", "lineart": "Line art (transparency flattened onto white)"}
     for kind, files in (("photos", PHOTO_FILES), ("lineart", LINE_ART)):
-        if kind not in kinds:
+        if names is not None:
+            files = tuple(f for f in files if Path(f.path).name in names)
+        if kind not in kinds or not files:
             continue
         for pkg_name in dict.fromkeys(f.package for f in files):
             pkg = PACKAGES[pkg_name]
             lines += ["", f"{headings[kind]}: Debian package {pkg.name} {pkg.version} (upstream: {pkg.upstream}):", ""]
             lines += [f"- {f.path}: " + (f"(c) {f.year} " if f.year else "")
                       + f"{f.author}, {f.license}, sha256 {f.sha256}" for f in files if f.package == pkg_name]
-    if "screens" in kinds:
+    screens = [sc for sc in SCREENS if names is None or _screen_name(sc[0]) in names]
+    if "screens" in kinds and screens:
         from hanrt_bench.docpages import notice_lines
 
         from .screens import screen_font_sources
 
-        lines += ["", f"Screenshot-like images: {len(SCREENS)} made by hanrt_export.screens (seeds "
-                  f"{min(s for s, _ in SCREENS)}..{max(s for s, _ in SCREENS)}), ours; text rendered in fonts from",
+        seeds = ", ".join(str(sd) for sd, _ in screens) if names is not None else \
+            f"{min(sd for sd, _ in screens)}..{max(sd for sd, _ in screens)}"
+        lines += ["", f"Screenshot-like images: {len(screens)} made by hanrt_export.screens (seeds "
+                  f"{seeds}), ours; text rendered in fonts from",
                   "these Debian packages (package, version, licence; fonts not redistributed):", ""]
         lines += notice_lines(screen_font_sources())
     lines += [

@@ -214,3 +214,33 @@ def test_tables_are_consistent():
                 "gravel", "hubble", "grace_hopper")
     assert not [n for n in names if any(h in n.lower() for h in held_out)]
     assert 40 <= len(data.LINE_ART) <= 80 and len(data.SCREENS) >= 20
+
+
+def test_notice_lists_only_the_files_trained_on():
+    """A model trained on a subset (some files held out for evaluation) credits exactly that subset."""
+    photo, art = data.PHOTO_FILES[0], data.LINE_ART[0]
+    used = [photo.file, art.file, "screen_0100.png"]
+    text = data.notice_text(used=used)
+    assert photo.sha256 in text and art.sha256 in text
+    assert data.PHOTO_FILES[1].sha256 not in text and data.LINE_ART[1].sha256 not in text
+    assert "Screenshot-like images: 1 made by hanrt_export.screens (seeds 100)" in text
+    full = data.notice_text()
+    assert all(f.sha256 in full for f in (*data.PHOTO_FILES, *data.LINE_ART))
+    assert "Screenshot-like images: 0" not in data.notice_text(used=[photo.file])
+
+
+def test_bundle_card_counts_the_folder_trained_on(tmp_path):
+    """The model card's data text comes from the folder trained on: files and megapixels per kind,
+    and how many of the fetched set were held out."""
+    from hanrt_export.bundle import _data_counts, _training_files
+
+    for kind, n, size in (("photos", 2, (200, 100)), ("lineart", 3, (100, 100)), ("screens", 1, (300, 200))):
+        (tmp_path / kind).mkdir()
+        for i in range(n):
+            Image.new("RGB", size).save(tmp_path / kind / f"{kind}{i}.png")
+    used = _training_files(tmp_path)
+    assert {k: len(v) for k, v in used.items()} == {"photos": 2, "lineart": 3, "screens": 1}
+    c = _data_counts(used)
+    assert c["photos"] == "2 (0.0 MP)" and c["screens"] == "1 (0.1 MP)"
+    assert f"{len(data.LINE_ART) - 3} of the {len(data.LINE_ART)} lineart" in c["note"]
+    assert _data_counts(None)["note"] == "" and _data_counts(None)["lineart"] == str(len(data.LINE_ART))
