@@ -112,10 +112,12 @@ class LayerAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c, h, w = x.shape
         flat = x.reshape(b, n, -1)
-        if flat.dtype != torch.float32:
-            # FP16/BF16 models: the energy overflows half precision, so this block runs in FP32
-            # (a no-op for FP32 models, so exported FP32 graphs are unchanged).
-            out = self._attend(flat.float()).to(x.dtype)
+        if flat.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+            # FP16/BF16 models, and FP32 models under autocast (BF16 training): the energy
+            # overflows half precision and loses too much in BF16, so this block runs in FP32
+            # (a no-op for FP32 models outside autocast, so exported FP32 graphs are unchanged).
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                out = self._attend(flat.float()).to(x.dtype)
         else:
             out = self._attend(flat)
         out = self.gamma * out.reshape(b, n, c, h, w) + x

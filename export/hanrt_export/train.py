@@ -299,14 +299,11 @@ def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float
 @torch.no_grad()
 def validate(model: HAN, images: list[np.ndarray], scale: int, device: str, max_side: int = 256) -> float:
     """Mean Y-PSNR (shave=scale) of the model on held-out strips (crops of at most max_side)."""
-    from hanrt_bench.quality import bicubic_down, modcrop, psnr_y
+    from hanrt_bench.quality import bicubic_down, psnr_y
 
     model.eval()
     vals = []
-    for img in images:
-        hr = modcrop(img[:max_side, :max_side], scale)
-        if min(hr.shape[:2]) < 4 * scale:
-            continue
+    for hr in _val_strips(images, scale, max_side):
         lr = bicubic_down(hr, scale)
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().to(device)
         sr = model(x).clamp(0, 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
@@ -474,12 +471,27 @@ def _train_config_dict(cfg: TrainConfig) -> dict:
 
 
 def _bicubic_val(images: list[np.ndarray], scale: int, max_side: int = 256) -> float:
-    from hanrt_bench.quality import bicubic_down, bicubic_up, modcrop, psnr_y
+    from hanrt_bench.quality import bicubic_down, bicubic_up, psnr_y
 
-    vals = []
+    vals = [psnr_y(bicubic_up(bicubic_down(hr, scale), scale), hr, shave=scale)
+            for hr in _val_strips(images, scale, max_side)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+#: A validation strip whose luma varies less than this (std, 0..255) is left out: a flat strip
+#: (white paper or background in line art and screenshots) is reproduced exactly by bicubic, its
+#: PSNR is infinite, and one such strip turns the mean into ``inf``.
+VAL_MIN_STD = 1.0
+
+
+def _val_strips(images: list[np.ndarray], scale: int, max_side: int) -> list[np.ndarray]:
+    """The HR validation crops (at most ``max_side``, modcropped) that carry texture."""
+    from hanrt_bench.quality import modcrop, rgb_to_y
+
+    out = []
     for img in images:
         hr = modcrop(img[:max_side, :max_side], scale)
-        if min(hr.shape[:2]) < 4 * scale:
+        if min(hr.shape[:2]) < 4 * scale or float(np.std(rgb_to_y(hr))) < VAL_MIN_STD:
             continue
-        vals.append(psnr_y(bicubic_up(bicubic_down(hr, scale), scale), hr, shave=scale))
-    return float(np.mean(vals)) if vals else float("nan")
+        out.append(hr)
+    return out

@@ -111,3 +111,21 @@ def test_half_precision_model_stays_finite_and_close(tiny_han):
                 pytest.skip(f"{dt} not supported on this CPU build: {exc}")
             assert torch.isfinite(y).all()
             assert (y - ref).abs().mean() < 2.0
+
+
+def test_layer_attention_runs_fp32_under_bf16_autocast():
+    """BF16 training (autocast) must not compute the layer attention's N x N energy in BF16: a
+    dot product over C*H*W values of trained-feature size loses its small differences there, and a
+    grown 2x16x32 model diverged within 700 steps. Under autocast the block matches FP32."""
+    from hanrt_export.han import LayerAttention
+
+    torch.manual_seed(0)
+    lam = LayerAttention()
+    with torch.no_grad():
+        lam.gamma.fill_(1.0)
+    x = torch.randn(2, 3, 16, 20, 20) * 30 + 5
+    ref = lam(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = lam(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)

@@ -276,3 +276,18 @@ def test_bad_precision_is_refused(tmp_path, photo_dir):
 
     with pytest.raises(UsageError, match="precision"):
         train(TrainConfig(data=str(photo_dir), output=str(tmp_path / "x.pt"), steps=1, precision="fp8"))
+
+
+def test_flat_validation_strips_are_left_out():
+    """A flat strip (white background of line art) is reproduced exactly by bicubic: its PSNR is
+    infinite and used to turn the mean into inf ('bicubic inf' in the progress bar)."""
+    from hanrt_export.han import HAN
+    from hanrt_export.train import _bicubic_val, _val_strips, validate
+
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 255, np.uint8)
+    textured = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert len(_val_strips([flat, textured], 4, 256)) == 1
+    assert np.isfinite(_bicubic_val([flat, textured], 4))
+    model = HAN(scale=4, n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4)
+    assert np.isfinite(validate(model, [flat, textured], 4, "cpu"))
