@@ -291,3 +291,19 @@ def test_flat_validation_strips_are_left_out():
     assert np.isfinite(_bicubic_val([flat, textured], 4))
     model = HAN(scale=4, n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4)
     assert np.isfinite(validate(model, [flat, textured], 4, "cpu"))
+
+
+def test_document_reproduce_names_the_page_stages():
+    """A document model's lineage: photo stages, then every stage from the first whose data folder
+    changed is a page stage (the card's reproduce commands once told a page stage to train on photos)."""
+    from hanrt_export.bundle import _reproduce
+
+    def stage(data, step, init=None):
+        return {"config": {"n_resgroups": 2, "n_resblocks": 8, "n_feats": 32, "reduction": 8}, "step": step,
+                "train_config": {"data": data, "init": init, "seed": 0}}
+
+    stages = [stage("/tmp/photos", 10), stage("/tmp/photos", 20, "a.pt"), stage("/x/pages/images", 30, "b.pt"),
+              stage("docdata", 40, "c.pt")]
+    cmds = _reproduce(stages, "document").split(",\n")
+    assert [c.split("--data ")[1].split()[0] for c in cmds] == ["photos", "photos", "pages/images", "pages/images"]
+    assert [c.split("--data ")[1].split()[0] for c in _reproduce(stages[:2]).split(",\n")] == ["photos", "photos"]
