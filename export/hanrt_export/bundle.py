@@ -137,7 +137,8 @@ def _reproduce(stages: list[dict], domain: str = "photo") -> str:
         tc, c = st.get("train_config") or {}, st["config"]
         if "step" not in st or st.get("step") is None:
             continue
-        data = "pages/images" if domain == "document" and i >= first_pages else "photos"
+        data = ("pages/images" if domain == "document" and i >= first_pages else
+                "data" if domain == "art" and i == len(stages) - 1 else "photos")
         cmd = f"hanrt train --data {data} --output {'han.pt' if i == len(stages) - 1 else f'stage{i + 1}.pt'}"
         if i == 0 or not tc.get("init"):
             cmd += (f" --resgroups {c['n_resgroups']} --resblocks {c['n_resblocks']} --feats {c['n_feats']}"
@@ -217,6 +218,11 @@ available where it was trained, so how much of the gain carries over to real sca
 measured. It is tuned for text on paper (x{scale} bicubic shrinking of pages that carry stains,
 noise and JPEG); on photos it is worse than the photo model (E1 above). Fine-tune it on your own
 pages with `hanrt train --init hanrt_x4_document.pt`.""",
+    "art": """Trained for x{scale} bicubic degradation of clean images (photos, drawings, generated
+screenshots): it does not remove noise, JPEG blocking or blur. Its drawings are openclipart's
+(mostly flat colours and outlines) and its screenshots are generated from a handful of fonts and
+layouts, so comics and real screenshots of other styles are not measured. It takes more CPU time
+per pixel than the photo model (16 blocks per group instead of 8).""",
 }
 
 
@@ -312,7 +318,7 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
            pages: str | Path | None = None, data: str | Path | None = None) -> dict:
     """``parent``: the checkpoint this one was fine-tuned or grown from, for checkpoints written
     before training recorded its lineage itself (read before anything in ``dest`` is replaced).
-    ``domain``: ``photo`` or ``document`` (the names of :data:`hanrt.models.BUNDLED`: they decide
+    ``domain``: ``photo``, ``art`` or ``document`` (the names of :data:`hanrt.models.BUNDLED`: they decide
     the card's and NOTICE's file names and the training-data text); ``pages``: for a document
     model, a folder of held-out pages with masks, for the card's binarization table. ``data``: the
     folder the checkpoint was trained on (a ``hanrt train --fetch-data`` layout, possibly a subset):
@@ -421,9 +427,9 @@ LR patches made from HR patches by Pillow bicubic, random flips and 90-degree ro
 shared 2-core CPU ({platform.processor() or platform.machine()}). {_stages_text(stages, cfg.scale)}
 {_val_line(hist, 'pages' if domain == 'document' else 'photos')}
 {speed_text}
-Reproduce: `hanrt train --fetch-photos photos`, then
+Reproduce: `hanrt train --fetch-photos photos`{' and `hanrt train --fetch-data data` (then hold out what you evaluate on)' if domain == 'art' else ''}, then
 {_reproduce(stages, domain)}
-and `python -m hanrt_export.bundle han.pt --calib {'pages/images' if domain == 'document' else 'photos'}{' --domain document --name ' + name + ' --pages heldout' if domain == 'document' else ''}`.
+and `python -m hanrt_export.bundle han.pt --calib {'pages/images' if domain == 'document' else 'photos'}{' --domain document --name ' + name + ' --pages heldout' if domain == 'document' else ''}{' --domain art --name ' + name + ' --data data' if domain == 'art' else ''}`.
 
 {bin_text}
 ## E1: held-out photos (never trained on)
@@ -462,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", default=str(DEFAULT_DEST))
     ap.add_argument("--name", default="hanrt_x4")
     ap.add_argument("--calib", help="photo folder: also write FP16 and INT8 graphs calibrated on it")
-    ap.add_argument("--domain", default="photo", help="photo (default) or document: card and NOTICE names and text")
+    ap.add_argument("--domain", default="photo", help="photo (default), art or document: card and NOTICE names and text")
     ap.add_argument("--pages", help="--domain document: held-out pages with masks for the binarization table")
     ap.add_argument("--data", help="the folder the checkpoint was trained on (a --fetch-data layout or a subset): "
                                    "the card counts its files per kind and NOTICE lists only them")

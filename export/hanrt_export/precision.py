@@ -122,7 +122,7 @@ def _ort():
 
 def load_photos(folder: str | os.PathLike, *, limit: int | None = None,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
-    """Load the photos of ``folder`` (sorted by name) as HxWx3 uint8 RGB arrays.
+    """Load the images under ``folder`` (subfolders included, as `hanrt train --data` reads them; sorted by path) as HxWx3 uint8 RGB arrays.
 
     Read by :func:`hanrt.io.images.read_rgb8` (EXIF orientation, size guard ``max_pixels``, alpha
     dropped, 16 bits rounded to 8). Raises :class:`InputError` if the folder is missing or holds no
@@ -131,7 +131,7 @@ def load_photos(folder: str | os.PathLike, *, limit: int | None = None,
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"calibration folder {str(d)!r} does not exist or is not a folder.")
-    files = list_images(d)
+    files = list_images(d, recursive=True)
     if not files:
         raise InputError(f"calibration folder {str(d)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     out: list[np.ndarray] = []

@@ -62,5 +62,5 @@ def test_bundle_refuses_an_unknown_domain(tmp_path, tiny_han):
     from hanrt_export.checkpoint import save_checkpoint
 
     save_checkpoint(tiny_han, tmp_path / "m.pt")
-    with pytest.raises(HanrtError, match="photo, document"):
+    with pytest.raises(HanrtError, match="photo, art, document"):
         bundle(tmp_path / "m.pt", tmp_path / "d", domain="drawings")

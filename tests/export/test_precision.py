@@ -274,3 +274,17 @@ def test_energy_is_found_by_its_growth_alone(m32, crops):
     # ... and not with a reference tile no larger than what was measured: growth alone is not enough
     d2 = P.decide_fp32_nodes(m32, inputs, options=P.Fp16Options(range_limit=top * 1.01, reference_tile=32))
     assert _ops(m32, d2.fp32_nodes) == {"GlobalAveragePool"}
+
+
+def test_calibration_reads_a_fetch_data_layout(tmp_path):
+    """Calibration folders are read like training folders: images in subfolders (photos/, lineart/,
+    screens/ of `hanrt train --fetch-data`) count, sorted by path."""
+    from PIL import Image
+
+    from hanrt_export.precision import load_photos
+
+    for sub, colour in (("photos", 10), ("lineart", 200)):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (20, 10), (colour, colour, colour)).save(tmp_path / sub / "a.png")
+    imgs = load_photos(tmp_path)
+    assert [int(i[0, 0, 0]) for i in imgs] == [200, 10]  # lineart/a.png, photos/a.png

@@ -30,11 +30,11 @@ def test_names_resolve_to_the_bundled_files():
 
 
 def test_unknown_names_and_variants_are_refused():
-    with pytest.raises(ModelError, match="photo, document"):
+    with pytest.raises(ModelError, match="photo, art, document"):
         bundled_path("drawing")
     with pytest.raises(ModelError, match="variant"):
         bundled_path("photo", "fp8")
-    with pytest.raises(ModelError, match="does not exist.*photo, document"):
+    with pytest.raises(ModelError, match="does not exist.*photo, art, document"):
         Upscaler("photoo")
 
 

@@ -38,7 +38,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "upscaled pages against ground truth (see below)")
     p.add_argument("--models", help="--task binarize: comma list of models (names or files; default: "
                                     "every bundled model)")
-    p.add_argument("--model", help=".onnx, .plan or .pt, or a bundled model's name: photo (default), document")
+    p.add_argument("--model", help=".onnx, .plan or .pt, or a bundled model's name: photo (default), art, document")
     p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
     p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
     p.add_argument("--server", action="append", metavar="HOST:PORT", help=SERVER_HELP + " (MODEL's stem names the model there)")

@@ -13,7 +13,7 @@ from . import Command
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL|ENGINE", nargs="?",
                    help=".onnx graph exported by hanrt, a TensorRT engine (.plan with its .plan.json sidecar), "
-                        "or a bundled model's name (photo, document)")
+                        "or a bundled model's name (photo, art, document)")
     p.add_argument("--backends", action="store_true",
                    help="list the registered backends: extra, files they run, available here or why not")
     p.add_argument("--json", action="store_true", help="print the description as JSON")

@@ -38,7 +38,7 @@ examples:
 
 
 MODEL_HELP = {
-    "model": "model: .onnx graph, .plan engine or .pt checkpoint or a bundled model: photo (default), document",
+    "model": "model: .onnx graph, .plan engine or .pt checkpoint or a bundled model: photo (default), art, document",
     "backend": "backend (default auto)",
     "tile": "tile side in input pixels, margin included (0: whole frame; default: the Upscaler's)",
     "batch": "tiles per backend call (default 1)",

@@ -47,7 +47,7 @@ recorded in it (hanrt info MODEL shows it), else 8; --margin N overrides both.
 
 
 MODEL_HELP = {
-    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); or a bundled model: photo (default), document",
+    "model": "model: .onnx, .plan/.engine (TensorRT) or .pt (PyTorch); or a bundled model: photo (default), art, document",
     "backend": "inference backend (default auto: picks from the model and what is installed, and says why)",
     "tile": "largest tile side in input pixels incl. margin (default auto: an exact grid at the backend's "
             "fastest tile size; 0 or >= image: whole image)",

@@ -1,8 +1,9 @@
 """The models bundled with hanrt, by name: the one place that maps a name to its files.
 
-``photo`` (the default) is ``hanrt_x4``, trained on photos; ``document`` is
-``hanrt_x4_document``, fine-tuned from it on generated document pages (for scans that are then
-binarized or read). Every command that takes ``--model`` and :class:`hanrt.Upscaler` accept these
+``photo`` (the default) is ``hanrt_x4``, trained on photos; ``art`` is ``hanrt_x4_art``, grown
+deeper from it and trained on photos, line art and screenshot-like images (for comics, drawings and
+screenshots; slower per pixel); ``document`` is ``hanrt_x4_document``, fine-tuned from the photo
+model on generated document pages (for scans that are then binarized or read). Every command that takes ``--model`` and :class:`hanrt.Upscaler` accept these
 names as well as a path (a file literally called ``photo`` is reached as ``./photo``).
 
 Stdlib only (tier 0).
@@ -32,6 +33,8 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     "photo": BundledModel("photo", "hanrt_x4", "MODEL_CARD.md", "NOTICE",
                           "photos (default): trained on CC-BY/CC0 photos"),
+    "art": BundledModel("art", "hanrt_x4_art", "MODEL_CARD_art.md", "NOTICE_art",
+                        "line art, comics, screenshots (and photos): 2x16x32, trained on all three kinds"),
     "document": BundledModel("document", "hanrt_x4_document", "MODEL_CARD_document.md", "NOTICE_document",
                              "document scans: fine-tuned from photo on generated pages (text on paper)"),
 }
@@ -71,7 +74,7 @@ def bundled_path(name: str = DEFAULT_MODEL_NAME, variant: str = "float") -> Path
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The file for ``model``: ``None`` -> the default bundled model, a bundled name (``photo``,
-    ``document``) -> its float graph, anything else -> that path (whether it exists is checked
+    ``art``, ``document``) -> its float graph, anything else -> that path (whether it exists is checked
     by whoever opens it)."""
     if model is None:
         return bundled_path(DEFAULT_MODEL_NAME)
