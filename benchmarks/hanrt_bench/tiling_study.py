@@ -58,8 +58,6 @@ RECORD_MARGINS = (0, 2, 4, 6, 8, 12)
 RECORD_LR_SCALE = 2
 #: The E1 photos studied unless told otherwise.
 STUDY_PHOTOS = ("astronaut", "coffee", "chelsea", "grace_hopper")
-#: Image files ``--images DIR`` reads.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def export_checkpoint(ckpt: Path, workdir: Path) -> tuple[Path, str]:
@@ -84,13 +82,13 @@ def load_images(folder: Path, scale: int) -> list[tuple[str, np.ndarray]]:
     """``(name, HxWx3 uint8 RGB modcropped to scale)`` for each image file directly in ``folder``
     (sorted by name); :class:`~hanrt.errors.InputError` when there is none."""
     from hanrt.errors import InputError
-    from hanrt.io.images import read_rgb8
+    from hanrt.io.images import IMAGE_SUFFIXES, list_images, read_rgb8
 
     from .quality import modcrop
 
     if not folder.is_dir():
         raise InputError(f"--images {str(folder)!r} is not a folder.")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    files = list_images(folder)
     if not files:
         raise InputError(f"--images {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}); for "
                          f"document pages made by python -m hanrt_bench.docpages DIR, pass DIR/images.")

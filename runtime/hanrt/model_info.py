@@ -79,7 +79,7 @@ class ModelInfo:
       criterion of whole-image output (the benchmarks' ``tiling_study --write-margin`` states the rule
       and writes it). ``None``: not measured (older files, freshly exported graphs, engines built
       from them); the runtime then uses its safe default
-      (:data:`hanrt.upscaler.DEFAULT_MARGIN`). An explicit margin always wins over both.
+      (:data:`DEFAULT_MARGIN`, :func:`resolve_margin`). An explicit margin always wins over both.
     """
 
     scale: int

@@ -189,8 +189,6 @@ class Upscaler:
             raise UsageError(f"tile must be >= 0 (0: whole image), got {tile}.")
         if margin is not None and margin < 0:
             raise UsageError(f"margin must be >= 0, got {margin}.")
-        if margin is not None and isinstance(tile, int) and tile and 2 * margin >= tile:
-            raise UsageError(f"margin {margin} leaves no core in a {tile}-pixel tile (need 2*margin < tile).")
         if batch < 1 or slots < 1:
             raise UsageError(f"batch and slots must be >= 1, got batch {batch}, slots {slots}.")
         if isinstance(model, Backend):
@@ -214,12 +212,12 @@ class Upscaler:
         self.tile: int | str | None = tile or None
         self.margin, self.margin_source = resolve_margin(margin, self._backend.info)
         log.debug("tiling margin %s", describe_margin(self.margin, self.margin_source))
-        if margin is None and isinstance(tile, int) and tile and 2 * self.margin >= tile:
+        if isinstance(tile, int) and tile and 2 * self.margin >= tile:  # asked or recorded margin alike
             if self._owns:
                 self._backend.close()
             raise UsageError(f"margin {describe_margin(self.margin, self.margin_source)} leaves no "
-                             f"core in a {tile}-pixel tile (need 2*margin < tile): use a larger --tile or pass "
-                             f"--margin.")
+                             f"core in a {tile}-pixel tile (need 2*margin < tile): use a larger --tile or a "
+                             f"smaller --margin.")
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)
         if self._backend.info.max_batch:  # a graph right only for this many tiles per call (ModelInfo)
             self.batch = min(self.batch, self._backend.info.max_batch)
