@@ -53,7 +53,6 @@ SAUVOLA_WINDOW = 25
 SAUVOLA_K = 0.2
 SAUVOLA_R = 128.0
 METRICS = ("fm", "pfm", "psnr", "drd")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
 def _check(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,16 +167,17 @@ class Page:
 def load_pages(folder: str | Path, scale: int = 4, limit: int | None = None) -> list[Page]:
     """Pages and masks from ``folder/images`` and ``folder/gt`` (see the module docstring)."""
     from hanrt.errors import InputError
+    from hanrt.io.images import list_images
 
     d = Path(folder)
     img_dir, gt_dir = d / "images", d / "gt"
     if not img_dir.is_dir() or not gt_dir.is_dir():
         raise InputError(f"{str(d)!r} must hold images/ (pages) and gt/ (ink masks, ink dark); "
                          f"make an example with: python -m hanrt_bench.docpages {d} --masks")
-    files = sorted(f for f in img_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(img_dir)
     if not files:
         raise InputError(f"no page images in {str(img_dir)!r}.")
-    gts = {f.stem: f for f in gt_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
+    gts = {f.stem: f for f in list_images(gt_dir)}
     pages = []
     for f in files[:limit]:
         if f.stem not in gts:
