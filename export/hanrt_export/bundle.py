@@ -226,6 +226,20 @@ per pixel than the photo model (16 blocks per group instead of 8).""",
 }
 
 
+def _compile_text(speed: dict) -> str:
+    """One sentence on torch.compile in the last stage (``hanrt train --compile``), from its recipe."""
+    if "compile" not in speed:
+        return "torch.compile: not used (`hanrt train` had no --compile when this stage ran)."
+    if speed.get("compile_probe"):
+        p = speed["compile_probe"]
+        return (f"torch.compile ({speed['compile']}): eager {p['eager_s']:.2f}, compiled {p['compiled_s']:.2f} s/step "
+                f"(compiling {p['compile_s']:.0f} s) -> **{'compiled' if speed.get('compiled') else 'eager'}**"
+                + (f" ({speed['compile_note']})" if speed.get("compile_note") else "") + ".")
+    if speed.get("compiled"):
+        return f"torch.compile ({speed['compile']}): compiled."
+    return f"torch.compile ({speed['compile']}): eager" + (f", {speed['compile_note']}" if speed.get("compile_note") else "") + "."
+
+
 def _document_sections(tc: dict, pages: Path | None, f_float: Path, dest: Path,
                        data: str | Path | None = None) -> tuple[str, str, dict | None]:
     """Training-data text, binarization section and results of the document model."""
@@ -407,6 +421,8 @@ held out for validation."""
                       + f" -> **{speed['mode']}** (CPU capability {speed.get('cpu_capability', '?')}).\n")
     elif speed.get("mode"):
         speed_text = f"\nTraining-step arithmetic: {speed['mode']} (forced).\n"
+    if speed_text:
+        speed_text = speed_text[:-1] + " " + _compile_text(speed) + "\n"
     card = f"""# hanrt bundled model: `{name}`
 
 HAN (Holistic Attention Network, arXiv 2008.08767), same architecture as the official model with

@@ -74,4 +74,8 @@ class TrainConfig:
     # real model and batch at start and keeps the fastest (see train.choose_precision); or one of
     # them. Validation and saved weights are FP32 whatever this is.
     precision: str = "auto"
+    # torch.compile of the training step's forward: "auto" times it against eager (on copies, after
+    # compiling) for runs long enough to pay for compiling (train.COMPILE_MIN_RUN_S) and keeps it
+    # if it is at least PRECISION_MIN_GAIN faster; "on" compiles without timing; "off" never.
+    compile: str = "auto"
     extra: dict = field(default_factory=dict)

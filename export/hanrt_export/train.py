@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
-           "choose_precision", "probe_precision"]
+           "choose_precision", "probe_precision",
+           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -274,16 +275,91 @@ def probe_precision(model: HAN, lr_b: torch.Tensor, hr_b: torch.Tensor, *, devic
     times: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(rounds + 1):
         for m in modes:
-            mm, opt = runs[m]
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            _train_step(mm, opt, lr_b, hr_b, m, device)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            dt = _timed_step(*runs[m], lr_b, hr_b, m, device)
             if r:  # round 0 warms up (allocations, kernel choice)
-                times[m].append(time.perf_counter() - t)
+                times[m].append(dt)
     return {m: float(np.median(v)) for m, v in times.items()}
+
+
+def _timed_step(fwd, opt, lr_b: torch.Tensor, hr_b: torch.Tensor, mode: str, device: str) -> float:
+    """Wall seconds of one training step (the GPU synchronised before and after)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    _train_step(fwd, opt, lr_b, hr_b, mode, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+#: ``--compile`` choices (see :class:`TrainConfig`).
+COMPILE_MODES = ("auto", "on", "off")
+#: ``--compile auto`` considers torch.compile only for runs expected to last at least this long:
+#: compiling a training step of the bundled-size HAN took 17-26 s on 2 cores, and its gain there
+#: was 1.13x over the best eager mode (``python -m hanrt_bench.train_speed``), so a run must be
+#: several minutes long before compiling pays.
+COMPILE_MIN_RUN_S = 600.0
+
+
+def probe_compile(model: HAN, lr_b: torch.Tensor, hr_b: torch.Tensor, mode: str, *, device: str = "cpu",
+                  rounds: int = 4) -> dict[str, float]:
+    """Median seconds per training step in ``mode``, eager and under ``torch.compile``, on copies
+    of ``model`` (left untouched) with the real batch, rounds interleaved after the compiled copy's
+    first two steps (``compile_s``: their wall time, mostly compilation). Raises whatever
+    compiling raises (no C++ compiler, an unsupported operation)."""
+    import copy
+
+    runs = {}
+    for name in ("eager", "compiled"):
+        mm = copy.deepcopy(model).train()
+        _set_format(mm, mode.startswith("channels_last"))
+        opt = torch.optim.Adam(mm.parameters(), lr=1e-6)
+        runs[name] = (torch.compile(mm) if name == "compiled" else mm, opt)
+    compile_s = sum(_timed_step(*runs["compiled"], lr_b, hr_b, mode, device) for _ in range(2))
+    _train_step(*runs["eager"], lr_b, hr_b, mode, device)  # warm-up
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    for _ in range(rounds):
+        for n, run in runs.items():
+            times[n].append(_timed_step(*run, lr_b, hr_b, mode, device))
+    return {"eager_s": float(np.median(times["eager"])), "compiled_s": float(np.median(times["compiled"])),
+            "compile_s": compile_s}
+
+
+def _setup_compile(cfg: TrainConfig, model: HAN, sampler, speed: dict, *, start_step: int, elapsed0: float):
+    """The module the training steps call: ``model`` itself or ``torch.compile(model)`` (they share
+    the parameters; validation and saving use ``model``). Records the decision in ``speed``."""
+    speed["compile"] = cfg.compile
+    speed["compiled"] = False
+    if cfg.compile == "off":
+        return model
+    mode = speed["mode"]
+    if cfg.compile == "auto":
+        if cfg.time_budget_s:
+            run_s = cfg.time_budget_s - elapsed0
+        else:
+            lr_p, hr_p = sampler.next()
+            step_s = (speed.get("step_s") or {}).get(mode) or probe_precision(
+                model, lr_p.to(cfg.device), hr_p.to(cfg.device), device=cfg.device, modes=(mode,), rounds=1)[mode]
+            run_s = (cfg.steps - start_step) * step_s
+        if run_s < COMPILE_MIN_RUN_S:
+            speed["compile_note"] = f"not tried: a run of ~{run_s / 60:.1f} min is too short to pay for compiling"
+            log.info("torch.compile %s", speed["compile_note"])
+            return model
+        try:
+            lr_p, hr_p = sampler.next()
+            probe = probe_compile(model, lr_p.to(cfg.device), hr_p.to(cfg.device), mode, device=cfg.device)
+        except Exception as exc:  # no C++ compiler, an operation Inductor cannot compile, ...
+            speed["compile_note"] = f"failed, training eager: {type(exc).__name__}: {str(exc)[:300]}"
+            log.warning("torch.compile %s", speed["compile_note"])
+            return model
+        speed["compile_probe"] = probe
+        keep = probe["compiled_s"] <= probe["eager_s"] * (1 - PRECISION_MIN_GAIN)
+        log.info("torch.compile probe (median s/step): eager %.3f, compiled %.3f (compiling took %.0f s) -> %s",
+                 probe["eager_s"], probe["compiled_s"], probe["compile_s"], "compiled" if keep else "eager")
+        if not keep:
+            return model
+    speed["compiled"] = True
+    return torch.compile(model)
 
 
 def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
@@ -385,8 +461,15 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     else:
         speed["mode"] = cfg.precision
         log.info("training with %s (forced)", cfg.precision)
+    if cfg.compile not in COMPILE_MODES:
+        raise UsageError(f"--compile {cfg.compile!r}: choose one of {', '.join(COMPILE_MODES)}.")
     mode = speed["mode"]
     _set_format(model, mode.startswith("channels_last"))
+    try:
+        fwd = _setup_compile(cfg, model, sampler, speed, start_step=start_step, elapsed0=elapsed0)
+    except BaseException:
+        sampler.close()
+        raise
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -417,7 +500,17 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                 g["lr"] = cur_lr
             lr_b, hr_b = sampler.next()
             lr_b, hr_b = lr_b.to(cfg.device), hr_b.to(cfg.device)
-            loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device)
+            try:
+                loss = _train_step(fwd, opt, lr_b, hr_b, mode, cfg.device)
+            except Exception as exc:
+                if fwd is model:
+                    raise
+                # compiling happens at the first compiled step: if it fails, train eager
+                speed["compiled"] = False
+                speed["compile_note"] = f"failed, training eager: {type(exc).__name__}: {str(exc)[:300]}"
+                log.warning("torch.compile %s", speed["compile_note"])
+                fwd = model
+                loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device)
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise HanrtError(f"training diverged: the loss became {lv} at step {step}; "

@@ -64,3 +64,15 @@ def test_bundle_refuses_an_unknown_domain(tmp_path, tiny_han):
     save_checkpoint(tiny_han, tmp_path / "m.pt")
     with pytest.raises(HanrtError, match="photo, art, document"):
         bundle(tmp_path / "m.pt", tmp_path / "d", domain="drawings")
+
+
+def test_card_says_how_torch_compile_was_decided():
+    from hanrt_export.bundle import _compile_text
+
+    assert "no --compile" in _compile_text({"mode": "fp32"})  # a stage trained before the option
+    probed = _compile_text({"compile": "auto", "compiled": True,
+                            "compile_probe": {"eager_s": 0.247, "compiled_s": 0.219, "compile_s": 17.1}})
+    assert "eager 0.25, compiled 0.22" in probed and "compiling 17 s" in probed and "**compiled**" in probed
+    short = _compile_text({"compile": "auto", "compiled": False, "compile_note": "not tried: too short"})
+    assert short == "torch.compile (auto): eager, not tried: too short."
+    assert _compile_text({"compile": "on", "compiled": True}) == "torch.compile (on): compiled."

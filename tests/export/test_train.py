@@ -268,6 +268,53 @@ def test_auto_precision_records_the_probe_in_the_recipe(tmp_path, photo_dir):
     speed = load_checkpoint(out).meta["train_config"]["speed"]
     assert speed["requested"] == "auto" and set(speed["step_s"]) == set(PRECISION_MODES)
     assert speed["mode"] == choose_precision(speed["step_s"])
+    # a two-step run is far too short to pay for compiling: auto does not try
+    assert speed["compile"] == "auto" and speed["compiled"] is False and "too short" in speed["compile_note"]
+
+
+_needs_cc = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++") or shutil.which("cc")),
+                               reason="torch.compile's CPU backend needs a C++ compiler; none on PATH")
+# torch's own modules warn while Dynamo imports them (not hanrt's code)
+_torch_internal = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+def _trained(photo_dir, out, *extra):
+    """Train 3 steps (fp32) with ``extra`` options; the checkpoint and its recipe's speed record."""
+    assert main(_args(photo_dir, out, "--steps", "3", "--precision", "fp32", *extra)) == 0
+    ck = load_checkpoint(out)
+    return ck, ck.meta["train_config"]["speed"]
+
+
+@_needs_cc
+@_torch_internal
+def test_compile_auto_probes_a_long_run_and_saves_plain_weights(tmp_path, photo_dir):
+    # an 11-minute budget is long enough for auto to compile and time; --steps 3 ends it early
+    ck, speed = _trained(photo_dir, tmp_path / "c.pt", "--minutes", "11")
+    probe = speed["compile_probe"]
+    assert all(np.isfinite(v) and v > 0 for v in probe.values())
+    assert speed["compiled"] == (probe["compiled_s"] <= probe["eager_s"] * 0.9)
+    assert not any(k.startswith("_orig_mod") for k in ck.model.state_dict())
+    assert ck.meta["step"] == 3 and np.isfinite(ck.meta["history"][-1]["val_psnr"])
+
+
+@_needs_cc
+@_torch_internal
+def test_compile_on_trains_through_the_compiled_module(tmp_path, photo_dir):
+    out = tmp_path / "on.pt"
+    ck, speed = _trained(photo_dir, out, "--compile", "on")
+    assert speed["compiled"] is True and "compile_probe" not in speed
+    init = load_checkpoint(out.with_suffix(".state.pt")).model.state_dict()
+    assert set(init) == set(ck.model.state_dict())  # plain keys: the compiled wrapper is not saved
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, photo_dir, monkeypatch):
+    class Broken(torch.nn.Module):  # what a failing compile does at its first call
+        def forward(self, x):
+            raise RuntimeError("simulated: Inductor could not build its kernels")
+
+    monkeypatch.setattr(torch, "compile", lambda m, *a, **k: Broken())
+    _, speed = _trained(photo_dir, tmp_path / "f.pt", "--compile", "on")
+    assert speed["compiled"] is False and "simulated" in speed["compile_note"]
 
 
 def test_bad_precision_is_refused(tmp_path, photo_dir):
@@ -276,6 +323,8 @@ def test_bad_precision_is_refused(tmp_path, photo_dir):
 
     with pytest.raises(UsageError, match="precision"):
         train(TrainConfig(data=str(photo_dir), output=str(tmp_path / "x.pt"), steps=1, precision="fp8"))
+    with pytest.raises(UsageError, match="compile"):
+        train(TrainConfig(data=str(photo_dir), output=str(tmp_path / "x.pt"), steps=1, compile="max"))
 
 
 def test_flat_validation_strips_are_left_out():

@@ -74,6 +74,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="training-step arithmetic; auto (default) times each for a few steps of the real "
                         "model and batch and keeps the fastest (fp32 unless another is >=10%% faster); "
                         "validation and saved weights are FP32 in every mode")
+    p.add_argument("--compile", default=_D.compile, choices=["auto", "on", "off"],
+                   help="torch.compile the training step: auto (default) compiles and times it against eager "
+                        "for runs of 10 minutes or more and keeps it if >=10%% faster; on: always; off: never "
+                        "(compiling needs a C++ compiler and takes ~15-30 s on 2 cores)")
     p.add_argument("--device", default=_D.device, help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=_D.threads, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--seed", type=int, default=_D.seed)
@@ -88,7 +92,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         save_every=args.save_every, seed=args.seed, device=args.device, threads=args.threads,
         init=args.init, resume=args.resume, grow_blocks=args.grow_blocks,
         flat_std=args.flat_std, flat_keep=args.flat_keep, precision=args.precision,
-        shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
+        compile=args.compile, shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
 
