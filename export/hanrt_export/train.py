@@ -441,6 +441,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
             raise UsageError(f"invalid model size: {exc}.") from None
     if cfg.precision != "auto" and cfg.precision not in PRECISION_MODES:
         raise UsageError(f"--precision {cfg.precision!r}: choose auto or one of {', '.join(PRECISION_MODES)}.")
+    if cfg.compile not in COMPILE_MODES:
+        raise UsageError(f"--compile {cfg.compile!r}: choose one of {', '.join(COMPILE_MODES)}.")
     model.to(cfg.device).train()
 
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
@@ -461,8 +463,6 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     else:
         speed["mode"] = cfg.precision
         log.info("training with %s (forced)", cfg.precision)
-    if cfg.compile not in COMPILE_MODES:
-        raise UsageError(f"--compile {cfg.compile!r}: choose one of {', '.join(COMPILE_MODES)}.")
     mode = speed["mode"]
     _set_format(model, mode.startswith("channels_last"))
     try:
