@@ -170,12 +170,30 @@ def margin_text(margin: int | None, worst: dict[tuple[int, int], float], *, tile
             f"with `python -m hanrt_bench.tiling_study --write-margin` on {what}.")
 
 
-def write_margin(model: Path, margin: int, also: list[Path]) -> list[Path]:
-    """Record ``margin`` in ``model`` and in the sibling graphs ``also`` (same source weights,
-    checked first: nothing is written if one differs); return the files written."""
+def no_margin_note(worst: dict[tuple[int, int], float], *, tiles, margins, what: str) -> str:
+    """The graphs' ``margin_note`` when no margin met the rule: the margins tried, the largest
+    margin's worst image per tile, and the images (``what``)."""
+    tiles, ref = sorted(tiles), max(margins)
+    refs = " / ".join(f"{worst[(t, ref)]:.1f}" for t in tiles if (t, ref) in worst)
+    return (f"the tiling study found no margin of {', '.join(map(str, sorted(margins)))} that meets its rule; "
+            f"at margin {ref} the worst image is {refs} dB of whole-image output at tiles "
+            f"{' / '.join(map(str, tiles))}, on {what}")
+
+
+def write_margin_note(model: Path, note: str, also: list[Path]) -> list[Path]:
+    """Record that a study ran and no margin met the rule (``note``; the margin stays unrecorded) in
+    ``model`` and its siblings ``also``, checked as :func:`write_margin` checks them."""
+    from hanrt_export.metadata import update_model_info
+
+    _check_siblings(model, also)
+    for g in (model, *also):
+        update_model_info(g, margin=None, margin_note=note)
+    return [model, *also]
+
+
+def _check_siblings(model: Path, also: list[Path]) -> None:
     from hanrt.errors import ModelError
     from hanrt.model_info import read_model_info
-    from hanrt_export.metadata import update_model_info
 
     src = read_model_info(model).source_sha256
     for g in also:
@@ -184,8 +202,16 @@ def write_margin(model: Path, margin: int, also: list[Path]) -> list[Path]:
             raise ModelError(f"--also {str(g)!r} was not exported from the same weights as {str(model)!r} "
                              f"(source sha256 {other[:16] or 'not recorded'} vs {src[:16] or 'not recorded'}); "
                              f"its margin must be measured on its own. Nothing was written.")
+
+
+def write_margin(model: Path, margin: int, also: list[Path]) -> list[Path]:
+    """Record ``margin`` in ``model`` and in the sibling graphs ``also`` (same source weights,
+    checked first: nothing is written if one differs); return the files written."""
+    from hanrt_export.metadata import update_model_info
+
+    _check_siblings(model, also)
     for g in (model, *also):
-        update_model_info(g, margin=margin)
+        update_model_info(g, margin=margin, margin_note="")
     return [model, *also]
 
 

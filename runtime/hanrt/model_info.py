@@ -80,6 +80,8 @@ class ModelInfo:
       and writes it). ``None``: not measured (older files, freshly exported graphs, engines built
       from them); the runtime then uses its safe default
       (:data:`DEFAULT_MARGIN`, :func:`resolve_margin`). An explicit margin always wins over both.
+      ``margin_note``: with ``margin`` None, why a study that ran recorded none (no margin met its
+      rule; the figures), so ``hanrt info`` does not call a studied model "not measured".
     """
 
     scale: int
@@ -106,6 +108,7 @@ class ModelInfo:
     fixed_tile: int = 0
     max_batch: int = 0
     margin: int | None = None
+    margin_note: str = ""
     schema: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -177,7 +180,8 @@ class ModelInfo:
             "hanrt.layout": self.layout,
             "hanrt.precision": self.precision,
             "hanrt.value_range": f"{self.value_range[0]:g}..{self.value_range[1]:g}",
-            "hanrt.margin": "not measured" if self.margin is None else str(self.margin),
+            "hanrt.margin": (str(self.margin) if self.margin is not None
+                             else "none met the tiling study's rule" if self.margin_note else "not measured"),
         }
 
     def with_(self, **changes: Any) -> "ModelInfo":
@@ -200,11 +204,12 @@ def resolve_margin(margin: int | None, info: ModelInfo) -> tuple[int, MarginSour
     return DEFAULT_MARGIN, "default"
 
 
-def describe_margin(margin: int, source: MarginSource) -> str:
-    """``"4 (measured, recorded in the model)"``-style text for logs, ``hanrt info`` and benchmarks."""
+def describe_margin(margin: int, source: MarginSource, note: str = "") -> str:
+    """``"4 (measured, recorded in the model)"``-style text for logs, ``hanrt info`` and benchmarks;
+    ``note``: the model's :attr:`ModelInfo.margin_note`, said for the default margin."""
     return f"{margin} (" + {"explicit": "asked for",
                            "model": "measured, recorded in the model",
-                           "default": "default: not measured for this model"}[source] + ")"
+                           "default": f"default: {note or 'not measured for this model'}"}[source] + ")"
 
 
 # --- ONNX metadata without onnx -------------------------------------------------------------

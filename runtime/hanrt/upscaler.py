@@ -211,11 +211,11 @@ class Upscaler:
             self.model_path = path
         self.tile: int | str | None = tile or None
         self.margin, self.margin_source = resolve_margin(margin, self._backend.info)
-        log.debug("tiling margin %s", describe_margin(self.margin, self.margin_source))
+        log.debug("tiling margin %s", describe_margin(self.margin, self.margin_source, self._backend.info.margin_note))
         if isinstance(tile, int) and tile and 2 * self.margin >= tile:  # asked or recorded margin alike
             if self._owns:
                 self._backend.close()
-            raise UsageError(f"margin {describe_margin(self.margin, self.margin_source)} leaves no "
+            raise UsageError(f"margin {describe_margin(self.margin, self.margin_source, self._backend.info.margin_note)} leaves no "
                              f"core in a {tile}-pixel tile (need 2*margin < tile): use a larger --tile or a "
                              f"smaller --margin.")
         self.batch = batch if self._backend.max_batch is None else min(batch, self._backend.max_batch)

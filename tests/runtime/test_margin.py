@@ -137,14 +137,42 @@ def test_cli_upscale_and_info_use_the_recorded_margin(tiny_onnx, tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["model_info"]["margin"] == 3
 
 
-def test_the_bundled_graphs_record_their_measured_margin():
-    from hanrt.models import bundled_dir
+def test_the_bundled_graphs_record_their_tiling_study():
+    """Every bundled model was studied: its graphs record the margin, or why none met the rule."""
+    from hanrt.models import BUNDLED, bundled_dir
 
     d = bundled_dir()
-    for stem in ("hanrt_x4", "hanrt_x4_document"):
-        margins = {read_model_info(d / f"{stem}{v}.onnx").margin for v in ("", "_uint8", "_fp16", "_int8")}
-        assert len(margins) == 1 and None not in margins, (stem, margins)  # siblings share the weights
-        assert isinstance(margins.pop(), int)
+    for stem in (b.stem for b in BUNDLED.values()):
+        infos = [read_model_info(d / f"{stem}{v}.onnx") for v in ("", "_uint8", "_fp16", "_int8")]
+        recorded = {(i.margin, i.margin_note) for i in infos}
+        assert len(recorded) == 1, (stem, recorded)  # siblings share the weights
+        margin, note = recorded.pop()
+        assert (isinstance(margin, int) and not note) or (margin is None and "no margin" in note), (stem, margin)
+
+
+def test_a_studied_model_without_a_margin_says_so(tiny_onnx, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from hanrt_bench.tiling_study import no_margin_note, write_margin, write_margin_note
+    from hanrt_export.metadata import update_model_info
+
+    path, sib = tmp_path / "m.onnx", tmp_path / "m_sibling.onnx"
+    for p in (path, sib):  # two graphs of the same weights
+        shutil.copyfile(tiny_onnx, p)
+        update_model_info(p, source_sha256="a" * 64)
+    note = no_margin_note({(64, 0): 40.0, (64, 12): 49.1, (128, 12): 49.0, (128, 0): 41.0},
+                          tiles=(64, 128), margins=(0, 12), what="4 held-out E1 photos")
+    assert note == ("the tiling study found no margin of 0, 12 that meets its rule; at margin 12 the worst image "
+                    "is 49.1 / 49.0 dB of whole-image output at tiles 64 / 128, on 4 held-out E1 photos")
+    write_margin_note(path, note, [sib])
+    for p in (path, sib):
+        info = read_model_info(p)
+        assert info.margin is None and info.margin_note == note
+        assert read_onnx_metadata(p)["hanrt.margin"] == "none met the tiling study's rule"
+    assert resolve_margin(None, info) == (DEFAULT_MARGIN, "default")
+    assert main(["info", str(path)]) == 0
+    assert f"margin       {DEFAULT_MARGIN} (default: {note})" in capsys.readouterr().out
+    write_margin(path, 4, [])  # a later study that finds one clears the note
+    assert (read_model_info(path).margin, read_model_info(path).margin_note) == (4, "")
 
 
 def test_the_margin_travels_with_engines_and_triton_repositories(tiny_onnx, tmp_path):

@@ -91,7 +91,8 @@ def format_text(d: dict) -> str:
                  + (f" (the network computes in {mi['network_range'][0]:g}..{mi['network_range'][1]:g}; the graph "
                     f"scales)" if mi.get("network_range") and list(mi["network_range"]) != [lo, hi] else ""))
     lines.append(f"  precision    {mi.get('precision', 'fp32')}")
-    lines.append(f"  margin       {describe_margin(*resolve_margin(None, ModelInfo.from_json(json.dumps(mi))))}"
+    info = ModelInfo.from_json(json.dumps(mi))
+    lines.append(f"  margin       {describe_margin(*resolve_margin(None, info), info.margin_note)}"
                  "; tiling context, --margin overrides")
     fp32 = mi.get("fp32_nodes") or []
     if mi.get("precision", "fp32") != "fp32":
