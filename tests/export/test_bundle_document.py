@@ -10,8 +10,14 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("skimage")
 
 
-def test_bundle_a_document_model(tmp_path, tiny_han):
+@pytest.mark.parametrize("no_margin", [False, True], ids=["as-measured", "no-margin-meets-the-rule"])
+def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     from hanrt_bench.docpages import available_fonts, write_pages
+
+    if no_margin:  # the study's verdict forced, to check what the bundle then records
+        import hanrt_bench.tiling_study as ts
+
+        monkeypatch.setattr(ts, "choose_margin", lambda *a, **k: None)
 
     from hanrt_export.bundle import main
     from hanrt_export.checkpoint import save_checkpoint
@@ -39,14 +45,19 @@ def test_bundle_a_document_model(tmp_path, tiny_han):
     assert "Training used 1 pages, seeds 3..3" in card and "-> **fp32**" in card
     assert "no real scanned or historical pages" in card
     # the tiling margin was measured on the held-out pages and recorded in both graphs (or, if no
-    # margin met the rule, the card says so and the graphs keep "not measured")
+    # margin met the rule, the card and the graphs' margin_note say so)
     from hanrt.model_info import read_model_info
 
     line = next(x for x in card.splitlines() if x.startswith("Tiling margin:"))
-    recorded = {read_model_info(dest / f).margin for f in ("doc_x4.onnx", "doc_x4_uint8.onnx")}
+    recorded = {(read_model_info(dest / f).margin, read_model_info(dest / f).margin_note)
+                for f in ("doc_x4.onnx", "doc_x4_uint8.onnx")}
     assert len(recorded) == 1
-    m = recorded.pop()
-    assert (f"**{m}** input pixels" in line) if m is not None else ("not recorded" in line)
+    m, note = recorded.pop()
+    assert m is None or not no_margin
+    if m is not None:
+        assert f"**{m}** input pixels" in line and not note
+    else:
+        assert "not recorded" in line and "no margin of 0, 2, 4, 6, 8, 12" in note and "1 held-out pages" in note
     assert "1 held-out pages, LR by bicubic /2" in line
     notice = (dest / "NOTICE_document").read_text()
     assert "fonts-dejavu-core" in notice and "Aitzol Berasategi" in notice  # fonts and the parent's photos
