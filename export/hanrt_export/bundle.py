@@ -325,10 +325,22 @@ def _data_counts(used: dict[str, list[Path]] | None) -> dict[str, str]:
             with Image.open(p) as im:
                 mp += im.width * im.height / 1e6
         out[kind] = f"{len(files)} ({mp:.1f} MP)"
-        if len(files) < full[kind]:
+        if 0 < len(files) < full[kind]:  # a kind not trained on at all was left out, not held out
             left.append(f"{full[kind] - len(files)} of the {full[kind]} {kind}")
     out["note"] = f" ({', '.join(left)} held out for evaluation, not trained on)" if left else ""
     return out
+
+
+def _kinds_text(used: dict[str, list[Path]] | None, counts: dict[str, str]) -> tuple[str, int]:
+    """The card's list of the kinds of training data (only the kinds trained on) and their number."""
+    kinds = {"photos": f"{counts['photos']} photos from Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 "
+                       f"only)",
+             "lineart": f"{counts['lineart']} drawings and cartoons from `openclipart-png` "
+                        f"{PACKAGES['openclipart-png'].version} (public-domain dedication; transparency flattened onto white)",
+             "screens": f"{counts['screens']} screenshot-like images (rendered at 2x) generated from seeds by "
+                        f"`hanrt_export.screens`"}
+    listed = [v for k, v in kinds.items() if used is None or used[k]] or list(kinds.values())
+    return ", ".join(listed[:-1]) + (" and " if len(listed) > 1 else "") + listed[-1], len(listed)
 
 
 def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str = "hanrt_x4",
@@ -403,13 +415,12 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
                                          "final_val": hist[-1] if hist else None}]
     mean_gain = float(np.mean([r["hanrt_psnr"] - r["bicubic_psnr"] for r in rows]))
     counts = _data_counts(used)
-    data_text = f"""Three kinds of images (credits, licences and sha256 of every file in `NOTICE`), fetched with
+    kinds_text, n_kinds = _kinds_text(used, counts)
+    data_text = f"""{["Training images", "Two kinds of images", "Three kinds of images"][n_kinds - 1]} (credits, \
+licences and sha256 of every file in `NOTICE`), fetched with
 `hanrt train --fetch-data DIR` (apt-get download + dpkg -x; licences read from each package's
-copyright file, CC0 / CC-BY / public domain only; sha256-checked): {counts['photos']} photos from
-Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 only), {counts['lineart']} drawings and
-cartoons from `openclipart-png` {PACKAGES['openclipart-png'].version} (public-domain
-dedication; transparency flattened onto white) and {counts['screens']} screenshot-like images
-(rendered at 2x) generated from seeds by `hanrt_export.screens`{counts['note']}. Each image is shrunk by a random factor in
+copyright file, CC0 / CC-BY / public domain only; sha256-checked): {kinds_text}{counts['note']}. Each image is \
+shrunk by a random factor in
 {tc.get('shrink', '(0.25, 0.6)')} ({tc.get('versions', 4)} versions each) before patches are cut,
 which removes JPEG noise; the bottom {int(100 * tc.get('val_fraction', 0.1))}% of every version is
 held out for validation."""

@@ -244,3 +244,20 @@ def test_bundle_card_counts_the_folder_trained_on(tmp_path):
     assert c["photos"] == "2 (0.0 MP)" and c["screens"] == "1 (0.1 MP)"
     assert f"{len(data.LINE_ART) - 3} of the {len(data.LINE_ART)} lineart" in c["note"]
     assert _data_counts(None)["note"] == "" and _data_counts(None)["lineart"] == str(len(data.LINE_ART))
+
+
+def test_bundle_card_names_only_the_kinds_trained_on(tmp_path):
+    """A photo model trained on the photos alone: the card lists photos only, and the drawings and
+    screenshots it never used are not called 'held out'."""
+    from hanrt_export.bundle import _data_counts, _kinds_text, _training_files
+
+    for i in range(3):
+        Image.new("RGB", (120, 80)).save(tmp_path / f"p{i}.jpg")
+    used = _training_files(tmp_path)
+    counts = _data_counts(used)
+    assert counts["note"] == f" ({len(data.PHOTO_FILES) - 3} of the {len(data.PHOTO_FILES)} photos held out for " \
+                             "evaluation, not trained on)"
+    text, n = _kinds_text(used, counts)
+    assert n == 1 and text.startswith("3 (0.0 MP) photos from Debian's") and "openclipart" not in text
+    text, n = _kinds_text(None, _data_counts(None))
+    assert n == 3 and "openclipart-png" in text and " and " in text and "hanrt_export.screens" in text
