@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -115,6 +116,11 @@ def _stages_text(stages: list[dict], scale: int) -> str:
                 f"probability {tc.get('flat_keep', 1):g})" if tc.get("flat_std") else "")
         sched = f"cosine over a {tc['time_budget_s'] / 60:.0f}-min wall-clock budget" if tc.get("time_budget_s") \
             else "cosine over the steps"
+        budget = float(tc.get("time_budget_s") or 0)
+        if budget and mins * 60 < 0.95 * budget:  # stopped before its schedule ended: say where
+            lr0, lr1 = float(tc.get("lr", 0)), float(tc.get("lr_min", 0))
+            lr_then = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * mins * 60 / budget))
+            sched += f", stopped early ({mins:.0f} of its {budget / 60:.0f} min; learning rate then {lr_then:.2g})"
         val = st.get("final_val")
         vtxt = (f"; validation {val['val_psnr']:.2f} dB vs bicubic {val['bicubic_psnr']:.2f} dB"
                 if val else "")

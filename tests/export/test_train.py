@@ -356,3 +356,16 @@ def test_document_reproduce_names_the_page_stages():
     cmds = _reproduce(stages, "document").split(",\n")
     assert [c.split("--data ")[1].split()[0] for c in cmds] == ["photos", "photos", "pages/images", "pages/images"]
     assert [c.split("--data ")[1].split()[0] for c in _reproduce(stages[:2]).split(",\n")] == ["photos", "photos"]
+
+
+def test_stage_text_says_when_a_stage_stopped_before_its_schedule_ended():
+    from hanrt_export.bundle import _stages_text
+
+    cfg = {"scale": 4, "n_resgroups": 2, "n_resblocks": 16, "n_feats": 32, "reduction": 8}
+    tc = {"lr": 2e-4, "lr_min": 1e-6, "warmup": 100, "batch": 16, "patch": 40, "time_budget_s": 118 * 60,
+          "init": "doc4.pt", "grow_blocks": 16}
+    early = _stages_text([{"config": cfg, "step": 4000, "elapsed_s": 45 * 60, "train_config": tc}], 4)
+    # cosine at 45/118 of the budget: 1e-6 + 0.5 * (2e-4 - 1e-6) * (1 + cos(pi * 0.381)) = 1.4e-4
+    assert "stopped early (45 of its 118 min; learning rate then 0.00014)" in early
+    full = _stages_text([{"config": cfg, "step": 9000, "elapsed_s": 118 * 60, "train_config": tc}], 4)
+    assert "stopped early" not in full
