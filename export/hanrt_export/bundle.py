@@ -214,7 +214,7 @@ def _export_precision(checkpoint: Path, out: Path, precision: str, calib: str) -
     from hanrt.cli import main as hanrt_main
 
     rc = hanrt_main(["export", "--checkpoint", str(checkpoint), "--output", str(out), "--precision", precision,
-                     "--calib", str(calib), "--overwrite"])
+                     "--calib", str(calib), "--overwrite", *(["--fp16-retries", "3"] if precision == "fp16" else [])])
     if rc != 0:
         raise HanrtError(f"hanrt export --precision {precision} failed with exit code {rc}")
 

@@ -72,6 +72,8 @@ def _precision_hook(args: ExportRequest):
             raise UsageError("--calib is only used with --precision fp16 or int8.")
         return None
     count, size = args.calib_count, args.calib_size
+    if getattr(args, "fp16_retries", 0) < 0:
+        raise UsageError(f"--fp16-retries must be >= 0, got {args.fp16_retries}.")
     if count < 1 or size < 8:
         raise UsageError(f"--calib-count must be >= 1 and --calib-size >= 8, got {count} and {size}.")
     crops: list = []
@@ -87,4 +89,4 @@ def _precision_hook(args: ExportRequest):
                                  options=P.Int8Options(calib_size=size, calib_count=count,
                                                        activations=args.int8_activations))
     return functools.partial(P.make_fp16, calib=crops, calibration=desc,
-                             options=P.Fp16Options(calib_size=size, calib_count=count))
+                             options=P.Fp16Options(calib_size=size, calib_count=count, retries=args.fp16_retries))

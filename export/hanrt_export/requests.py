@@ -28,6 +28,8 @@ class ExportRequest:
     int8_activations: Literal["int8", "uint8"] = "int8"
     calib_count: int = 16
     calib_size: int = 48
+    # FP16: when the gate fails, decide again with the range limit / 4 (more nodes FP32), this many times
+    fp16_retries: int = 0
     verify: bool = True
     overwrite: bool = False
 

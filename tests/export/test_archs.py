@@ -162,7 +162,7 @@ def test_fp16_refusal_writes_nothing(arch_dir, calib_photos):
     hook = functools.partial(P.make_fp16, calib=P.photo_crops(calib_photos, n=2, size=32), calibration="2 crops",
                              options=P.Fp16Options(calib_size=16))
     out = arch_dir / "span_gate_fp16.onnx"
-    with pytest.raises(ParityError, match=r"FP16 gate failed: on the 'zeros' input .*ReferenceEvaluator"):
+    with pytest.raises(ParityError, match=r"FP16 gate failed: .*on the 'zeros' input .*ReferenceEvaluator"):
         export_onnx(loaded, out, precision_hook=hook)
     assert not out.exists()
 

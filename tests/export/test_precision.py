@@ -145,6 +145,45 @@ def test_export_fp16_records_the_decision(tmp_path, tiny_han, calib_photos):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
 
 
+@pytest.mark.parametrize("retries", [0, 2])
+def test_fp16_gate_failure_retries_with_more_nodes_fp32(tmp_path, tiny_onnx, crops, monkeypatch, retries):
+    """The first decision fails the gate (forced): with retries the range limit drops 4x and the graph
+    is written with the note; without, nothing is written."""
+    import shutil
+
+    from hanrt.errors import ParityError
+
+    real_gate, limits = P._fp16_gate, []
+    real_decide = P.decide_fp32_nodes
+
+    def decide(m, inputs, *, options, calibration=""):
+        limits.append(options.range_limit)
+        return real_decide(m, inputs, options=options, calibration=calibration)
+
+    def gate(m32, m16, info, size, min_psnr):
+        if len(limits) == 1:  # the first decision: as if it were 40 dB on the checkerboard
+            return 40.0, "on the 'checkerboard' input 40.00 dB (forced)", "forced"
+        return real_gate(m32, m16, info, size, min_psnr)
+
+    monkeypatch.setattr(P, "_fp16_gate", gate)
+    monkeypatch.setattr(P, "decide_fp32_nodes", decide)
+    out = tmp_path / "g.onnx"
+    shutil.copyfile(tiny_onnx, out)
+    before = out.read_bytes()
+    info = read_model_info(out)
+    opts = P.Fp16Options(calib_size=16, retries=retries)
+    if not retries:
+        with pytest.raises(ParityError, match=r"every range limit tried \(8192: on the 'checkerboard' input"):
+            P.make_fp16(out, info, calib=crops, options=opts)
+        assert out.read_bytes() == before and limits == [8192.0]
+        return
+    got = P.make_fp16(out, info, calib=crops, options=opts)
+    assert limits == [8192.0, 2048.0]
+    assert "the gate failed at range limit 8192: on the 'checkerboard' input 40.00 dB (forced); passed at 2048" \
+        in got.precision_notes
+    assert read_model_info(out).precision == "fp16"
+
+
 def test_export_fp16_uint8_io(tmp_path, tiny_han, photo):
     from hanrt_export.to_onnx import ExportOptions, export_onnx
 

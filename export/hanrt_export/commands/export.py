@@ -47,6 +47,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="number of calibration crops (default %(default)s)")
     p.add_argument("--calib-size", type=int, default=_D.calib_size, metavar="PX",
                    help="side of the square calibration crops in input pixels (default %(default)s)")
+    p.add_argument("--fp16-retries", type=int, default=_D.fp16_retries, metavar="N",
+                   help="fp16: when the gate fails, decide again keeping more nodes FP32 (range limit / 4), up to N "
+                   "times (default %(default)s; the bundled models use 3)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch parity gate")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     t = p.add_argument_group("Triton model repository (also: hanrt triton-repo, which needs no torch)")
