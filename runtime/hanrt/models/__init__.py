@@ -36,7 +36,7 @@ BUNDLED: dict[str, BundledModel] = {
     "art": BundledModel("art", "hanrt_x4_art", "MODEL_CARD_art.md", "NOTICE_art",
                         "line art, comics, screenshots (and photos): 2x16x32, trained on all three kinds"),
     "document": BundledModel("document", "hanrt_x4_document", "MODEL_CARD_document.md", "NOTICE_document",
-                             "document scans: fine-tuned from photo on generated pages (text on paper)"),
+                             "document scans: 2x16x32, fine-tuned from photo on generated pages (text on paper)"),
 }
 DEFAULT_MODEL_NAME = "photo"
 
