@@ -157,8 +157,8 @@ def margin_text(margin: int | None, worst: dict[tuple[int, int], float], *, tile
     """One sentence for a model card: the margin recorded (or why none), the rule and the figures
     it was decided on (``worst``: :func:`worst_db`; ``what``: the images and the LR, in words)."""
     tiles, ref = sorted(tiles), max(margins)
-    per = " / ".join(f"{worst[(t, margin)]:.1f}" for t in tiles) if margin is not None else ""
-    refs = " / ".join(f"{worst[(t, ref)]:.1f}" for t in tiles if (t, ref) in worst)
+    per = _at_margin(worst, tiles, margin) if margin is not None else ""
+    refs = _at_margin(worst, tiles, ref)
     rule = (f"the smallest margin of {', '.join(map(str, sorted(margins)))} whose worst image at tiles "
             f"{' and '.join(map(str, tiles))} is >= {CRITERION_DB:g} dB of whole-image output and within "
             f"{HEADROOM_DB:g} dB of margin {ref}'s")
@@ -170,13 +170,17 @@ def margin_text(margin: int | None, worst: dict[tuple[int, int], float], *, tile
             f"with `python -m hanrt_bench.tiling_study --write-margin` on {what}.")
 
 
+def _at_margin(worst: dict[tuple[int, int], float], tiles, margin: int) -> str:
+    """``"49.1 / 49.0"``: the worst image's dB at ``margin`` for each of ``tiles`` studied."""
+    return " / ".join(f"{worst[(t, margin)]:.1f}" for t in tiles if (t, margin) in worst)
+
+
 def no_margin_note(worst: dict[tuple[int, int], float], *, tiles, margins, what: str) -> str:
     """The graphs' ``margin_note`` when no margin met the rule: the margins tried, the largest
     margin's worst image per tile, and the images (``what``)."""
     tiles, ref = sorted(tiles), max(margins)
-    refs = " / ".join(f"{worst[(t, ref)]:.1f}" for t in tiles if (t, ref) in worst)
     return (f"the tiling study found no margin of {', '.join(map(str, sorted(margins)))} that meets its rule; "
-            f"at margin {ref} the worst image is {refs} dB of whole-image output at tiles "
+            f"at margin {ref} the worst image is {_at_margin(worst, tiles, ref)} dB of whole-image output at tiles "
             f"{' / '.join(map(str, tiles))}, on {what}")
 
 

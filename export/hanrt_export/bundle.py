@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -118,8 +117,9 @@ def _stages_text(stages: list[dict], scale: int) -> str:
             else "cosine over the steps"
         budget = float(tc.get("time_budget_s") or 0)
         if budget and mins * 60 < 0.95 * budget:  # stopped before its schedule ended: say where
-            lr0, lr1 = float(tc.get("lr", 0)), float(tc.get("lr_min", 0))
-            lr_then = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * mins * 60 / budget))
+            from .train import cosine_lr
+
+            lr_then = cosine_lr(float(tc.get("lr", 0)), float(tc.get("lr_min", 0)), mins * 60 / budget)
             sched += f", stopped early ({mins:.0f} of its {budget / 60:.0f} min; learning rate then {lr_then:.2g})"
         val = st.get("final_val")
         vtxt = (f"; validation {val['val_psnr']:.2f} dB vs bicubic {val['bicubic_psnr']:.2f} dB"

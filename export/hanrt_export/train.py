@@ -362,6 +362,11 @@ def _setup_compile(cfg: TrainConfig, model: HAN, sampler, speed: dict, *, start_
     return torch.compile(model)
 
 
+def cosine_lr(peak: float, floor: float, fraction: float) -> float:
+    """The learning rate after ``fraction`` (0..1) of a cosine decay from ``peak`` to ``floor``."""
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, fraction)))
+
+
 def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -369,7 +374,7 @@ def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float
         t = elapsed_s / cfg.time_budget_s
     else:
         t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(1.0, t)))
+    return cosine_lr(cfg.lr, cfg.lr_min, t)
 
 
 @torch.no_grad()
