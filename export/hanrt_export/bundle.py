@@ -32,7 +32,7 @@ import numpy as np
 from hanrt.errors import HanrtError
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DEB_PACKAGE, DEB_VERSION, LINE_ART, PACKAGES, PHOTO_FILES, SCREENS, notice_text
+from .data import LINE_ART, PACKAGES, PHOTO_FILES, SCREENS, notice_text
 from .to_onnx import ExportOptions, export_onnx
 
 log = logging.getLogger(__name__)
@@ -337,10 +337,21 @@ def _data_counts(used: dict[str, list[Path]] | None) -> dict[str, str]:
     return out
 
 
+def _photo_sources(used: dict[str, list[Path]] | None) -> str:
+    """The packages (and their licences) of the photos trained on: the ones in ``used`` that the
+    fetch table knows by name, all of them when nothing is known."""
+    names = {p.name for p in (used or {}).get("photos", [])}
+    files = [f for f in PHOTO_FILES if f.out_name in names] or list(PHOTO_FILES)
+    pkgs = list(dict.fromkeys(f.package for f in files))
+    lics = sorted({f.license for f in files})
+    lics = ", ".join(lics[:-1]) + (" and " if len(lics) > 1 else "") + lics[-1]
+    where = ", ".join(f"`{p}` {PACKAGES[p].version}" for p in pkgs)
+    return f"Debian's {where} ({lics} only)" if len(pkgs) == 1 else f"Debian packages {where} ({lics})"
+
+
 def _kinds_text(used: dict[str, list[Path]] | None, counts: dict[str, str]) -> tuple[str, int]:
     """The card's list of the kinds of training data (only the kinds trained on) and their number."""
-    kinds = {"photos": f"{counts['photos']} photos from Debian's `{DEB_PACKAGE}` {DEB_VERSION} (CC-BY-4.0 and CC0-1.0 "
-                       f"only)",
+    kinds = {"photos": f"{counts['photos']} photos from {_photo_sources(used)}",
              "lineart": f"{counts['lineart']} drawings and cartoons from `openclipart-png` "
                         f"{PACKAGES['openclipart-png'].version} (public-domain dedication; transparency flattened onto white)",
              "screens": f"{counts['screens']} screenshot-like images (rendered at 2x) generated from seeds by "

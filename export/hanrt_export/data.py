@@ -3,8 +3,10 @@
 Three kinds, each in its own subfolder of the fetch folder (``hanrt train --data DIR`` reads
 them all, recursively):
 
-* ``photos/``: real photos from Debian's ``lomiri-wallpapers-16.04`` (version 20.04.0-2), only
-  the CC-BY-4.0 and CC0-1.0 ones (:data:`TRAIN_PHOTOS`).
+* ``photos/``: real photos (:data:`PHOTO_FILES`): from Debian's ``lomiri-wallpapers-16.04``
+  (version 20.04.0-2), only the CC-BY-4.0 and CC0-1.0 ones (:data:`TRAIN_PHOTOS`); one from
+  ``sddm-theme-maldives`` (CC-BY-3.0), one from ``budgie-core`` (CC0-1.0) and Endless Sky's
+  NASA / USGS landing photos (``endless-sky-high-dpi``, public domain).
 * ``lineart/``: drawings and cartoons from Debian's ``openclipart-png`` (Openclipart 0.18,
   public-domain dedication for the whole collection; :data:`LINE_ART`, a bounded selection of
   the larger detailed drawings), alpha flattened onto white.
@@ -19,7 +21,9 @@ checked against its sha256, every written file against the sha256 of its pixels.
 Rejected sources (licences from their Debian ``copyright`` files): lomiri-wallpapers-20.04 (all
 four photos CC-BY-SA-3.0), lomiri-wallpapers (one CC-BY-SA-3.0 image), the CC-BY-SA-4.0 photos of
 lomiri-wallpapers-16.04, gnome-backgrounds (CC-BY-SA-3.0), ukui-wallpapers (CC-BY-SA-3.0),
-mate-backgrounds (GPL-2+ and CC-BY-SA-4.0). Openclipart drawings whose SVG (openclipart-svg)
+mate-backgrounds (GPL-2+ and CC-BY-SA-4.0), sddm-theme-maldives' maldives.jpg (CC-BY-SA-3.0),
+KDE Plasma wallpapers (GPL / CC-BY-SA), mate-screensaver's cosmos (GPL), stellarium, xplanet and palapeli
+images (GPL), forensics-samples (CC-BY-SA). Openclipart drawings whose SVG (openclipart-svg)
 names no author or no licence were left out.
 """
 
@@ -84,25 +88,22 @@ TRAIN_PHOTOS: tuple[Photo, ...] = (
 )
 
 
-def fetch_training_photos(dest: str | Path, *, deb: str | Path | None = None) -> list[Path]:
-    """Put the licensed training photos into ``dest`` (verified by sha256) and return their paths.
+def fetch_training_photos(dest: str | Path, *, deb: str | Path | None = None,
+                          debs: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """Put every licensed training photo (:data:`PHOTO_FILES`, from all their packages) flat into
+    ``dest`` and return their paths: licence-checked against each package's copyright file and
+    verified by sha256, like :func:`fetch_training_data` (which puts them in ``dest/photos``).
 
-    ``deb``: an already downloaded ``.deb`` of the package; otherwise ``apt-get download`` fetches
-    it (needs Debian/Ubuntu's apt and a reachable mirror). Photos already present and intact are
-    kept. (The photos alone, flat in ``dest``; :func:`fetch_training_data` fetches every kind.)
+    ``deb`` / ``debs``: already downloaded ``.deb`` files (one, or by package name); otherwise
+    ``apt-get download`` fetches them (needs Debian/Ubuntu's apt and a reachable mirror). Photos
+    already present and intact are kept.
     """
+    debs = dict(debs or {})
+    if deb is not None:
+        debs[deb_package_name(deb)] = deb
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    missing = [ph for ph in TRAIN_PHOTOS if not (dest / ph.file).is_file() or sha256_file(dest / ph.file) != ph.sha256]
-    if missing:
-        with tempfile.TemporaryDirectory(prefix="hanrt-photos-") as td:
-            ex = _unpack(DEB_PACKAGE, DEB_VERSION, deb, Path(td))
-            for ph in missing:
-                src = _verified(ex, f"{_DEB_DIR}/{ph.file}", ph.sha256, DEB_VERSION)
-                with atomic_output(dest / ph.file) as tmp:
-                    shutil.copyfile(src, tmp)
-                log.info("fetched %s (%s, %s)", ph.file, ph.author, ph.license)
-    return [dest / ph.file for ph in TRAIN_PHOTOS]
+    return _fetch_files(PHOTO_FILES, lambda f: dest / f.out_name, debs)
 
 
 def _unpack(package: str, version: str, deb: str | Path | None, work: Path) -> Path:
@@ -178,6 +179,13 @@ PACKAGES: dict[str, Package] = {
     "openclipart-png": Package("openclipart-png", "1:0.18+dfsg-19", "usr/share/openclipart/png", 130_910_028,
                                "Open Clip Art Library 0.18 (http://www.openclipart.org)",
                                license="public-domain", license_phrase="Public Domain Dedication"),
+    "sddm-theme-maldives": Package("sddm-theme-maldives", "0.19.0-5", "usr/share/sddm/themes/maldives", 1_248_792,
+                                   "SDDM (https://github.com/sddm/sddm), photo from Wikimedia Commons"),
+    "budgie-core": Package("budgie-core", "10.7.1-1", "usr/share/backgrounds/budgie", 2_316_360,
+                           "Budgie Desktop (https://github.com/BuddiesOfBudgie/budgie-desktop)"),
+    "endless-sky-high-dpi": Package("endless-sky-high-dpi", "0.9.8-1",
+                                    "usr/share/games/endless-sky/plugins/endless-sky-high-dpi/images/land",
+                                    135_643_966, "Endless Sky (https://github.com/endless-sky/endless-sky)"),
 }
 
 
@@ -193,18 +201,67 @@ class DataFile:
     sha256: str  # of the file in the package
     pixels: str = ""  # lineart: sha256 of the written image's pixels (see pixel_sha256)
     year: int | None = None
+    name: str = ""  # the written file's name, where the package's is too generic ("default.jpg")
 
     @property
     def file(self) -> str:
-        return Path(self.path).name
+        return self.name or Path(self.path).name
+
+    @property
+    def out_name(self) -> str:
+        """The name it is written under (line art: always a PNG, flattened)."""
+        return self.file if self.kind == "photos" else Path(self.file).with_suffix(".png").name
 
 
 def _clip(path: str, author: str, sha256: str, pixels: str = "") -> DataFile:
     return DataFile("lineart", "openclipart-png", path, author, "public-domain", sha256, pixels)
 
 
-PHOTO_FILES: tuple[DataFile, ...] = tuple(
+_LOMIRI_PHOTOS: tuple[DataFile, ...] = tuple(
     DataFile("photos", DEB_PACKAGE, ph.file, ph.author, ph.license, ph.sha256, year=ph.year) for ph in TRAIN_PHOTOS)
+
+
+def _land(path: str, author: str, sha256: str) -> DataFile:
+    return DataFile("photos", "endless-sky-high-dpi", path, author, "public-domain", sha256)
+
+
+# More photos (added for the stage-5 photo model): a beach (CC-BY-3.0, sddm-theme-maldives), a
+# landscape (CC0, Budgie's default wallpaper) and Endless Sky's landing photos that its copyright
+# file credits to NASA or the USGS (US government works, public domain). Left out of Endless Sky:
+# space2 (credited both to NASA and to unsplash.com), the morguefile/unsplash "donated" photos
+# (an unverifiable public-domain claim) and every CC-BY-SA photo.
+PHOTO_FILES: tuple[DataFile, ...] = (
+    *_LOMIRI_PHOTOS,
+    DataFile("photos", "sddm-theme-maldives", "background.jpg", "Nevit Dilmen", "CC-BY-3.0",
+             "032d28ee4f3d885e9340ae430457fd59341e9fbf8ca45502d86ad14362ffb4a0", year=2008,
+             name="maldives_background.jpg"),
+    DataFile("photos", "budgie-core", "default.jpg", "Budgie Desktop Developers", "CC0-1.0",
+             "4995228348caa1e905c455d4ad5023869e76ac35564c766372060bcf96de1ea1", name="budgie_default.jpg"),
+    _land("desert0@2x.jpg", "NASA", "c12b8597e74e15a643cccd46551a30d0c1bbdb3f021a671ccf69038557fe242e"),
+    _land("earthrise@2x.jpg", "NASA", "1d459c1735f9f40da32a064c06de155c046fc6a5f1b433193d1e376d3ff68c4c"),
+    _land("lava0@2x.jpg", "USGS", "a5984091dfb6bd6ecd0d1d678cfa8d49810f126922b0fd49b82be602c9d355bb"),
+    _land("nasa0@2x.jpg", "NASA", "4a41ee6d2d8608f0c2b74aeab95914c615b2760d1af17f8570fbd74065291f90"),
+    _land("nasa1@2x.jpg", "NASA", "633d15cd9193211edfa2536b00d8c2257dbc6bc549c1458d7e28b96c53f53137"),
+    _land("nasa2@2x.jpg", "NASA", "58dc67f81444a03a799458d179ab3170874ce4b1827937d593893706af60caa3"),
+    _land("nasa3@2x.jpg", "NASA", "7686f341042cfba8d0c3864a76a57609d159ba9fa655fea0705d3eda0982c2c5"),
+    _land("nasa4@2x.jpg", "NASA", "240a6a5de3701b67df5b46157113c2666d1078dae530fc5d3746de4aebc38466"),
+    _land("nasa5@2x.jpg", "NASA", "cac7bdef95abb4a6df4d33fe3d8fba79424b6c63a966e1f442d742e5c3f27b5b"),
+    _land("nasa6@2x.jpg", "NASA", "a4aed4d54f90cd996f65381ab6d1efe0ac8a2391a06d27388b9c75199317a4ca"),
+    _land("nasa7@2x.jpg", "NASA", "06d18d187be1ef6e7b652e487e0fb996f6e37e4d3df282ae0173c3eee272a096"),
+    _land("nasa8@2x.jpg", "NASA", "bbcc2ed911af7e5b2f4aa7a219f2638187a098823b3b8e657a2fca719cb053f6"),
+    _land("nasa9@2x.jpg", "NASA", "5bb0208aa665314f90437514950469ff0cc8bc8a8406de59b8097509485bfd29"),
+    _land("space0@2x.jpg", "NASA", "f33cc2ec6b20e4eb2b36d5b907b40b5addd587aed2187d3a1c9684fc1cad55c5"),
+    _land("space1@2x.jpg", "NASA", "1ea1cd1aa85eee694c6507677a91c6aa0bec942f27f708823c2ba7b807e91ecb"),
+    _land("space3@2x.jpg", "NASA", "0bd9db2e333fa80697fef4cc83eb21bba5e087bcf26e810160fe50c0f756b730"),
+    _land("space4@2x.jpg", "NASA", "18aa2baa4a6f252640da7ea7101f96a9fb69890d55d5c1f84552a9cf7115960a"),
+    _land("space5@2x.jpg", "NASA", "018f98826b2085c0c862a1d8b660072dd66f383c9581a6c3c01ec68d70a1b877"),
+    _land("space6@2x.jpg", "NASA", "bc53447ec0bc0f86354c349decdbd31edd017fa8f8c8fd1bbe6b4bb640687267"),
+    _land("space7@2x.jpg", "NASA", "06cf0ffd5ea7782e4e8f96a5fc3fbf3b89ad922c3a408dad880a655bed65883a"),
+    _land("station1@2x.jpg", "NASA", "a711918f4d2a960cedf55a9aee9a3e8b707549bf08a412fc0bb8f973e5aa0de7"),
+    _land("station2@2x.jpg", "NASA", "f6ddf98241c5345d2cdcd323336d69cbace9f029eff587df6827347354d6ce21"),
+    _land("station3@2x.jpg", "NASA", "16fc705447b21d2b29baee34421ae58af3472c570e50230be82ed676869bce05"),
+    _land("station4@2x.jpg", "NASA", "3c0d4e90e5665e9d5aaa4ac7d0539030ef82a5e9d85faacde34dce37289fa9d7"),
+)
 
 # Openclipart drawings: 0.6-5 MP, at least 15 % of the page drawn, detailed (mean luma gradient),
 # at most 8 per top-level category, de-duplicated; authors from openclipart-svg's metadata.
@@ -487,8 +544,47 @@ def _intact(f: DataFile, path: Path) -> bool:
     return sha256_file(path) == f.sha256 if f.kind == "photos" else _file_pixels(path) == f.pixels
 
 
-def _out_name(f: DataFile) -> str:
-    return f.file if f.kind == "photos" else Path(f.file).with_suffix(".png").name
+def _fetch_files(files: Iterable[DataFile], target_of, debs: Mapping[str, str | Path]) -> list[Path]:
+    """Write each of ``files`` to ``target_of(file)`` (kept when already intact): every package
+    unpacked once, each file's licence read from the package's copyright file and checked, its
+    bytes (line art: flattened pixels) checked by sha256, written atomically. The paths, in order."""
+    files = list(files)
+    unknown = sorted(set(debs) - set(PACKAGES))
+    if unknown:
+        raise InputError(f"no training data comes from package(s) {unknown}; the sources are {', '.join(PACKAGES)}.")
+    for pkg_name in dict.fromkeys(f.package for f in files):
+        pkg = PACKAGES[pkg_name]
+        missing = [f for f in files if f.package == pkg_name and not _intact(f, target_of(f))]
+        if not missing:
+            continue
+        with tempfile.TemporaryDirectory(prefix="hanrt-data-") as td:
+            ex = _unpack(pkg.name, pkg.version, debs.get(pkg.name), Path(td))
+            cr = ex / "usr/share/doc" / pkg.name / "copyright"
+            if not cr.is_file():
+                raise InputError(f"{pkg.name} has no copyright file; its licences cannot be checked.")
+            copyright_text = cr.read_text(errors="replace")
+            for f in missing:
+                lic = package_license(copyright_text, pkg, f.path)
+                check_license(lic, f"{pkg.name}: {f.path}")
+                if lic != f.license:
+                    raise InputError(f"{pkg.name}: {f.path} is licensed {lic} by the package's copyright file, "
+                                     f"not {f.license} as recorded; refusing it.")
+                src = _verified(ex, f"{pkg.root}/{f.path}", f.sha256, pkg.version)
+                target = target_of(f)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if f.kind == "photos":
+                    with atomic_output(target) as tmp:
+                        shutil.copyfile(src, tmp)
+                else:
+                    im = _flatten(src)
+                    got = pixel_sha256(im)
+                    if got != f.pixels:
+                        raise InputError(f"{f.file}: flattened pixels sha256 {got} != expected {f.pixels}; "
+                                         "refusing it (a different Pillow?).")
+                    with atomic_output(target) as tmp:
+                        im.save(tmp, format="PNG")
+                log.info("fetched %s (%s, %s)", f.file, f.author, f.license)
+    return [target_of(f) for f in files]
 
 
 def fetch_training_data(dest: str | Path, *, kinds: Iterable[str] = KINDS,
@@ -510,45 +606,10 @@ def fetch_training_data(dest: str | Path, *, kinds: Iterable[str] = KINDS,
     if bad:
         raise InputError(f"unknown training data kind(s) {bad}; choose from {', '.join(KINDS)}.")
     debs = dict(debs or {})
-    unknown = sorted(set(debs) - set(PACKAGES))
-    if unknown:
-        raise InputError(f"no training data comes from package(s) {unknown}; the sources are {', '.join(PACKAGES)}.")
     out: dict[str, list[Path]] = {}
     files = [f for f in (*PHOTO_FILES, *LINE_ART) if f.kind in kinds]
-    for pkg_name in dict.fromkeys(f.package for f in files):
-        pkg = PACKAGES[pkg_name]
-        mine = [f for f in files if f.package == pkg_name]
-        missing = [f for f in mine if not _intact(f, dest / f.kind / _out_name(f))]
-        if missing:
-            with tempfile.TemporaryDirectory(prefix="hanrt-data-") as td:
-                ex = _unpack(pkg.name, pkg.version, debs.get(pkg.name), Path(td))
-                cr = ex / "usr/share/doc" / pkg.name / "copyright"
-                if not cr.is_file():
-                    raise InputError(f"{pkg.name} has no copyright file; its licences cannot be checked.")
-                copyright_text = cr.read_text(errors="replace")
-                for f in missing:
-                    lic = package_license(copyright_text, pkg, f.path)
-                    check_license(lic, f"{pkg.name}: {f.path}")
-                    if lic != f.license:
-                        raise InputError(f"{pkg.name}: {f.path} is licensed {lic} by the package's copyright file, "
-                                         f"not {f.license} as recorded; refusing it.")
-                    src = _verified(ex, f"{pkg.root}/{f.path}", f.sha256, pkg.version)
-                    target = dest / f.kind / _out_name(f)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if f.kind == "photos":
-                        with atomic_output(target) as tmp:
-                            shutil.copyfile(src, tmp)
-                    else:
-                        im = _flatten(src)
-                        got = pixel_sha256(im)
-                        if got != f.pixels:
-                            raise InputError(f"{f.file}: flattened pixels sha256 {got} != expected {f.pixels}; "
-                                             "refusing it (a different Pillow?).")
-                        with atomic_output(target) as tmp:
-                            im.save(tmp, format="PNG")
-                    log.info("fetched %s (%s, %s)", f.file, f.author, f.license)
-        for f in mine:
-            out.setdefault(f.kind, []).append(dest / f.kind / _out_name(f))
+    for f, path in zip(files, _fetch_files(files, lambda f: dest / f.kind / f.out_name, debs)):
+        out.setdefault(f.kind, []).append(path)
     if "screens" in kinds:
         out["screens"] = _write_screens(dest / "screens", accept_new_screens)
     with atomic_output(dest / "NOTICE") as tmp:
@@ -591,20 +652,20 @@ def notice_text(kinds: Iterable[str] = KINDS, used: Iterable[str] | None = None)
         "hanrt bundled model: training data credits",
         "",
         "The bundled HAN weights were trained on the files below. Only files licensed CC0-1.0,",
-        "CC-BY-4.0 or public domain were used (licences from each Debian package's copyright file).",
+        "CC-BY-4.0, CC-BY-3.0 or public domain were used (licences from each Debian package's copyright file).",
         "The training files themselves are not redistributed with hanrt; `hanrt train --fetch-data DIR`",
         "fetches them (sha256 below: of the file in the package).",
     ]
     headings = {"photos": "Photos", "lineart": "Line art (transparency flattened onto white)"}
     for kind, files in (("photos", PHOTO_FILES), ("lineart", LINE_ART)):
         if names is not None:
-            files = tuple(f for f in files if Path(f.path).name in names)
+            files = tuple(f for f in files if f.out_name in names or Path(f.path).name in names)
         if kind not in kinds or not files:
             continue
         for pkg_name in dict.fromkeys(f.package for f in files):
             pkg = PACKAGES[pkg_name]
             lines += ["", f"{headings[kind]}: Debian package {pkg.name} {pkg.version} (upstream: {pkg.upstream}):", ""]
-            lines += [f"- {f.path}: " + (f"(c) {f.year} " if f.year else "")
+            lines += [f"- {f.path}" + (f" (as {f.name})" if f.name else "") + ": " + (f"(c) {f.year} " if f.year else "")
                       + f"{f.author}, {f.license}, sha256 {f.sha256}" for f in files if f.package == pkg_name]
     screens = [sc for sc in SCREENS if names is None or _screen_name(sc[0]) in names]
     if "screens" in kinds and screens:
@@ -621,9 +682,11 @@ def notice_text(kinds: Iterable[str] = KINDS, used: Iterable[str] | None = None)
     lines += [
         "",
         "CC-BY-4.0: https://creativecommons.org/licenses/by/4.0/",
+        "CC-BY-3.0: https://creativecommons.org/licenses/by/3.0/",
         "CC0-1.0:   https://creativecommons.org/publicdomain/zero/1.0/",
         "public-domain: the Open Clip Art Library's Creative Commons Public Domain Dedication (in",
-        "openclipart-png's copyright file: https://creativecommons.org/licenses/publicdomain/)",
+        "openclipart-png's copyright file: https://creativecommons.org/licenses/publicdomain/); for",
+        "endless-sky-high-dpi's photos: works of NASA or the USGS, US government works (its copyright file)",
         "",
         "Held-out evaluation photos (never trained on): scikit-image's astronaut, camera, chelsea,",
         "coffee, rocket, coins, moon, brick, grass, gravel, hubble_deep_field and matplotlib's",

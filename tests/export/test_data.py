@@ -258,6 +258,12 @@ def test_bundle_card_names_only_the_kinds_trained_on(tmp_path):
     assert counts["note"] == f" ({len(data.PHOTO_FILES) - 3} of the {len(data.PHOTO_FILES)} photos held out for " \
                              "evaluation, not trained on)"
     text, n = _kinds_text(used, counts)
-    assert n == 1 and text.startswith("3 (0.0 MP) photos from Debian's") and "openclipart" not in text
+    assert n == 1 and text.startswith("3 (0.0 MP) photos from Debian packages `lomiri-wallpapers-16.04`") \
+        and "openclipart" not in text and "public-domain)" in text  # names unknown to the table: every source
+    for f in data.PHOTO_FILES[:2]:  # trained on two lomiri photos: that package and their licences alone
+        Image.new("RGB", (120, 80)).save(tmp_path / f.out_name)
+    text, _ = _kinds_text({"photos": [tmp_path / f.out_name for f in data.PHOTO_FILES[:2]], "lineart": [], "screens": []},
+                          counts)
+    assert "photos from Debian's `lomiri-wallpapers-16.04` 20.04.0-2 (CC-BY-4.0 only)" in text
     text, n = _kinds_text(None, _data_counts(None))
     assert n == 3 and "openclipart-png" in text and " and " in text and "hanrt_export.screens" in text

@@ -174,44 +174,70 @@ def test_resume_without_state_is_refused(tmp_path, photo_dir, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def _fake_deb(tmp_path, photos: dict[str, Image.Image]):
-    """A .deb holding ``photos`` where the wallpaper package keeps them; returns (deb, folder)."""
-    deb = make_deb(tmp_path, "fake-wallpapers", {f"usr/share/backgrounds/{n}": im for n, im in photos.items()})
-    return deb, tmp_path / "pkg-fake-wallpapers/usr/share/backgrounds"
+_CC0 = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: 2024 T\nLicense: CC0-1.0\n")
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_fetch_refuses_photos_with_wrong_checksum(tmp_path):
-    deb, _ = _fake_deb(tmp_path, {ph.file: Image.new("RGB", (4, 4)) for ph in TRAIN_PHOTOS})
-    dest = tmp_path / "dest"
-    with pytest.raises(InputError, match="sha256"):
-        fetch_training_photos(dest, deb=deb)
-    assert not [p for p in dest.iterdir() if p.suffix == ".jpg"]
-
-
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_fetch_writes_verified_photos_atomically(tmp_path, monkeypatch):
+def _fake_photo_sources(tmp_path, monkeypatch, sha_a: str | None = None):
+    """Two fake photo packages (one file renamed on fetch, as budgie's default.jpg is); returns
+    (debs by package name, {written name: source file})."""
     import hashlib
 
     import hanrt_export.data as data
 
-    deb, bg = _fake_deb(tmp_path, {n: Image.new("RGB", (4, 4), (i * 40, 0, 0)) for i, n in enumerate(("a.jpg", "b.jpg"))})
-    photos = [data.Photo(n, "t", 2024, "CC0-1.0", hashlib.sha256((bg / n).read_bytes()).hexdigest())
-              for n in ("a.jpg", "b.jpg")]
-    monkeypatch.setattr(data, "TRAIN_PHOTOS", tuple(photos))
+    d1 = make_deb(tmp_path, "fake-wallpapers", {"usr/share/backgrounds/a.jpg": Image.new("RGB", (4, 4), (40, 0, 0))},
+                  copyright=_CC0)
+    d2 = make_deb(tmp_path, "fake-desktop", {"usr/share/desk/default.jpg": Image.new("RGB", (4, 4), (0, 80, 0))},
+                  copyright=_CC0)
+    src = {"a.jpg": tmp_path / "pkg-fake-wallpapers/usr/share/backgrounds/a.jpg",
+           "desk_default.jpg": tmp_path / "pkg-fake-desktop/usr/share/desk/default.jpg"}
+    monkeypatch.setattr(data, "PACKAGES", {
+        "fake-wallpapers": data.Package("fake-wallpapers", "1", "usr/share/backgrounds", 1, "t"),
+        "fake-desktop": data.Package("fake-desktop", "1", "usr/share/desk", 1, "t")})
+    monkeypatch.setattr(data, "PHOTO_FILES", (
+        data.DataFile("photos", "fake-wallpapers", "a.jpg", "T", "CC0-1.0",
+                      sha_a or hashlib.sha256(src["a.jpg"].read_bytes()).hexdigest()),
+        data.DataFile("photos", "fake-desktop", "default.jpg", "T", "CC0-1.0",
+                      hashlib.sha256(src["desk_default.jpg"].read_bytes()).hexdigest(), name="desk_default.jpg")))
+    return {"fake-wallpapers": d1, "fake-desktop": d2}, src
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_fetch_refuses_photos_with_wrong_checksum(tmp_path, monkeypatch):
+    debs, _ = _fake_photo_sources(tmp_path, monkeypatch, sha_a="0" * 64)
+    dest = tmp_path / "dest"
+    with pytest.raises(InputError, match="a.jpg: sha256"):
+        fetch_training_photos(dest, debs=debs)
+    assert not [p for p in dest.iterdir() if p.suffix == ".jpg"]
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_fetch_photos_takes_every_photo_package_and_writes_atomically(tmp_path, monkeypatch, capsys):
+    """--fetch-photos: every photo of every package, flat in DIR, renamed where the table says,
+    damaged files replaced, no temporary files left; the .debs given on the command line."""
+    debs, src = _fake_photo_sources(tmp_path, monkeypatch)
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "a.jpg").write_bytes(b"damaged")  # replaced, since its checksum is wrong
-    got = data.fetch_training_photos(dest, deb=deb)
-    assert got == [dest / "a.jpg", dest / "b.jpg"]
-    assert sorted(p.name for p in dest.iterdir()) == ["a.jpg", "b.jpg"]  # no temporary files left
-    assert all((dest / p.file).read_bytes() == (bg / p.file).read_bytes() for p in photos)
+    got = fetch_training_photos(dest, debs=debs)
+    assert got == [dest / "a.jpg", dest / "desk_default.jpg"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.jpg", "desk_default.jpg"]
+    assert all((dest / n).read_bytes() == p.read_bytes() for n, p in src.items())
+    cli_dest = tmp_path / "cli"
+    assert main(["train", "--fetch-photos", str(cli_dest), "--deb", str(debs["fake-wallpapers"]),
+                 "--deb", str(debs["fake-desktop"])]) == 0
+    assert "2 photos ready" in capsys.readouterr().out
+    assert sorted(p.name for p in cli_dest.iterdir()) == ["a.jpg", "desk_default.jpg"]
 
 
 def test_notice_credits_every_photographer():
+    from hanrt_export.data import PHOTO_FILES
+
     text = notice_text()
-    for ph in TRAIN_PHOTOS:
-        assert ph.file in text and ph.author in text and ph.license in text
+    assert len(PHOTO_FILES) > len(TRAIN_PHOTOS)
+    for f in PHOTO_FILES:
+        assert f"{f.path}" in text and f.author in text and f.license in text and f.sha256 in text
+    assert "(as budgie_default.jpg)" in text and "CC-BY-3.0: https://creativecommons.org/licenses/by/3.0/" in text
 
 
 def test_choose_precision_keeps_fp32_unless_another_mode_is_clearly_faster():

@@ -29,7 +29,7 @@ and cosine decay, flips/rotations, validation PSNR on a held-out strip of every 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="folder of training photos (jpg/png/webp/tiff/bmp)")
     p.add_argument("--output", "-o", help="final checkpoint (.pt); the resumable state goes to <output>.state.pt")
-    p.add_argument("--fetch-photos", metavar="DIR", help="download the licensed training photos into DIR and exit")
+    p.add_argument("--fetch-photos", metavar="DIR", help="download the licensed training photos (every photo of --fetch-data, flat) into DIR and exit")
     p.add_argument("--fetch-data", metavar="DIR",
                    help="put every kind of training data into DIR/photos, DIR/lineart, DIR/screens (Debian "
                         "packages, licence- and sha256-checked, plus generated screenshots; credits in DIR/NOTICE) "
@@ -102,11 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
     require("torch", extra="export", purpose="hanrt train")
     if args.fetch_photos:
-        from ..data import fetch_training_photos
+        from ..data import deb_package_name, fetch_training_photos
 
-        if args.deb and len(args.deb) > 1:
-            raise UsageError("--fetch-photos takes one --deb (the photo package's).")
-        paths = fetch_training_photos(args.fetch_photos, deb=args.deb[0] if args.deb else None)
+        paths = fetch_training_photos(args.fetch_photos, debs={deb_package_name(d): d for d in args.deb or []})
         print(f"{len(paths)} photos ready in {args.fetch_photos}")
         return 0
     if args.fetch_data:
