@@ -267,3 +267,31 @@ def test_bundle_card_names_only_the_kinds_trained_on(tmp_path):
     assert "photos from Debian's `lomiri-wallpapers-16.04` 20.04.0-2 (CC-BY-4.0 only)" in text
     text, n = _kinds_text(None, _data_counts(None))
     assert n == 3 and "openclipart-png" in text and " and " in text and "hanrt_export.screens" in text
+
+
+def test_licence_of_renamed_and_glob_matched_package_files():
+    """The shapes of the newer photo packages' copyright files: a source-tree path for one file
+    among a CC-BY-SA folder (sddm-theme-maldives' background.jpg), and base-name globs where a
+    broader pattern comes first (endless-sky's images/land/*); the last matching paragraph wins."""
+    sddm = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+            "Files: *\nCopyright: x\nLicense: GPL-2+\n\n"
+            "Files: data/themes/maldives/*\nCopyright: x\nLicense: CC-BY-SA-3.0\n\n"
+            "Files: data/themes/maldives/background.jpg\nCopyright: 2008 y\nLicense: CC-BY-3.0\n")
+    pkg = data.PACKAGES["sddm-theme-maldives"]
+    assert data.package_license(sddm, pkg, "background.jpg") == "CC-BY-3.0"
+    assert data.package_license(sddm, pkg, "maldives.jpg") == "GPL-2+"  # the folder glob names no file
+    land = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+            "Files: *\nCopyright: x\nLicense: GPL-3+\n\n"
+            "Files: images/land/*\nCopyright: Various\nLicense: public-domain\n\n"
+            "Files: images/land/bwerner*\nCopyright: z\nLicense: CC-BY-SA-3.0\n\n"
+            "Files:\n images/land/lava0*\nCopyright: USGS\nLicense: public-domain\n\n"
+            "Files:\n images/land/nasa*\n images/land/space*\nCopyright: NASA\nLicense: public-domain\n")
+    pkg = data.PACKAGES["endless-sky-high-dpi"]
+    assert data.package_license(land, pkg, "nasa3@2x.jpg") == "public-domain"
+    assert data.package_license(land, pkg, "bwerner0@2x.jpg") == "CC-BY-SA-3.0"
+    with pytest.raises(InputError, match="only CC0-1.0"):
+        data.check_license(data.package_license(land, pkg, "bwerner0@2x.jpg"), "bwerner0@2x.jpg")
+    shipped = {f.path for f in data.PHOTO_FILES if f.package == "endless-sky-high-dpi"}
+    assert "space2@2x.jpg" not in shipped and all(p.split("@")[0].rstrip("0123456789") in
+                                                   ("nasa", "space", "station", "earthrise", "desert", "lava")
+                                                   for p in shipped)
