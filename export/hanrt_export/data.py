@@ -112,7 +112,7 @@ def _unpack(package: str, version: str, deb: str | Path | None, work: Path) -> P
         if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
             raise MissingDependencyError(
                 f"fetching {package} needs apt-get and dpkg (Debian/Ubuntu); "
-                f"download {package}_{version}_all.deb elsewhere and pass it with --deb PATH."
+                f"download {package}_{version}_*.deb elsewhere and pass it with --deb PATH."
             )
         dl = work / f"dl-{package}"
         dl.mkdir()
@@ -225,7 +225,7 @@ def _land(path: str, author: str, sha256: str) -> DataFile:
     return DataFile("photos", "endless-sky-high-dpi", path, author, "public-domain", sha256)
 
 
-# More photos (added for the stage-5 photo model): a beach (CC-BY-3.0, sddm-theme-maldives), a
+# More photos: a beach (CC-BY-3.0, sddm-theme-maldives), a
 # landscape (CC0, Budgie's default wallpaper) and Endless Sky's landing photos that its copyright
 # file credits to NASA or the USGS (US government works, public domain). Left out of Endless Sky:
 # space2 (credited both to NASA and to unsplash.com), the morguefile/unsplash "donated" photos
