@@ -475,7 +475,7 @@ LR patches made from HR patches by Pillow bicubic, random flips and 90-degree ro
 shared 2-core CPU ({platform.processor() or platform.machine()}). {_stages_text(stages, cfg.scale)}
 {_val_line(hist, 'pages' if domain == 'document' else 'photos')}
 {speed_text}
-Reproduce: `hanrt train --fetch-photos photos`{' and `hanrt train --fetch-data data` (then hold out what you evaluate on)' if domain == 'art' else ''}, then
+Reproduce: `hanrt train --fetch-photos photos` (keep only the photos `NOTICE` credits: the set has grown since){' and `hanrt train --fetch-data data` (then hold out what you evaluate on)' if domain == 'art' else ''}, then
 {_reproduce(stages, domain)}
 and `python -m hanrt_export.bundle han.pt --calib {'pages/images' if domain == 'document' else 'photos'}{' --domain document --name ' + name + ' --pages heldout' if domain == 'document' else ''}{' --domain art --name ' + name + ' --data data' if domain == 'art' else ''}`.
 
