@@ -178,8 +178,8 @@ def record_margin(f_float: Path, siblings: list[Path], *, pages: Path | None = N
     :mod:`hanrt_bench.tiling_study`'s rule, on E1 photos -- or on ``pages``' held-out document pages)
     and record it in ``f_float`` and its ``siblings`` (metadata only). Returns the card's sentence."""
     from hanrt_bench.tiling_study import (RECORD_LR_SCALE, RECORD_MARGINS, RECORD_TILES, STUDY_PHOTOS, choose_margin,
-                                          load_images, margin_text, no_margin_note, run_study, worst_db,
-                                          write_margin, write_margin_note)
+                                          criterion_note, load_images, margin_text, no_margin_note, run_study,
+                                          worst_db, write_margin, write_margin_note)
 
     images = load_images(pages / "images", RECORD_LR_SCALE) if pages is not None else None
     rows = run_study(f_float, names=STUDY_PHOTOS, images=images,
@@ -189,7 +189,8 @@ def record_margin(f_float: Path, siblings: list[Path], *, pages: Path | None = N
     what = (f"{len(rows['lr_shapes'])} held-out " + ("pages" if pages is not None else "E1 photos")
             + f", LR by bicubic /{RECORD_LR_SCALE}")
     if margin is not None:
-        write_margin(f_float, margin, siblings)
+        write_margin(f_float, margin, siblings,
+                     criterion_note(worst, margin, tiles=RECORD_TILES, margins=RECORD_MARGINS, what=what))
     else:  # say so in the graphs too, so `hanrt info` does not call the model unmeasured
         write_margin_note(f_float, no_margin_note(worst, tiles=RECORD_TILES, margins=RECORD_MARGINS, what=what),
                           siblings)

@@ -81,7 +81,9 @@ class ModelInfo:
       from them); the runtime then uses its safe default
       (:data:`DEFAULT_MARGIN`, :func:`resolve_margin`). An explicit margin always wins over both.
       ``margin_note``: with ``margin`` None, why a study that ran recorded none (no margin met its
-      rule; the figures), so ``hanrt info`` does not call a studied model "not measured".
+      rule; the figures), so ``hanrt info`` does not call a studied model "not measured"; with a
+      ``margin``, how far its tiles stay from whole-image output when no margin studied met the
+      criterion (the global attention sets a floor that more margin does not lift).
     """
 
     scale: int
@@ -206,9 +208,9 @@ def resolve_margin(margin: int | None, info: ModelInfo) -> tuple[int, MarginSour
 
 def describe_margin(margin: int, source: MarginSource, note: str = "") -> str:
     """``"4 (measured, recorded in the model)"``-style text for logs, ``hanrt info`` and benchmarks;
-    ``note``: the model's :attr:`ModelInfo.margin_note`, said for the default margin."""
+    ``note``: the model's :attr:`ModelInfo.margin_note`, said for the default and the recorded margin."""
     return f"{margin} (" + {"explicit": "asked for",
-                           "model": "measured, recorded in the model",
+                           "model": "measured, recorded in the model" + (f"; {note}" if note else ""),
                            "default": f"default: {note or 'not measured for this model'}"}[source] + ")"
 
 
