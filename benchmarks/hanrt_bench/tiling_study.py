@@ -30,8 +30,9 @@ unmeasured default (8) would compute more pixels for no measured gain. It is wri
 metadata (only the metadata: the graph and weights stay byte-identical;
 :func:`hanrt_export.metadata.update_model_info`, atomic) and into the graphs given with ``--also``
 (sibling graphs exported from the same weights: their recorded source sha256 must match MODEL's).
-When no margin qualifies (a margin leaves no tile core at some tile studied) nothing is written and
-the command fails (exit code of :class:`~hanrt.errors.ModelError`).
+When no margin qualifies (below 50 dB with no smaller margin than the largest within 1 dB of it, so
+no plateau is shown; or no tile core at some tile) nothing is written and the command fails (exit
+code of :class:`~hanrt.errors.ModelError`).
 """
 
 from __future__ import annotations
