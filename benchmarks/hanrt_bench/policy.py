@@ -3,7 +3,9 @@
 For each input size, one backend session (shared by every variant, so they differ only in tiling)
 runs the Upscaler with its default tiling (``tile="auto"``), the whole image (``tile=0``) and every
 fixed tile side asked (``--tile``), **interleaved**: repeat 1 of every variant, then repeat 2, ...
-(on a shared machine a burst of load then hits all variants alike). Reported per size: the
+(on a shared machine a burst of load then hits all variants alike), the order **rotated** by one
+variant each repeat (so no variant always runs first, or always after the same neighbour; the
+orders are in the row's ``orders``). Reported per size: the
 median (and minimum) seconds of each variant, the best fixed tile, the default's share of the
 best of {whole, every fixed tile} (best time / default time; 1.0 = as fast as the best; from the
 medians and from the minima, the figure least disturbed by other processes), the tiles
@@ -97,8 +99,13 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
             if h * w <= big_pixels:  # warm-up: every shape once (a large image warms up in its first tiles)
                 for k, up in variants.items():
                     up.upscale(img)
+            names = list(variants)
+            orders = []
             for i in range(reps):
-                for k, up in variants.items():
+                order = names[i % len(names):] + names[:i % len(names)]
+                orders.append(order)
+                for k in order:
+                    up = variants[k]
                     c0, t0 = time.process_time(), time.perf_counter()
                     up.upscale(img)
                     times[k].append(time.perf_counter() - t0)
@@ -127,7 +134,7 @@ def run_policy(model: str, *, backend: str = "ort-cpu", sizes=DEFAULT_SIZES, til
                 "default_overhead": plan.overhead, "margin": m, "margin_source": m_source, "min_s": low, "cpu_s": cpu_med,
                 "share_of_best_cpu": (min(cpu_med[k] for k in alts) / cpu_med["default"]) if alts else 1.0,
                 "spread": {k: (max(v) - min(v)) / statistics.median(v) for k, v in times.items()},
-                "median_s": med,
+                "median_s": med, "orders": orders,
             }
             if rss:
                 row.update(_peak_rss(model, backend, h, w, threads))

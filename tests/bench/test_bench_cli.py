@@ -89,12 +89,15 @@ def test_every_shipped_suite_runs_as_the_readme_shows(name, capsys):
 def test_bench_policy_table(tiny_onnx, capsys, tmp_path):
     pytest.importorskip("onnxruntime")
     rc = main(["bench", str(tiny_onnx), "--policy", "--input", "40x56", "--tile", "24", "32", "--margin", "4",
-               "--iters", "1", "--backend", "ort-cpu", "--output", str(tmp_path)])
+               "--iters", "4", "--backend", "ort-cpu", "--output", str(tmp_path)])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "| 56x40 |" in cap.out and "default's share of the best" in cap.out
     row = json.loads((tmp_path / "policy.json").read_text())[0]
     assert set(row["median_s"]) == {"default", "whole", "tile 24", "tile 32"}
+    # the order rotates: every variant leads one of the 4 repeats, and each repeat runs all of them
+    assert sorted(o[0] for o in row["orders"]) == sorted(row["median_s"])
+    assert all(sorted(o) == sorted(row["median_s"]) for o in row["orders"])
     assert row["peak_mb"] > row["output_mb"] > 0
 
 
