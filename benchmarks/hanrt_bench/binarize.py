@@ -27,7 +27,9 @@ published definitions (ink is the positive class; all figures are means over the
 
 DIR layout: ``DIR/images/NAME.(png|jpg|tif|...)`` and ``DIR/gt/NAME.png`` (the ink mask, same
 size; ink dark — below 128 — as DIBCO ships it). ``python -m hanrt_bench.docpages DIR --masks``
-writes such a folder of generated pages.
+writes such a folder of generated pages. Where ``DIR/clean/NAME.png`` exists (generated pages with
+``--clean``: the page before the scanner's blur, noise and JPEG), it is binarized too, as the
+``clean`` condition: what a model that also undoes the scanner could reach.
 """
 
 from __future__ import annotations
@@ -162,6 +164,7 @@ class Page:
     name: str
     rgb: np.ndarray  # HxWx3 uint8, modcropped to the scale
     gt: np.ndarray  # bool HxW, True = ink
+    clean: np.ndarray | None = None  # the clean scan (DIR/clean/NAME.png), if there is one
 
 
 def load_pages(folder: str | Path, scale: int = 4, limit: int | None = None) -> list[Page]:
@@ -178,6 +181,7 @@ def load_pages(folder: str | Path, scale: int = 4, limit: int | None = None) -> 
     if not files:
         raise InputError(f"no page images in {str(img_dir)!r}.")
     gts = {f.stem: f for f in list_images(gt_dir)}
+    cleans = {f.stem: f for f in list_images(d / "clean")} if (d / "clean").is_dir() else {}
     pages = []
     for f in files[:limit]:
         if f.stem not in gts:
@@ -189,22 +193,33 @@ def load_pages(folder: str | Path, scale: int = 4, limit: int | None = None) -> 
         if gt.shape != rgb.shape[:2]:
             raise InputError(f"{f.name}: page {rgb.shape[1]}x{rgb.shape[0]} but ground truth "
                              f"{gt.shape[1]}x{gt.shape[0]}.")
+        clean = None
+        if f.stem in cleans:
+            with Image.open(cleans[f.stem]) as im:
+                clean = np.asarray(im.convert("RGB"))
+            if clean.shape != rgb.shape:
+                raise InputError(f"{f.name}: page {rgb.shape[1]}x{rgb.shape[0]} but clean scan "
+                                 f"{clean.shape[1]}x{clean.shape[0]}.")
+            clean = modcrop(clean, scale)
         rgb = modcrop(rgb, scale)
-        pages.append(Page(f.stem, rgb, gt[:rgb.shape[0], :rgb.shape[1]]))
+        pages.append(Page(f.stem, rgb, gt[:rgb.shape[0], :rgb.shape[1]], clean))
     return pages
 
 
 def evaluate_binarization(pages: list[Page], upscalers: dict[str, Callable[[np.ndarray], np.ndarray]],
                           *, scale: int = 4, methods: tuple[str, ...] = ("otsu", "sauvola"),
                           keep: Callable[[str, str, np.ndarray], None] | None = None) -> list[dict]:
-    """One row per (page, condition, method). Conditions: ``full`` (the page itself), ``bicubic``
-    and one per entry of ``upscalers`` (name -> function LR uint8 RGB -> x``scale`` uint8 RGB), all
+    """One row per (page, condition, method). Conditions: ``full`` (the page itself), ``clean``
+    (its clean scan, for pages that have one), ``bicubic`` and one per entry of ``upscalers`` (name -> function LR uint8 RGB -> x``scale`` uint8 RGB), all
     from the page shrunk ``scale`` times with bicubic. ``keep(page, condition, image)`` sees every
     image that was binarized (for pictures)."""
     rows = []
     for pg in pages:
         lr = bicubic_down(pg.rgb, scale)
-        imgs = {"full": pg.rgb, "bicubic": bicubic_up(lr, scale)}
+        imgs = {"full": pg.rgb}
+        if pg.clean is not None:
+            imgs["clean"] = pg.clean
+        imgs["bicubic"] = bicubic_up(lr, scale)
         for name, up in upscalers.items():
             out = np.asarray(up(lr))
             if out.shape != pg.rgb.shape:
@@ -233,7 +248,8 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-_LABEL = {"full": "full resolution (upper bound)", "bicubic": "bicubic x4"}
+_LABEL = {"full": "full resolution (upper bound)", "bicubic": "bicubic x4",
+          "clean": "clean scan, full resolution (no scanner blur, noise, JPEG)"}
 
 
 def summary_markdown(summary: list[dict]) -> str:
@@ -249,7 +265,7 @@ def comparison_figure(images: dict[str, np.ndarray], gt: np.ndarray, path: str |
                       box: tuple[int, int, int, int] | None = None, method: str = "otsu",
                       scale: int = 4) -> Path:
     """A JPEG strip of one page crop: the LR page (pixels enlarged), then each condition other
-    than ``full`` binarized by ``method``, then the ground truth; labelled. ``images``: condition
+    than ``full`` and ``clean`` (the two full-resolution pages) binarized by ``method``, then the ground truth; labelled. ``images``: condition
     -> full-size RGB page; ``box`` (x, y, w, h) in page pixels (default: a 320x240 crop at a
     quarter of the page's height)."""
     from PIL import ImageDraw
@@ -263,7 +279,7 @@ def comparison_figure(images: dict[str, np.ndarray], gt: np.ndarray, path: str |
     lr = bicubic_down(full, scale)[y // scale:(y + bh) // scale, x // scale:(x + bw) // scale]
     panels = [("LR page (x1/4)", np.repeat(np.repeat(lr, scale, 0), scale, 1))]
     for cond, img in images.items():
-        if cond == "full":
+        if cond in ("full", "clean"):
             continue
         ink = binarize(img, method)[y:y + bh, x:x + bw]
         panels.append((f"{cond} + {method.capitalize()}", np.where(ink, 0, 255).astype(np.uint8)))

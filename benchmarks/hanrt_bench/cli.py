@@ -270,7 +270,8 @@ def run_binarize_cli(args: EvalRequest) -> int:
                 raise UsageError(f"--task binarize uses the x4 protocol; model {n} is x{up.scale}.")
             label = n if n in BUNDLED else Path(n).stem
             ups[label] = up
-        say(f"{len(pages)} pages; conditions: full, bicubic, " + ", ".join(ups))
+        clean = ", clean" if any(p.clean is not None for p in pages) else ""
+        say(f"{len(pages)} pages; conditions: full{clean}, bicubic, " + ", ".join(ups))
         first: dict[str, Any] = {}
 
         def keep(page: str, cond: str, img: Any) -> None:

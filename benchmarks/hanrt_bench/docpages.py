@@ -16,6 +16,11 @@ from a seed alone (same fonts installed -> same pages).
 
     python -m hanrt_bench.docpages DIR --pages 48 --seed 1000            # training pages
     python -m hanrt_bench.docpages DIR --pages 12 --seed 0 --masks       # held-out pages + masks
+    python -m hanrt_bench.docpages DIR --pages 120 --seed 1000 --clean   # + clean scans (targets)
+
+With ``--clean``, ``DIR/clean/`` holds each page's clean scan (:func:`make_page_pair`): the
+training targets of a restoring document model (``hanrt train --data DIR/images --targets
+DIR/clean``).
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FontSource", "FONTS", "available_fonts", "make_page", "write_pages", "notice_lines",
-           "IMAGES_DIR", "GT_DIR"]
+__all__ = ["FontSource", "FONTS", "available_fonts", "make_page", "make_page_pair", "write_pages",
+           "notice_lines", "IMAGES_DIR", "GT_DIR", "CLEAN_DIR"]
 
 IMAGES_DIR = "images"
 GT_DIR = "gt"
+CLEAN_DIR = "clean"
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,18 @@ def _gauss(a: np.ndarray, sigma: float) -> np.ndarray:
 def make_page(seed: int, *, width: int = 960, height: int = 1280,
               fonts: list[FontSource] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """One degraded page: (RGB uint8 HxWx3, ink mask bool HxW, recipe dict), from ``seed``."""
+    out, _clean, mask, recipe = make_page_pair(seed, width=width, height=height, fonts=fonts)
+    return out, mask, recipe
+
+
+def make_page_pair(seed: int, *, width: int = 960, height: int = 1280,
+                   fonts: list[FontSource] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """:func:`make_page` plus the page's *clean scan*: (degraded RGB, clean RGB, ink mask, recipe).
+
+    The clean scan is the same page before the scanner's degradations (blur, sensor noise,
+    JPEG): paper, fibres, show-through, stains, faded and bled ink are all in it. It is the
+    training target of a restoring document model (input: the degraded page, shrunk). The
+    degraded page is exactly :func:`make_page`'s (the random draws are the same)."""
     fonts = fonts or available_fonts()
     rng = np.random.default_rng(seed)
     h, w = height, width
@@ -216,6 +234,7 @@ def make_page(seed: int, *, width: int = 960, height: int = 1280,
         ink = np.array([rng.uniform(10, 50), rng.uniform(20, 60), rng.uniform(80, 140)], np.float32)  # blue ink
     strength = np.clip(rng.uniform(0.75, 1.0) + 0.15 * _smooth(rng, h, w, 120), 0.5, 1.0) * cover
     img = paper * (1 - strength[..., None]) + ink[None, None, :] * strength[..., None]
+    clean = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     blur = float(rng.uniform(0.0, 1.0))
     img = _gauss(img, blur)
     noise = float(rng.uniform(1.0, 6.0))
@@ -230,27 +249,33 @@ def make_page(seed: int, *, width: int = 960, height: int = 1280,
     recipe = {"seed": seed, "size": [w, h], "bleed_sigma_2x": round(bleed, 3), "stains": n_st,
               "blur_sigma": round(blur, 3), "noise_sigma": round(noise, 3), "jpeg_quality": q,
               "fonts": sorted(Path(p).name for p in used), "ink_fraction": round(float(mask.mean()), 4)}
-    return out, mask, recipe
+    return out, clean, mask, recipe
 
 
 def write_pages(dest: str | Path, n: int, seed: int, *, masks: bool = False, width: int = 960,
-                height: int = 1280, prefix: str = "page") -> list[Path]:
+                height: int = 1280, prefix: str = "page", clean: bool = False) -> list[Path]:
     """Write ``n`` pages (seeds ``seed .. seed+n-1``) as ``dest/images/PREFIX_SEED.png`` (and with
-    ``masks`` ``dest/gt/PREFIX_SEED.png``, ink 0 / background 255) plus ``dest/pages.json`` (the
-    recipe of every page and the fonts' sources). Returns the image paths."""
+    ``masks`` ``dest/gt/PREFIX_SEED.png``, ink 0 / background 255; with ``clean`` the clean scan
+    as ``dest/clean/PREFIX_SEED.png``) plus ``dest/pages.json`` (the recipe of every page and the
+    fonts' sources). Returns the image paths."""
     from hanrt.io.atomic import atomic_output
 
     dest = Path(dest)
     (dest / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     if masks:
         (dest / GT_DIR).mkdir(parents=True, exist_ok=True)
+    if clean:
+        (dest / CLEAN_DIR).mkdir(parents=True, exist_ok=True)
     fonts = available_fonts()
     recipes, paths = [], []
     for s in range(seed, seed + n):
-        img, mask, rec = make_page(s, width=width, height=height, fonts=fonts)
+        img, clean_img, mask, rec = make_page_pair(s, width=width, height=height, fonts=fonts)
         name = f"{prefix}_{s:05d}.png"
         with atomic_output(dest / IMAGES_DIR / name) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
+        if clean:
+            with atomic_output(dest / CLEAN_DIR / name) as tmp:
+                Image.fromarray(clean_img).save(tmp, format="PNG")
         if masks:
             with atomic_output(dest / GT_DIR / name) as tmp:
                 Image.fromarray(np.where(mask, 0, 255).astype(np.uint8)).save(tmp, format="PNG", optimize=True)
@@ -270,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pages", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--masks", action="store_true", help="also write the ink masks (dest/gt/)")
+    p.add_argument("--clean", action="store_true",
+                   help="also write each page's clean scan (dest/clean/): targets for hanrt train --targets")
     p.add_argument("--width", type=int, default=960)
     p.add_argument("--height", type=int, default=1280)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = write_pages(args.dest, args.pages, args.seed, masks=args.masks, width=args.width,
-                            height=args.height)
+                            height=args.height, clean=args.clean)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -80,4 +80,8 @@ class TrainConfig:
     # compiling) for runs long enough to pay for compiling (train.COMPILE_MIN_RUN_S) and keeps it
     # if it is at least PRECISION_MIN_GAIN faster; "on" compiles without timing; "off" never.
     compile: str = "auto"
+    # Optional folder of training *targets*, one per --data image with the same file name and
+    # size: the model learns to turn the shrunken --data image into the target (restoration with
+    # SR, e.g. a clean scan from a blurred, noisy one). None: the --data image is its own target.
+    targets: str | None = None
     extra: dict = field(default_factory=dict)

@@ -55,18 +55,54 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
+def find_targets(files: list[Path], folder: str | os.PathLike) -> list[Path]:
+    """The target of every training image: the file of the same name in ``folder``; an
+    InputError names the missing ones."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--targets {str(folder)!r} is not a folder; give the folder of target images.")
+    out = [folder / f.name for f in files]
+    missing = [p.name for p in out if not p.is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} training image(s) have no target of the same name in {str(folder)!r} "
+                         f"(e.g. {', '.join(missing[:3])}); every --data image needs one.")
+    return out
+
+
+def _open_rgb(f: Path) -> Image.Image:
+    try:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder error means a bad file
+        raise InputError(f"cannot read training image {str(f)!r}: {exc}") from None
+    return im
+
+
+def split_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) of a sampler image: a 6-channel array holds a source and its target side
+    by side in channels; a 3-channel one is its own target."""
+    if a.shape[-1] == 6:
+        return a[..., :3], a[..., 3:]
+    return a, a
+
+
 class PatchSampler:
     """Random (LR, HR) patch batches from shrunken photos; uint8 work in a background thread.
 
     Each photo is shrunk ``versions`` times by factors drawn from ``shrink`` (from ``seed``, so
     a resumed run validates on the same images); the bottom ``val_fraction`` of every shrunken
     image is reserved for validation. ``stream_seed`` seeds the patch draws separately.
+
+    With ``targets`` (one per file, same size), the LR patch is made from the file and the HR
+    patch is cut from its target at the same place (same shrink, flips and rotation): the model
+    learns restoration along with SR. Such images are kept as 6 channels (:func:`split_pair`).
     """
 
     def __init__(self, files: list[Path], *, scale: int, patch: int, batch: int,
                  shrink: tuple[float, float], versions: int, val_fraction: float, seed: int,
                  flat_std: float = TrainConfig.flat_std, flat_keep: float = TrainConfig.flat_keep,
-                 stream_seed: int | None = None) -> None:
+                 stream_seed: int | None = None, targets: list[Path] | None = None) -> None:
         if not 0.0 <= flat_keep <= 1.0:
             raise UsageError(f"flat_keep must be within 0..1, got {flat_keep}.")
         self.scale, self.patch, self.batch = scale, patch, batch
@@ -76,17 +112,22 @@ class PatchSampler:
         hp = patch * scale
         self.train_imgs: list[np.ndarray] = []
         self.val_imgs: list[np.ndarray] = []
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    im.load()
-            except Exception as exc:  # noqa: BLE001 - any decoder error means a bad file
-                raise InputError(f"cannot read training image {str(f)!r}: {exc}") from None
+        if targets is not None and len(targets) != len(files):
+            raise UsageError(f"{len(files)} training images but {len(targets)} targets.")
+        for i, f in enumerate(files):
+            im = _open_rgb(f)
+            tg = None
+            if targets is not None:
+                tg = _open_rgb(targets[i])
+                if tg.size != im.size:
+                    raise InputError(f"target {str(targets[i])!r} is {tg.width}x{tg.height} but its training image "
+                                     f"{str(f)!r} is {im.width}x{im.height}; a target must match its image's size.")
             for _ in range(versions):
                 fac = float(self.rng.uniform(*shrink))
                 w, h = max(1, round(im.width * fac)), max(1, round(im.height * fac))
                 a = np.asarray(im.resize((w, h), Image.BICUBIC, reducing_gap=3.0))
+                if tg is not None:
+                    a = np.concatenate([a, np.asarray(tg.resize((w, h), Image.BICUBIC, reducing_gap=3.0))], axis=2)
                 cut = int(round(h * (1 - val_fraction)))
                 if cut >= hp and w >= hp:
                     self.train_imgs.append(a[:cut])
@@ -114,7 +155,7 @@ class PatchSampler:
         hr = self._crop()
         # Bounded retries, so a folder of flat images still trains (on flat patches).
         for _ in range(16):
-            if self.flat_std <= 0 or patch_std(hr) >= self.flat_std:
+            if self.flat_std <= 0 or patch_std(split_pair(hr)[1]) >= self.flat_std:
                 break
             self.flat_seen += 1
             if self.rng.random() < self.flat_keep:
@@ -128,8 +169,9 @@ class PatchSampler:
             hr = hr[::-1]
         if k & 4:
             hr = hr.transpose(1, 0, 2)
+        src, hr = split_pair(hr)
         hr = np.ascontiguousarray(hr)
-        lr = np.asarray(Image.fromarray(hr).resize((self.patch, self.patch), Image.BICUBIC))
+        lr = np.asarray(Image.fromarray(np.ascontiguousarray(src)).resize((self.patch, self.patch), Image.BICUBIC))
         return lr, hr
 
     def _make(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,8 +426,9 @@ def validate(model: HAN, images: list[np.ndarray], scale: int, device: str, max_
 
     model.eval()
     vals = []
-    for hr in _val_strips(images, scale, max_side):
-        lr = bicubic_down(hr, scale)
+    for strip in _val_strips(images, scale, max_side):
+        src, hr = split_pair(strip)
+        lr = bicubic_down(np.ascontiguousarray(src), scale)
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().to(device)
         sr = model(x).clamp(0, 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         vals.append(psnr_y(sr, hr, shave=scale))
@@ -407,6 +450,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     if cfg.grow_blocks is not None and not cfg.init:
         raise UsageError("--grow-blocks deepens an existing model: give it with --init CHECKPOINT.")
     files = find_images(cfg.data)
+    targets = find_targets(files, cfg.targets) if cfg.targets else None
     start_step = 0
     opt_state = None
     history: list[dict] = []
@@ -453,7 +497,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
                            shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
                            seed=cfg.seed, stream_seed=cfg.seed + start_step, flat_std=cfg.flat_std,
-                           flat_keep=cfg.flat_keep)
+                           flat_keep=cfg.flat_keep, targets=targets)
     speed = {"requested": cfg.precision, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if cfg.precision == "auto":
         try:
@@ -571,8 +615,8 @@ def _train_config_dict(cfg: TrainConfig) -> dict:
 def _bicubic_val(images: list[np.ndarray], scale: int, max_side: int = 256) -> float:
     from hanrt_bench.quality import bicubic_down, bicubic_up, psnr_y
 
-    vals = [psnr_y(bicubic_up(bicubic_down(hr, scale), scale), hr, shave=scale)
-            for hr in _val_strips(images, scale, max_side)]
+    vals = [psnr_y(bicubic_up(bicubic_down(np.ascontiguousarray(src), scale), scale), hr, shave=scale)
+            for src, hr in map(split_pair, _val_strips(images, scale, max_side))]
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -589,7 +633,7 @@ def _val_strips(images: list[np.ndarray], scale: int, max_side: int) -> list[np.
     out = []
     for img in images:
         hr = modcrop(img[:max_side, :max_side], scale)
-        if min(hr.shape[:2]) < 4 * scale or float(np.std(rgb_to_y(hr))) < VAL_MIN_STD:
+        if min(hr.shape[:2]) < 4 * scale or float(np.std(rgb_to_y(split_pair(hr)[1]))) < VAL_MIN_STD:
             continue
         out.append(hr)
     return out

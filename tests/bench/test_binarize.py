@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from hanrt_bench.binarize import (binarize, binary_psnr, drd, evaluate_binarization, f_measure, load_pages,
-                                  pseudo_f_measure, summarize)
+                                  pseudo_f_measure, summarize, summary_markdown)
 
 pytest.importorskip("skimage")
 
@@ -152,3 +153,43 @@ def test_pipeline_example_binarizes_every_page(pages, tmp_path, tiny_onnx):
     with Image.open(out / got[0]) as im:
         m = np.asarray(im)
     assert m.shape == (360, 320) and set(np.unique(m)) == {0, 255}
+
+
+def test_clean_scans_are_the_pages_before_the_scanner(tmp_path):
+    from hanrt_bench.docpages import CLEAN_DIR, IMAGES_DIR, available_fonts, make_page, make_page_pair, write_pages
+
+    try:
+        available_fonts()
+    except FileNotFoundError:
+        pytest.skip("no page fonts installed")
+    deg, clean, mask, rec = make_page_pair(9, width=320, height=360)
+    a, m, rec2 = make_page(9, width=320, height=360)
+    assert np.array_equal(a, deg) and np.array_equal(m, mask) and rec == rec2  # same draws
+    diff = np.abs(deg.astype(int) - clean.astype(int))
+    assert 0.5 < diff.mean() < 15  # blur, noise and JPEG apart, the same page
+    # the clean scan binarizes at least as well: the scanner's blur and noise are what hurt
+    assert f_measure(binarize(clean), mask) >= f_measure(binarize(deg), mask) - 0.5
+    write_pages(tmp_path, 1, 9, clean=True, width=320, height=360)
+    got = np.asarray(Image.open(tmp_path / CLEAN_DIR / "page_00009.png"))
+    assert np.array_equal(got, clean)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / IMAGES_DIR / "page_00009.png")), deg)
+
+
+def test_pages_with_clean_scans_add_the_clean_condition(tmp_path):
+    from hanrt_bench.docpages import available_fonts, write_pages
+
+    try:
+        available_fonts()
+    except FileNotFoundError:
+        pytest.skip("no page fonts installed")
+    write_pages(tmp_path, 2, 11, masks=True, clean=True, width=320, height=360)
+    ps = load_pages(tmp_path)
+    assert all(p.clean is not None and p.clean.shape == p.rgb.shape for p in ps)
+    rows = evaluate_binarization(ps, {})
+    s = {(r["condition"], r["method"]): r for r in summarize(rows)}
+    assert [c for c, m in s if m == "otsu"] == ["full", "clean", "bicubic"]
+    assert "clean scan" in summary_markdown(summarize(rows))
+    # a clean scan of the wrong size is named
+    Image.new("RGB", (100, 100)).save(tmp_path / "clean" / "page_00011.png")
+    with pytest.raises(Exception, match="clean scan 100x100"):
+        load_pages(tmp_path)

@@ -395,3 +395,79 @@ def test_stage_text_says_when_a_stage_stopped_before_its_schedule_ended():
     assert "stopped early (45 of its 118 min; learning rate then 0.00014)" in early
     full = _stages_text([{"config": cfg, "step": 9000, "elapsed_s": 118 * 60, "train_config": tc}], 4)
     assert "stopped early" not in full
+
+
+def _pair_dir(tmp_path, photo_dir):
+    """Targets that differ from their sources in a way bicubic cannot undo: the negative."""
+    tg = tmp_path / "targets"
+    tg.mkdir()
+    for f in sorted(photo_dir.iterdir()):
+        Image.fromarray(255 - np.asarray(Image.open(f).convert("RGB"))).save(tg / f.name)
+    return tg
+
+
+def test_targets_pair_every_patch_with_the_same_place_of_its_target(tmp_path, photo_dir):
+    from hanrt_export.train import PatchSampler, find_images, find_targets
+
+    files = find_images(photo_dir)
+    targets = find_targets(files, _pair_dir(tmp_path, photo_dir))
+    common = dict(scale=2, patch=16, batch=2, shrink=(0.5, 0.9), versions=2, val_fraction=0.2, seed=3)
+    s = PatchSampler(files, **common, targets=targets)
+    s.close()
+    assert all(a.shape[2] == 6 for a in s.train_imgs + s.val_imgs)
+    for _ in range(20):
+        lr, hr = s._one()
+        assert lr.shape == (16, 16, 3) and hr.shape == (32, 32, 3)
+        # LR is made from the source; the HR patch is the target (the negative) of the same place,
+        # flipped and rotated alike: so the negative of HR, shrunk, is LR (up to the rounding of
+        # the two shrinks, which bicubic's overshoot can stretch to a few levels)
+        def err(h):
+            back = np.asarray(Image.fromarray(np.ascontiguousarray(255 - h)).resize((16, 16), Image.BICUBIC))
+            return np.abs(back.astype(int) - lr.astype(int)).mean()
+
+        assert err(hr) < 2.0
+        assert err(hr) < 0.5 * min(err(hr[::-1]), err(hr[:, ::-1]))  # not flipped apart
+    # the same seed without targets draws the same shrunk sources
+    plain = PatchSampler(files, **common)
+    plain.close()
+    assert all(np.array_equal(a[..., :3], b) for a, b in zip(s.train_imgs, plain.train_imgs))
+
+
+def test_train_with_targets_validates_against_the_targets(tmp_path, photo_dir, capsys):
+    tg = _pair_dir(tmp_path, photo_dir)
+    out = tmp_path / "t.pt"
+    assert main(_args(photo_dir, out, "--steps", "3", "--targets", str(tg))) == 0
+    ck = load_checkpoint(out)
+    assert ck.meta["train_config"]["targets"] == str(tg)
+    # bicubic of the source is far from the negative target: validation measured against targets
+    assert ck.meta["history"][-1]["bicubic_psnr"] < 20
+    plain = tmp_path / "p.pt"
+    assert main(_args(photo_dir, plain, "--steps", "3")) == 0
+    assert load_checkpoint(plain).meta["history"][-1]["bicubic_psnr"] > 25
+
+
+def test_targets_must_exist_and_match_in_size(tmp_path, photo_dir, capsys):
+    tg = _pair_dir(tmp_path, photo_dir)
+    first = sorted(tg.iterdir())[0]
+    Image.open(first).resize((40, 30)).save(first)
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--targets", str(tg))) == 3
+    assert "must match its image's size" in capsys.readouterr().err
+    first.unlink()
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--targets", str(tg))) == 3
+    assert "no target of the same name" in capsys.readouterr().err
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--targets", str(tmp_path / "nope"))) == 3
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_card_says_when_a_stage_trained_on_targets():
+    from hanrt_export.bundle import _reproduce, _stages_text
+
+    cfg = {"scale": 4, "n_resgroups": 2, "n_resblocks": 16, "n_feats": 32, "reduction": 8}
+    tc = {"lr": 2e-4, "warmup": 100, "batch": 16, "patch": 40, "data": "/w/pages/images", "init": "d.pt",
+          "targets": "/w/pages/clean"}
+    st = [{"config": cfg, "step": 10, "train_config": {**tc, "data": "/w/photos", "init": None, "targets": None}},
+          {"config": cfg, "step": 20, "elapsed_s": 60, "train_config": tc}]
+    text = _stages_text(st, 4)
+    assert text.count("trained to restore") == 1 and "clean scan" in text
+    cmds = _reproduce(st, "document").split(",\n")
+    assert "--targets" not in cmds[0] and "--data pages/images" in cmds[1] and "--targets pages/clean" in cmds[1]

@@ -41,6 +41,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accept-new-screens", action="store_true",
                    help="with --fetch-data: keep generated screenshots whose pixels differ from the recorded "
                         "digests (other font versions or Pillow), with a warning")
+    p.add_argument("--targets", metavar="DIR",
+                   help="folder of target images with the same names and sizes as --data's: the model learns "
+                        "to turn each shrunken --data image into its target (restoring SR, e.g. the clean scans "
+                        "of `python -m hanrt_bench.docpages --clean`); default: each image is its own target")
     p.add_argument("--init", help="fine-tune from this HAN checkpoint (official or hanrt)")
     p.add_argument("--grow-blocks", type=int, metavar="N",
                    help="with --init: deepen every residual group to N blocks; the new blocks start "
@@ -93,7 +97,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         init=args.init, resume=args.resume, grow_blocks=args.grow_blocks,
         flat_std=args.flat_std, flat_keep=args.flat_keep, precision=args.precision,
         compile=args.compile, shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
-        time_budget_s=args.minutes * 60 if args.minutes else None,
+        time_budget_s=args.minutes * 60 if args.minutes else None, targets=args.targets,
     )
 
 
