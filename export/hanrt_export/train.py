@@ -256,6 +256,10 @@ PRECISION_MODES = ("fp32", "channels_last", "bf16", "channels_last+bf16")
 #: A mode other than fp32 is kept only if its median step is at least this much faster than fp32
 #: (BF16 changes the numerics; a gain inside the timing noise is not worth that).
 PRECISION_MIN_GAIN = 0.10
+#: The precision probe stops timing a mode whose first timed step took more than this many times
+#: the fastest mode's (it reports that one step): it cannot be chosen, and on CPUs without native
+#: BF16 its steps cost minutes.
+PROBE_DROP_FACTOR = 3.0
 
 
 def choose_precision(step_s: dict[str, float], *, min_gain: float = PRECISION_MIN_GAIN) -> str:
@@ -304,7 +308,9 @@ def probe_precision(model: HAN, lr_b: torch.Tensor, hr_b: torch.Tensor, *, devic
                     modes: tuple[str, ...] = PRECISION_MODES, rounds: int = 3) -> dict[str, float]:
     """Median seconds per training step of each mode, on copies of ``model`` (left untouched)
     with the real batch. Rounds are interleaved (one step of every mode per round, after one
-    warm-up round), so a change in the machine's load hits every mode alike."""
+    warm-up round), so a change in the machine's load hits every mode alike. A mode more than
+    :data:`PROBE_DROP_FACTOR` times slower than the fastest in the first timed round is not timed
+    further (its figure is that one step)."""
     import copy
 
     if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
@@ -315,11 +321,21 @@ def probe_precision(model: HAN, lr_b: torch.Tensor, hr_b: torch.Tensor, *, devic
         _set_format(mm, m.startswith("channels_last"))
         runs[m] = (mm, torch.optim.Adam(mm.parameters(), lr=1e-6))
     times: dict[str, list[float]] = {m: [] for m in modes}
+    live = list(modes)
     for r in range(rounds + 1):
-        for m in modes:
+        for m in live:
             dt = _timed_step(*runs[m], lr_b, hr_b, m, device)
             if r:  # round 0 warms up (allocations, kernel choice)
                 times[m].append(dt)
+        if r == 1 and rounds > 1:
+            # a mode already PROBE_DROP_FACTOR x slower than the fastest cannot win: stop timing it
+            # (BF16 without native support is emulated: a step can take 10x FP32's, minutes a round)
+            best = min(times[m][-1] for m in live)
+            slow = [m for m in live if times[m][-1] > PROBE_DROP_FACTOR * best]
+            if slow:
+                log.info("precision probe: %s over %.0fx the fastest after one timed step; not timed further",
+                         ", ".join(slow), PROBE_DROP_FACTOR)
+            live = [m for m in live if m not in slow]
     return {m: float(np.median(v)) for m, v in times.items()}
 
 

@@ -274,6 +274,28 @@ def test_probe_times_every_mode_and_leaves_the_model_alone():
         assert torch.equal(v, before[k]) and v.is_contiguous()
 
 
+def test_probe_stops_timing_a_mode_that_is_far_slower(monkeypatch):
+    """Emulated BF16 (CPUs without it) costs 10x FP32 a step: after one timed round the probe
+    stops timing it; the modes that can still win get every round. (Step times are set here:
+    real ones cannot be made slow on demand.)"""
+    import hanrt_export.train as tr
+    from hanrt_export.han import HAN
+
+    fake = {"fp32": 1.0, "channels_last": 0.9, "bf16": 10.0, "channels_last+bf16": 2.5}
+    calls: dict[str, int] = {}
+
+    def timed(fwd, opt, lr_b, hr_b, mode, device):
+        calls[mode] = calls.get(mode, 0) + 1
+        return fake[mode]
+
+    monkeypatch.setattr(tr, "_timed_step", timed)
+    m = HAN(scale=2, n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4)
+    t = tr.probe_precision(m, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16), rounds=3)
+    assert t == fake  # every mode reported, the dropped one by its single timed step
+    assert calls == {"fp32": 4, "channels_last": 4, "bf16": 2, "channels_last+bf16": 4}  # 2.5 < 3 x 0.9
+    assert tr.choose_precision(t) == "channels_last"
+
+
 @pytest.mark.parametrize("mode", ["channels_last+bf16", "fp32"])
 def test_forced_precision_trains_and_saves_plain_fp32_weights(tmp_path, photo_dir, mode):
     out = tmp_path / "p.pt"
