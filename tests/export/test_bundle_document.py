@@ -27,9 +27,11 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     except FileNotFoundError:
         pytest.skip("no page fonts installed")
     pages = tmp_path / "pages"
-    write_pages(pages, 1, 3, masks=True, width=256, height=320)
+    restoring = not no_margin  # one case trains on clean scans (--targets), the other on the pages
+    write_pages(pages, 1, 3, masks=True, width=256, height=320, clean=restoring)
     ck = tmp_path / "doc.pt"
     save_checkpoint(tiny_han, ck, step=5, train_config={"data": str(pages / "images"), "shrink": [0.7, 1.0],
+                                                         "targets": str(pages / "clean") if restoring else None,
                                                          "versions": 2, "lr": 1e-4, "batch": 2, "patch": 8,
                                                          "speed": {"requested": "auto", "mode": "fp32",
                                                                    "step_s": {"fp32": 1.0, "bf16": 2.0}}},
@@ -44,6 +46,7 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     assert "## Binarization of held-out generated pages" in card and "| document x4 | Otsu |" in card
     assert "Training used 1 pages, seeds 3..3" in card and "-> **fp32**" in card
     assert "no real scanned or historical pages" in card
+    assert ("learned to **restore**" in card and "--seed 3 --clean`" in card) == restoring
     # the tiling margin was measured on the held-out pages and recorded in both graphs (or, if no
     # margin met the rule, the card and the graphs' margin_note say so)
     from hanrt.model_info import read_model_info
@@ -64,7 +67,8 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     assert "fonts-dejavu-core" in notice and "Aitzol Berasategi" in notice  # fonts and the parent's photos
     res = json.loads((dest / "document_results.json").read_text())
     conds = {s["condition"] for s in res["binarize"]["summary"]}
-    assert conds == {"full", "bicubic", "photo", "document"}
+    assert conds == {"full", "bicubic", "photo", "document"} | ({"clean"} if restoring else set())
+    assert ("| clean scan, full resolution" in card) == restoring
 
 
 def test_bundle_refuses_an_unknown_domain(tmp_path, tiny_han):
