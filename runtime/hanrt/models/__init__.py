@@ -3,7 +3,8 @@
 ``photo`` (the default) is ``hanrt_x4``, trained on photos; ``art`` is ``hanrt_x4_art``, grown
 deeper from it and trained on photos, line art and screenshot-like images (for comics, drawings and
 screenshots; slower per pixel); ``document`` is ``hanrt_x4_document``, fine-tuned from the photo
-model on generated document pages (for scans that are then binarized or read). Every command that takes ``--model`` and :class:`hanrt.Upscaler` accept these
+model on generated document pages and trained to restore as it enlarges (sharper, without the
+scanner's blur, noise and JPEG; for scans that are then binarized or read). Every command that takes ``--model`` and :class:`hanrt.Upscaler` accept these
 names as well as a path (a file literally called ``photo`` is reached as ``./photo``).
 
 Stdlib only (tier 0).
@@ -36,7 +37,7 @@ BUNDLED: dict[str, BundledModel] = {
     "art": BundledModel("art", "hanrt_x4_art", "MODEL_CARD_art.md", "NOTICE_art",
                         "line art, comics, screenshots (and photos): 2x16x32, trained on all three kinds"),
     "document": BundledModel("document", "hanrt_x4_document", "MODEL_CARD_document.md", "NOTICE_document",
-                             "document scans: 2x16x32, fine-tuned from photo on generated pages (text on paper)"),
+                             "document scans: 2x16x32, fine-tuned from photo on generated pages (text on paper); restores blur, noise, JPEG"),
 }
 DEFAULT_MODEL_NAME = "photo"
 
