@@ -95,6 +95,17 @@ def _hint(c: dict) -> str:
     return f"{c['n_resgroups']}x{c['n_resblocks']}x{c['n_feats']}"
 
 
+_LOSS_NAMES = {"l1": "L1", "mse": "MSE", "charbonnier": "Charbonnier"}
+
+
+def _loss_text(stages: list[dict]) -> str:
+    """The Recipe's opening words: the loss every stage used, or L1 and where another was used."""
+    kinds = [(st.get("train_config") or {}).get("loss", "l1") for st in stages if st.get("step") is not None]
+    if all(k == "l1" for k in kinds):
+        return "L1 loss on 0..255"
+    return "L1 loss on 0..255 (unless a stage below names another)"
+
+
 def _stages_text(stages: list[dict], scale: int) -> str:
     """One sentence per training stage (a model fine-tuned or grown from another has several)."""
     out = []
@@ -121,12 +132,19 @@ def _stages_text(stages: list[dict], scale: int) -> str:
 
             lr_then = cosine_lr(float(tc.get("lr", 0)), float(tc.get("lr_min", 0)), mins * 60 / budget)
             sched += f", stopped early ({mins:.0f} of its {budget / 60:.0f} min; learning rate then {lr_then:.2g})"
+        if tc.get("loss", "l1") != "l1":
+            flat += f", {_LOSS_NAMES.get(tc['loss'], tc['loss'])} loss"
+        if tc.get("ema"):
+            flat += (f", exponential moving average of the weights (decay {tc['ema']:g}): the average is the "
+                     "stage's result")
         if tc.get("targets"):
             flat += (", trained to restore: LR patches from each page, HR patches from the same place of its "
                      "clean scan (`--targets`), so validation is against the clean scans too")
         val = st.get("final_val")
         vtxt = (f"; validation {val['val_psnr']:.2f} dB vs bicubic {val['bicubic_psnr']:.2f} dB"
                 if val else "")
+        if val and val.get("val_psnr_raw") is not None:
+            vtxt += f" (the last step's own weights: {val['val_psnr_raw']:.2f} dB)"
         p = int(tc.get("patch", 0))
         out.append(f"**Stage {i + 1}** ({_hint(c)}, {what}): {steps} steps in {mins:.0f} min, peak LR "
                    f"{tc.get('lr', '?')}, {tc.get('warmup', '?')} warm-up steps, {sched}, batch "
@@ -164,6 +182,10 @@ def _reproduce(stages: list[dict], domain: str = "photo") -> str:
             cmd += " --targets " + ("pages/clean" if domain == "document" else "targets")
         if tc.get("flat_std"):
             cmd += f" --flat-std {tc['flat_std']:g} --flat-keep {tc.get('flat_keep', 1):g}"
+        if tc.get("loss", "l1") != "l1":
+            cmd += f" --loss {tc['loss']}"
+        if tc.get("ema"):
+            cmd += f" --ema {tc['ema']:g}"
         if list(tc.get("shrink", [0.25, 0.6])) != [0.25, 0.6] or tc.get("versions", 4) != 4:
             lo, hi = tc["shrink"]
             cmd += f" --shrink {lo:g} {hi:g} --versions {tc.get('versions', 4)}"
@@ -483,7 +505,7 @@ check, not a build; `hanrt info` shows the result).
 {data_text}
 
 ## Recipe
-L1 loss on 0..255, Adam (0.9, 0.999), linear warm-up then cosine decay of the learning rate,
+{_loss_text(stages)}, Adam (0.9, 0.999), linear warm-up then cosine decay of the learning rate,
 LR patches made from HR patches by Pillow bicubic, random flips and 90-degree rotations, on a
 shared 2-core CPU ({platform.processor() or platform.machine()}). {_stages_text(stages, cfg.scale)}
 {_val_line(hist, 'pages' if domain == 'document' else 'photos')}

@@ -84,4 +84,9 @@ class TrainConfig:
     # size: the model learns to turn the shrunken --data image into the target (restoration with
     # SR, e.g. a clean scan from a blurred, noisy one). None: the --data image is its own target.
     targets: str | None = None
+    # Training loss on 0..255 pixels: "l1", "mse" or "charbonnier" (train.LOSSES).
+    loss: str = "l1"
+    # Exponential moving average of the weights (decay, e.g. 0.999; 0: none): when set, the average
+    # is what is validated and saved as ``output`` (the resumable state keeps both).
+    ema: float = 0.0
     extra: dict = field(default_factory=dict)

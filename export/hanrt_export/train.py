@@ -3,8 +3,9 @@
 Recipe: HR patches cut from photos that are first shrunk by a random factor (removes JPEG noise
 and camera blur, so the model learns detail rather than artefacts), LR made from each HR patch
 by Pillow bicubic (the same degradation as the evaluation protocol), random flips and 90-degree
-rotations, L1 loss on the 0..255 scale, Adam, linear warm-up then cosine decay of the learning
-rate. A strip at the bottom of every photo (``val_fraction``) is never sampled for training and
+rotations, L1 loss on the 0..255 scale (``--loss``: MSE or Charbonnier instead), Adam, linear
+warm-up then cosine decay of the learning rate; optionally (``--ema``) an exponential moving average
+of the weights is kept, validated and saved instead of the last step's weights. A strip at the bottom of every photo (``val_fraction``) is never sampled for training and
 provides the validation PSNR (Y channel, papers' protocol) printed every ``val_every`` steps.
 
 Checkpoints (hanrt format, hyperparameters recorded, loadable with ``weights_only=True``) carry
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
            "choose_precision", "probe_precision",
-           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S"]
+           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "make_ema"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -290,14 +291,51 @@ def _autocast(mode: str, device: str):
     return torch.autocast(dev, dtype=torch.bfloat16, enabled="bf16" in mode)
 
 
-def _train_step(model, opt, lr_b: torch.Tensor, hr_b: torch.Tensor, mode: str, device: str) -> torch.Tensor:
-    """One optimizer step in ``mode``; returns the (FP32) L1 loss."""
+#: ``--loss`` choices, on 0..255 pixels: ``l1`` (the SR papers' usual loss; robust while a model
+#: is far from converged), ``mse`` (what PSNR measures: a short MSE stage after L1 training is a
+#: common last step for a PSNR-oriented model), ``charbonnier`` (a smooth L1: sqrt(d^2 + eps^2)).
+LOSSES = ("l1", "mse", "charbonnier")
+#: Charbonnier's epsilon on the 0..255 scale (1e-3 on the 0..1 scale, as in LapSRN).
+CHARBONNIER_EPS = 0.255
+
+
+def pixel_loss(out: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """The training loss ``kind`` (one of :data:`LOSSES`) of ``out`` against ``hr`` (0..255)."""
+    if kind == "l1":
+        return F.l1_loss(out, hr)
+    if kind == "mse":
+        return F.mse_loss(out, hr)
+    if kind == "charbonnier":
+        return torch.sqrt((out - hr) ** 2 + CHARBONNIER_EPS ** 2).mean()
+    raise UsageError(f"--loss {kind!r}: choose one of {', '.join(LOSSES)}.")
+
+
+def make_ema(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights (``torch.optim.swa_utils.AveragedModel``;
+    call ``update_parameters(model)`` after every optimizer step). The decay ramps up as
+    ``min(decay, (1 + n) / (10 + n))`` over the first updates, so the average of a run that starts
+    from random weights is not dominated by them."""
+    from torch.optim.swa_utils import AveragedModel
+
+    if not 0.0 < decay < 1.0:
+        raise UsageError(f"--ema {decay}: give a decay between 0 and 1 (e.g. 0.999), or leave --ema out.")
+
+    def avg(avg_p: torch.Tensor, cur_p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg_p + (cur_p - avg_p) * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=avg, use_buffers=True)
+
+
+def _train_step(model, opt, lr_b: torch.Tensor, hr_b: torch.Tensor, mode: str, device: str,
+                loss_kind: str = "l1") -> torch.Tensor:
+    """One optimizer step in ``mode``; returns the (FP32) loss (``loss_kind``, see :data:`LOSSES`)."""
     if mode.startswith("channels_last"):
         lr_b = lr_b.contiguous(memory_format=torch.channels_last)
         hr_b = hr_b.contiguous(memory_format=torch.channels_last)
     with _autocast(mode, device):
         out = model(lr_b)
-    loss = F.l1_loss(out.float(), hr_b)
+    loss = pixel_loss(out.float(), hr_b, loss_kind)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -469,6 +507,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     targets = find_targets(files, cfg.targets) if cfg.targets else None
     start_step = 0
     opt_state = None
+    ema_state = None
     history: list[dict] = []
     lineage: list[dict] = []
     resumed_from: dict = {}
@@ -480,6 +519,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         model = ck.model
         start_step = int(ck.meta.get("step", 0))
         opt_state = ck.meta.get("optimizer")
+        ema_state = ck.meta.get("ema")
         history = list(ck.meta.get("history", []))
         lineage = list(ck.meta.get("lineage", []))
         elapsed0 = float(ck.meta.get("elapsed_s", 0.0))
@@ -508,6 +548,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         raise UsageError(f"--precision {cfg.precision!r}: choose auto or one of {', '.join(PRECISION_MODES)}.")
     if cfg.compile not in COMPILE_MODES:
         raise UsageError(f"--compile {cfg.compile!r}: choose one of {', '.join(COMPILE_MODES)}.")
+    if cfg.loss not in LOSSES:
+        raise UsageError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}.")
     model.to(cfg.device).train()
 
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
@@ -538,6 +580,14 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     if opt_state is not None:
         opt.load_state_dict(opt_state)
+    ema = make_ema(model, cfg.ema) if cfg.ema else None
+    if ema is not None:
+        if ema_state is not None:
+            ema.load_state_dict(ema_state)
+        elif cfg.resume:
+            log.warning("resume: the saved state has no weight average; --ema starts one from the current weights")
+    # what is validated and saved: the weight average where there is one
+    final = ema.module if ema is not None else model
     bic_val = _bicubic_val(sampler.val_imgs, model.scale)
     t0 = time.perf_counter()
     loss_avg = None
@@ -549,8 +599,15 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
             recipe[k] = resumed_from[k]
 
     def _save(path: Path, step: int) -> None:
+        extra = {"ema": ema.state_dict()} if ema is not None else {}
         save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), history=history, lineage=lineage,
-                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=recipe)
+                        elapsed_s=elapsed0 + time.perf_counter() - t0, train_config=recipe, **extra)
+
+    def _validate() -> dict:
+        rec = {"val_psnr": validate(final, sampler.val_imgs, model.scale, cfg.device)}
+        if ema is not None:  # the last step's own weights, for comparison
+            rec["val_psnr_raw"] = validate(model, sampler.val_imgs, model.scale, cfg.device)
+        return rec
 
     try:
         step = start_step
@@ -566,7 +623,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
             lr_b, hr_b = sampler.next()
             lr_b, hr_b = lr_b.to(cfg.device), hr_b.to(cfg.device)
             try:
-                loss = _train_step(fwd, opt, lr_b, hr_b, mode, cfg.device)
+                loss = _train_step(fwd, opt, lr_b, hr_b, mode, cfg.device, cfg.loss)
             except Exception as exc:
                 if fwd is model:
                     raise
@@ -575,7 +632,9 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                 speed["compile_note"] = f"failed, training eager: {type(exc).__name__}: {str(exc)[:300]}"
                 log.warning("torch.compile %s", speed["compile_note"])
                 fwd = model
-                loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device)
+                loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device, cfg.loss)
+            if ema is not None:
+                ema.update_parameters(model)
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise HanrtError(f"training diverged: the loss became {lv} at step {step}; "
@@ -584,23 +643,23 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
             info = {"loss": loss_avg, "lr": cur_lr, "mode": mode}
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.steps:
-                v = validate(model, sampler.val_imgs, model.scale, cfg.device)
-                rec = {"step": done, "val_psnr": v, "bicubic_psnr": bic_val, "loss": loss_avg,
+                rec = {"step": done, **_validate(), "bicubic_psnr": bic_val, "loss": loss_avg,
                        "elapsed_s": elapsed0 + time.perf_counter() - t0}
                 history.append(rec)
                 info.update(rec)
-                log.info("step %d: val Y-PSNR %.3f dB (bicubic %.3f), loss %.3f", done, v, bic_val, loss_avg)
+                log.info("step %d: val Y-PSNR %.3f dB%s (bicubic %.3f), loss %.3f", done, rec["val_psnr"],
+                         f" (weight average; last step's weights {rec['val_psnr_raw']:.3f})" if ema is not None else "",
+                         bic_val, loss_avg)
             if done % cfg.save_every == 0 or done == cfg.steps:
                 _save(state_path, done)
             if progress:
                 progress(done, info)
         if not history or history[-1]["step"] != done:
-            v = validate(model, sampler.val_imgs, model.scale, cfg.device)
-            history.append({"step": done, "val_psnr": v, "bicubic_psnr": bic_val, "loss": loss_avg,
+            history.append({"step": done, **_validate(), "bicubic_psnr": bic_val, "loss": loss_avg,
                             "elapsed_s": elapsed0 + time.perf_counter() - t0})
         _save(state_path, done)
-        model.eval()
-        save_checkpoint(model, out, step=done, history=history, train_config=recipe,
+        final.eval()
+        save_checkpoint(final, out, step=done, history=history, train_config=recipe,
                         lineage=lineage, elapsed_s=elapsed0 + time.perf_counter() - t0)
     finally:
         sampler.close()

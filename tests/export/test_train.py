@@ -493,3 +493,84 @@ def test_card_says_when_a_stage_trained_on_targets():
     assert text.count("trained to restore") == 1 and "clean scan" in text
     cmds = _reproduce(st, "document").split(",\n")
     assert "--targets" not in cmds[0] and "--data pages/images" in cmds[1] and "--targets pages/clean" in cmds[1]
+
+
+def test_pixel_losses_measure_what_they_name():
+    from hanrt.errors import UsageError
+    from hanrt_export.train import CHARBONNIER_EPS, LOSSES, pixel_loss
+
+    hr = torch.zeros(1, 3, 4, 4)
+    out = hr.clone()
+    out[0, 0, 0, 0] = 8.0  # one pixel off by 8 out of 48 values
+    assert float(pixel_loss(out, hr, "l1")) == pytest.approx(8 / 48)
+    assert float(pixel_loss(out, hr, "mse")) == pytest.approx(64 / 48)
+    # Charbonnier: sqrt(d^2 + eps^2), so ~|d| where d is large and eps where the pixels agree
+    ch = float(pixel_loss(out, hr, "charbonnier"))
+    assert ch == pytest.approx((np.hypot(8, CHARBONNIER_EPS) + 47 * CHARBONNIER_EPS) / 48, rel=1e-5)
+    assert set(LOSSES) == {"l1", "mse", "charbonnier"}
+    with pytest.raises(UsageError, match="--loss"):
+        pixel_loss(out, hr, "l2")
+
+
+def test_ema_follows_the_weights_with_a_ramped_decay():
+    from hanrt.errors import UsageError
+    from hanrt_export.train import make_ema
+
+    m = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    ema = make_ema(m, 0.9)
+    ema.update_parameters(m)  # the first update copies the weights
+    expect = 0.0
+    for n in range(1, 30):
+        with torch.no_grad():
+            m.weight.fill_(float(n))
+        ema.update_parameters(m)
+        d = min(0.9, (1 + n) / (10 + n))
+        expect = expect + (n - expect) * (1 - d)
+        assert float(ema.module.weight.detach()) == pytest.approx(expect, rel=1e-5)
+    # an average lags the weights it follows
+    assert float(ema.module.weight.detach()) < float(m.weight.detach()) - 1
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(UsageError, match="--ema"):
+            make_ema(m, bad)
+
+
+def test_train_with_mse_and_ema_saves_the_average_and_resumes_it(tmp_path, photo_dir, capsys):
+    out = tmp_path / "e.pt"
+    assert main(_args(photo_dir, out, "--steps", "3", "--loss", "mse", "--ema", "0.9", "--lr", "0.01")) == 0
+    ck = load_checkpoint(out)
+    tc = ck.meta["train_config"]
+    assert tc["loss"] == "mse" and tc["ema"] == 0.9
+    h = ck.meta["history"][-1]
+    assert np.isfinite(h["val_psnr"]) and np.isfinite(h["val_psnr_raw"])
+    state = torch.load(out.with_suffix(".state.pt"), weights_only=True)
+    avg = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert int(state["ema"]["n_averaged"]) == 3
+    # the output is the average, not the last step's weights (the state keeps those)
+    saved = ck.model.state_dict()
+    assert all(torch.allclose(saved[k], avg[k]) for k in saved if k in avg)
+    assert not torch.equal(saved["head.0.weight"], state["state_dict"]["head.0.weight"])
+    # resume carries the average on
+    assert main(_args(photo_dir, out, "--steps", "5", "--loss", "mse", "--ema", "0.9", "--lr", "0.01",
+                      "--resume")) == 0
+    state5 = torch.load(out.with_suffix(".state.pt"), weights_only=True)
+    assert int(state5["ema"]["n_averaged"]) == 5
+    # the card names the loss and the average, and the reproduce line repeats the options
+    from hanrt_export.bundle import _loss_text, _reproduce, _stages_text
+
+    st = [{"config": ck.config.to_dict(), "step": 5, "elapsed_s": 1.0, "train_config": tc,
+           "final_val": h}]
+    text = _stages_text(st, 4)
+    assert "MSE loss" in text and "moving average of the weights (decay 0.9)" in text
+    assert "the last step's own weights" in text
+    assert "--loss mse --ema 0.9" in _reproduce(st)
+    assert "unless a stage below names another" in _loss_text(st)
+    assert _loss_text([{**st[0], "train_config": {**tc, "loss": "l1"}}]) == "L1 loss on 0..255"
+
+
+def test_bad_loss_and_ema_are_refused(tmp_path, photo_dir, capsys):
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--ema", "1.5")) != 0
+    assert "--ema" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--loss", "l2"))

@@ -82,6 +82,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the training step: auto (default) compiles and times it against eager "
                         "for runs of 10 minutes or more and keeps it if >=10%% faster; on: always; off: never "
                         "(compiling needs a C++ compiler and takes ~15-30 s on 2 cores)")
+    p.add_argument("--loss", default=_D.loss, choices=["l1", "mse", "charbonnier"],
+                   help="training loss on 0..255 pixels (default %(default)s; mse optimises what PSNR measures, "
+                        "a common last fine-tuning stage)")
+    p.add_argument("--ema", type=float, default=_D.ema, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
+                        "validate and save it instead of the last step's weights (default: off)")
     p.add_argument("--device", default=_D.device, help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=_D.threads, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--seed", type=int, default=_D.seed)
@@ -98,6 +104,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         flat_std=args.flat_std, flat_keep=args.flat_keep, precision=args.precision,
         compile=args.compile, shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
         time_budget_s=args.minutes * 60 if args.minutes else None, targets=args.targets,
+        loss=args.loss, ema=args.ema,
     )
 
 
