@@ -338,6 +338,21 @@ pseudo-F-measure in %, DRD lower is better.
     return data, sec, {"summary": summ, "pages": len(ps)}
 
 
+def recorded_files(stages: list[dict]) -> list[str] | None:
+    """The file names every training stage of a checkpoint recorded (``train_config["data_files"]``,
+    written by ``hanrt train``), united; None if a stage that trained records none (older stages),
+    since then the credits cannot be read off the checkpoint."""
+    names: dict[str, None] = {}
+    for st in stages:
+        if st.get("step") is None:  # an external checkpoint: nothing trained here to credit
+            continue
+        files = (st.get("train_config") or {}).get("data_files")
+        if files is None:
+            return None
+        names.update((Path(f).name, None) for f in files)
+    return list(names)
+
+
 def _training_files(folder: Path) -> dict[str, list[Path]]:
     """The images under a ``--fetch-data`` layout (or a subset of it), by kind (subfolder; files
     directly in ``folder`` count as photos)."""
@@ -436,9 +451,16 @@ def bundle(checkpoint: str | Path, dest: str | Path = DEFAULT_DEST, *, name: str
     r2 = export_onnx(ck.model, f_u8, options=ExportOptions(io="uint8"), source_sha256=ck.sha256,
                      source=pt.name, overwrite=True)
     used = _training_files(Path(data)) if data is not None and domain != "document" else None
+    recorded = recorded_files([*meta.get("lineage", []), meta])
+    if recorded is None and (domain == "document" or used is None):
+        log.warning("some training stages of %s record no file list (trained before hanrt recorded one): "
+                    "NOTICE credits every file of the kinds it names; check it against what they trained on",
+                    checkpoint)
     # a document model credits the photos of the photo model it was fine-tuned from (the pages are ours)
-    notice = notice_text(kinds=("photos",)) if domain == "document" else \
-        notice_text(used=None if used is None else [p.name for ps in used.values() for p in ps])
+    if domain == "document":
+        notice = notice_text(kinds=("photos",), used=recorded)
+    else:
+        notice = notice_text(used=[p.name for ps in used.values() for p in ps] if used is not None else recorded)
     if domain == "document":
         from hanrt_bench.docpages import notice_lines
 

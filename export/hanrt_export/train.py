@@ -594,6 +594,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
 
     recipe = _train_config_dict(cfg)
     recipe["speed"] = speed  # the probe's figures and the mode used (this run; a resume probes again)
+    # what this stage trained on, so a bundle credits exactly these files (NOTICE)
+    recipe["data_files"] = [f.relative_to(cfg.data).as_posix() for f in files]
     for k in ("init", "grow_blocks"):  # how the run began, even if --resume did not repeat it
         if recipe.get(k) is None and resumed_from.get(k) is not None:
             recipe[k] = resumed_from[k]

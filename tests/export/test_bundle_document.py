@@ -30,7 +30,16 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     restoring = not no_margin  # one case trains on clean scans (--targets), the other on the pages
     write_pages(pages, 1, 3, masks=True, width=256, height=320, clean=restoring)
     ck = tmp_path / "doc.pt"
-    save_checkpoint(tiny_han, ck, step=5, train_config={"data": str(pages / "images"), "shrink": [0.7, 1.0],
+    # the restoring case's stages record what they trained on (one photo, then the pages): NOTICE
+    # credits that photo alone; the other case's stage has no record, so every photo is credited
+    record = {}
+    if restoring:
+        record = {"lineage": [{"step": 3, "config": tiny_han.config.to_dict(),
+                               "train_config": {"data": "/w/photos", "lr": 1e-4, "batch": 2, "patch": 8,
+                                                "data_files": ["aitzgorri_by_Aitzol_Berasategi.jpg"]}}]}
+    train_config = {"data_files": [f.name for f in sorted((pages / "images").iterdir())]} if restoring else {}
+    save_checkpoint(tiny_han, ck, step=5, **record, train_config={
+                        **train_config, "data": str(pages / "images"), "shrink": [0.7, 1.0],
                                                          "targets": str(pages / "clean") if restoring else None,
                                                          "versions": 2, "lr": 1e-4, "batch": 2, "patch": 8,
                                                          "speed": {"requested": "auto", "mode": "fp32",
@@ -65,6 +74,7 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     assert "1 held-out pages, LR by bicubic /2" in line
     notice = (dest / "NOTICE_document").read_text()
     assert "fonts-dejavu-core" in notice and "Aitzol Berasategi" in notice  # fonts and the parent's photos
+    assert ("nasa0@2x.jpg" not in notice and "Nevit Dilmen" not in notice) == restoring
     res = json.loads((dest / "document_results.json").read_text())
     conds = {s["condition"] for s in res["binarize"]["summary"]}
     assert conds == {"full", "bicubic", "photo", "document"} | ({"clean"} if restoring else set())

@@ -574,3 +574,27 @@ def test_bad_loss_and_ema_are_refused(tmp_path, photo_dir, capsys):
     assert "--ema" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--loss", "l2"))
+
+
+def test_a_stage_records_its_files_and_the_bundle_credits_only_recorded_ones(tmp_path, photo_dir):
+    from hanrt_export.bundle import recorded_files
+    from hanrt_export.data import PHOTO_FILES
+
+    out = tmp_path / "r.pt"
+    assert main(_args(photo_dir, out, "--steps", "1")) == 0
+    ck = load_checkpoint(out)
+    assert sorted(ck.meta["train_config"]["data_files"]) == ["ihc.png", "retina.jpg"]
+    ft = tmp_path / "ft.pt"
+    assert main(_args(photo_dir, ft, "--steps", "1", "--init", str(out))) == 0
+    meta = load_checkpoint(ft).meta
+    assert sorted(recorded_files([*meta["lineage"], meta])) == ["ihc.png", "retina.jpg"]
+    # stages trained on different files: the union; an external checkpoint (no step) credits nothing;
+    # a trained stage without a record (older hanrt) makes the record unusable
+    a, b = PHOTO_FILES[0], PHOTO_FILES[-1]
+    st = [{"origin": "external"}, {"step": 5, "train_config": {"data_files": [f"x/{a.out_name}"]}},
+          {"step": 9, "train_config": {"data_files": [b.out_name, "page_1000.png"]}}]
+    assert recorded_files(st) == [a.out_name, b.out_name, "page_1000.png"]
+    assert recorded_files([*st, {"step": 3, "train_config": {}}]) is None
+    notice = notice_text(kinds=("photos",), used=recorded_files(st))
+    assert a.sha256 in notice and b.sha256 in notice
+    assert PHOTO_FILES[1].sha256 not in notice
