@@ -205,12 +205,15 @@ def record_margin(f_float: Path, siblings: list[Path], *, pages: Path | None = N
     :mod:`hanrt_bench.tiling_study`'s rule, on E1 photos -- or on ``pages``' held-out document pages)
     and record it in ``f_float`` and its ``siblings`` (metadata only). Returns the card's sentence."""
     from hanrt_bench.tiling_study import (RECORD_LR_SCALE, RECORD_MARGINS, RECORD_TILES, STUDY_PHOTOS, choose_margin,
-                                          criterion_note, load_images, margin_text, no_margin_note, run_study,
-                                          worst_db, write_margin, write_margin_note)
+                                          criterion_note, format_table, load_images, margin_text, no_margin_note,
+                                          run_study, worst_db, write_margin, write_margin_note)
 
     images = load_images(pages / "images", RECORD_LR_SCALE) if pages is not None else None
     rows = run_study(f_float, names=STUDY_PHOTOS, images=images,
                      lr_scale=RECORD_LR_SCALE, threads=0, tiles=RECORD_TILES, margins=RECORD_MARGINS)
+    # the study's rows, for the reader of the bundle log (the card keeps the chosen margin's figures)
+    log.info("tiling study, tiled vs whole-image output:\n%s",
+             format_table(rows, tiles=RECORD_TILES, margins=RECORD_MARGINS))
     worst = worst_db(rows)
     margin = choose_margin(worst, tiles=RECORD_TILES, margins=RECORD_MARGINS)
     what = (f"{len(rows['lr_shapes'])} held-out " + ("pages" if pages is not None else "E1 photos")

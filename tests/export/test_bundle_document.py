@@ -11,7 +11,7 @@ pytest.importorskip("skimage")
 
 
 @pytest.mark.parametrize("no_margin", [False, True], ids=["as-measured", "no-margin-meets-the-rule"])
-def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
+def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin, caplog):
     from hanrt_bench.docpages import available_fonts, write_pages
 
     if no_margin:  # the study's verdict forced, to check what the bundle then records
@@ -26,6 +26,7 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
         available_fonts()
     except FileNotFoundError:
         pytest.skip("no page fonts installed")
+    caplog.set_level("INFO", logger="hanrt_export.bundle")
     pages = tmp_path / "pages"
     restoring = not no_margin  # one case trains on clean scans (--targets), the other on the pages
     write_pages(pages, 1, 3, masks=True, width=256, height=320, clean=restoring)
@@ -72,6 +73,9 @@ def test_bundle_a_document_model(tmp_path, tiny_han, monkeypatch, no_margin):
     else:
         assert "not recorded" in line and "no margin of 0, 2, 4, 6, 8, 12" in note and "1 held-out pages" in note
     assert "1 held-out pages, LR by bicubic /2" in line
+    # the bundle log keeps the study's rows, every margin at every tile size
+    log = caplog.text
+    assert "tiling study, tiled vs whole-image output" in log and "| margin | T=64" in log
     notice = (dest / "NOTICE_document").read_text()
     assert "fonts-dejavu-core" in notice and "Aitzol Berasategi" in notice  # fonts and the parent's photos
     assert ("nasa0@2x.jpg" not in notice and "Nevit Dilmen" not in notice) == restoring
