@@ -34,6 +34,11 @@ class ExportRequest:
     overwrite: bool = False
 
 
+#: ``TrainConfig.loss`` choices (``hanrt train --loss``); defined here, without torch, so the
+#: command line can offer them before torch is imported (see train.pixel_loss).
+LOSSES = ("l1", "mse", "charbonnier")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run (``hanrt train``; :func:`hanrt_export.train.train`)."""

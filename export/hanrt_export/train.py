@@ -4,9 +4,9 @@ Recipe: HR patches cut from photos that are first shrunk by a random factor (rem
 and camera blur, so the model learns detail rather than artefacts), LR made from each HR patch
 by Pillow bicubic (the same degradation as the evaluation protocol), random flips and 90-degree
 rotations, L1 loss on the 0..255 scale (``--loss``: MSE or Charbonnier instead), Adam, linear
-warm-up then cosine decay of the learning rate; optionally (``--ema``) an exponential moving average
-of the weights is kept, validated and saved instead of the last step's weights. A strip at the bottom of every photo (``val_fraction``) is never sampled for training and
-provides the validation PSNR (Y channel, papers' protocol) printed every ``val_every`` steps.
+warm-up then cosine decay of the learning rate; optionally (``--ema``) an exponential moving
+average of the weights is kept, validated and saved instead of the last step's weights. A strip
+at the bottom of every photo (``val_fraction``) is never sampled for training and provides the validation PSNR (Y channel, papers' protocol) printed every ``val_every`` steps.
 
 Checkpoints (hanrt format, hyperparameters recorded, loadable with ``weights_only=True``) carry
 the optimizer and step so ``--resume`` continues exactly; ``--init`` starts from any HAN
@@ -36,7 +36,7 @@ from hanrt.io.images import IMAGE_SUFFIXES, list_images
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .han import HAN
-from .requests import TrainConfig
+from .requests import LOSSES, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -291,10 +291,10 @@ def _autocast(mode: str, device: str):
     return torch.autocast(dev, dtype=torch.bfloat16, enabled="bf16" in mode)
 
 
-#: ``--loss`` choices, on 0..255 pixels: ``l1`` (the SR papers' usual loss; robust while a model
-#: is far from converged), ``mse`` (what PSNR measures: a short MSE stage after L1 training is a
-#: common last step for a PSNR-oriented model), ``charbonnier`` (a smooth L1: sqrt(d^2 + eps^2)).
-LOSSES = ("l1", "mse", "charbonnier")
+# The ``--loss`` choices (requests.LOSSES), on 0..255 pixels: ``l1`` (the SR papers' usual loss;
+# robust while a model is far from converged), ``mse`` (what PSNR measures: a short MSE stage after
+# L1 training is a common last step for a PSNR-oriented model), ``charbonnier`` (a smooth L1).
+
 #: Charbonnier's epsilon on the 0..255 scale (1e-3 on the 0..1 scale, as in LapSRN).
 CHARBONNIER_EPS = 0.255
 

@@ -9,7 +9,7 @@ import argparse
 
 from hanrt.cli import Command
 
-from ..requests import TrainConfig
+from ..requests import LOSSES, TrainConfig
 
 _D = TrainConfig
 
@@ -82,7 +82,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the training step: auto (default) compiles and times it against eager "
                         "for runs of 10 minutes or more and keeps it if >=10%% faster; on: always; off: never "
                         "(compiling needs a C++ compiler and takes ~15-30 s on 2 cores)")
-    p.add_argument("--loss", default=_D.loss, choices=["l1", "mse", "charbonnier"],
+    p.add_argument("--loss", default=_D.loss, choices=LOSSES,
                    help="training loss on 0..255 pixels (default %(default)s; mse optimises what PSNR measures, "
                         "a common last fine-tuning stage)")
     p.add_argument("--ema", type=float, default=_D.ema, metavar="DECAY",
