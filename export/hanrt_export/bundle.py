@@ -101,9 +101,10 @@ _LOSS_NAMES = {"l1": "L1", "mse": "MSE", "charbonnier": "Charbonnier"}
 def _loss_text(stages: list[dict]) -> str:
     """The Recipe's opening words: the loss every stage used, or L1 and where another was used."""
     kinds = [(st.get("train_config") or {}).get("loss", "l1") for st in stages if st.get("step") is not None]
-    if all(k == "l1" for k in kinds):
+    luma = any((st.get("train_config") or {}).get("luma_weight") for st in stages if st.get("step") is not None)
+    if all(k == "l1" for k in kinds) and not luma:
         return "L1 loss on 0..255"
-    return "L1 loss on 0..255 (unless a stage below names another)"
+    return "L1 loss on 0..255 R, G, B (unless a stage below names another loss or a share on luma)"
 
 
 def _stages_text(stages: list[dict], scale: int) -> str:
@@ -134,6 +135,9 @@ def _stages_text(stages: list[dict], scale: int) -> str:
             sched += f", stopped early ({mins:.0f} of its {budget / 60:.0f} min; learning rate then {lr_then:.2g})"
         if tc.get("loss", "l1") != "l1":
             flat += f", {_LOSS_NAMES.get(tc['loss'], tc['loss'])} loss"
+        if tc.get("luma_weight"):
+            flat += (f", {tc['luma_weight']:g} of the loss on luma (BT.601 Y) and the rest on R, G, B"
+                     if tc["luma_weight"] < 1 else ", loss on luma (BT.601 Y) only")
         if tc.get("ema"):
             flat += (f", exponential moving average of the weights (decay {tc['ema']:g}): the average is the "
                      "stage's result")
@@ -184,6 +188,8 @@ def _reproduce(stages: list[dict], domain: str = "photo") -> str:
             cmd += f" --flat-std {tc['flat_std']:g} --flat-keep {tc.get('flat_keep', 1):g}"
         if tc.get("loss", "l1") != "l1":
             cmd += f" --loss {tc['loss']}"
+        if tc.get("luma_weight"):
+            cmd += f" --luma-weight {tc['luma_weight']:g}"
         if tc.get("ema"):
             cmd += f" --ema {tc['ema']:g}"
         if list(tc.get("shrink", [0.25, 0.6])) != [0.25, 0.6] or tc.get("versions", 4) != 4:

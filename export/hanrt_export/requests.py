@@ -91,6 +91,10 @@ class TrainConfig:
     targets: str | None = None
     # Training loss on 0..255 pixels: "l1", "mse" or "charbonnier" (train.LOSSES).
     loss: str = "l1"
+    # Share of the loss taken on luma (BT.601 Y, what the SR papers' PSNR measures) instead of on
+    # R, G, B: loss = (1 - w) * loss(RGB) + w * loss(Y). 0 (default): RGB only; 1: luma only
+    # (colour then learns nothing, so keep w < 1 unless fine-tuning briefly).
+    luma_weight: float = 0.0
     # Exponential moving average of the weights (decay, e.g. 0.999; 0: none): when set, the average
     # is what is validated and saved as ``output`` (the resumable state keeps both).
     ema: float = 0.0

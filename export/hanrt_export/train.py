@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
            "choose_precision", "probe_precision",
-           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "make_ema"]
+           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "to_luma", "LUMA_WEIGHTS", "make_ema"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -299,8 +299,12 @@ def _autocast(mode: str, device: str):
 CHARBONNIER_EPS = 0.255
 
 
-def pixel_loss(out: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """The training loss ``kind`` (one of :data:`LOSSES`) of ``out`` against ``hr`` (0..255)."""
+#: BT.601 luma weights on 0..255 R, G, B (the offset 16 cancels in a difference): the Y of the
+#: SR papers' PSNR (hanrt_bench.quality.rgb_to_y), for ``--luma-weight``.
+LUMA_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+
+
+def _elementwise_loss(out: torch.Tensor, hr: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "l1":
         return F.l1_loss(out, hr)
     if kind == "mse":
@@ -308,6 +312,29 @@ def pixel_loss(out: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.T
     if kind == "charbonnier":
         return torch.sqrt((out - hr) ** 2 + CHARBONNIER_EPS ** 2).mean()
     raise UsageError(f"--loss {kind!r}: choose one of {', '.join(LOSSES)}.")
+
+
+def _check_luma_weight(w: float) -> None:
+    if not 0.0 <= w <= 1.0:
+        raise UsageError(f"--luma-weight {w}: give a share between 0 (RGB only, the default) and 1 (luma only).")
+
+
+def to_luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma (without the +16 offset) of an N x 3 x H x W batch on 0..255: N x 1 x H x W."""
+    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def pixel_loss(out: torch.Tensor, hr: torch.Tensor, kind: str = "l1", luma_weight: float = 0.0) -> torch.Tensor:
+    """The training loss ``kind`` (one of :data:`LOSSES`) of ``out`` against ``hr`` (0..255), on
+    R, G, B, or with ``luma_weight`` w > 0: ``(1 - w) * loss(RGB) + w * loss(Y)`` (BT.601 luma)."""
+    _check_luma_weight(luma_weight)
+    if luma_weight == 0.0:
+        return _elementwise_loss(out, hr, kind)
+    luma = _elementwise_loss(to_luma(out), to_luma(hr), kind)
+    if luma_weight == 1.0:
+        return luma
+    return (1.0 - luma_weight) * _elementwise_loss(out, hr, kind) + luma_weight * luma
 
 
 def make_ema(model: torch.nn.Module, decay: float):
@@ -328,14 +355,14 @@ def make_ema(model: torch.nn.Module, decay: float):
 
 
 def _train_step(model, opt, lr_b: torch.Tensor, hr_b: torch.Tensor, mode: str, device: str,
-                loss_kind: str = "l1") -> torch.Tensor:
+                loss_kind: str = "l1", luma_weight: float = 0.0) -> torch.Tensor:
     """One optimizer step in ``mode``; returns the (FP32) loss (``loss_kind``, see :data:`LOSSES`)."""
     if mode.startswith("channels_last"):
         lr_b = lr_b.contiguous(memory_format=torch.channels_last)
         hr_b = hr_b.contiguous(memory_format=torch.channels_last)
     with _autocast(mode, device):
         out = model(lr_b)
-    loss = pixel_loss(out.float(), hr_b, loss_kind)
+    loss = pixel_loss(out.float(), hr_b, loss_kind, luma_weight)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -550,6 +577,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         raise UsageError(f"--compile {cfg.compile!r}: choose one of {', '.join(COMPILE_MODES)}.")
     if cfg.loss not in LOSSES:
         raise UsageError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}.")
+    _check_luma_weight(cfg.luma_weight)
     model.to(cfg.device).train()
 
     sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
@@ -625,7 +653,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
             lr_b, hr_b = sampler.next()
             lr_b, hr_b = lr_b.to(cfg.device), hr_b.to(cfg.device)
             try:
-                loss = _train_step(fwd, opt, lr_b, hr_b, mode, cfg.device, cfg.loss)
+                loss = _train_step(fwd, opt, lr_b, hr_b, mode, cfg.device, cfg.loss, cfg.luma_weight)
             except Exception as exc:
                 if fwd is model:
                     raise
@@ -634,7 +662,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
                 speed["compile_note"] = f"failed, training eager: {type(exc).__name__}: {str(exc)[:300]}"
                 log.warning("torch.compile %s", speed["compile_note"])
                 fwd = model
-                loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device, cfg.loss)
+                loss = _train_step(model, opt, lr_b, hr_b, mode, cfg.device, cfg.loss, cfg.luma_weight)
             if ema is not None:
                 ema.update_parameters(model)
             lv = float(loss.detach())

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from hanrt.cli import main
@@ -512,6 +513,50 @@ def test_pixel_losses_measure_what_they_name():
         pixel_loss(out, hr, "l2")
 
 
+def test_luma_weight_moves_the_loss_onto_the_y_the_papers_measure():
+    from hanrt.errors import UsageError
+    from hanrt_bench.quality import rgb_to_y
+    from hanrt_export.train import pixel_loss, to_luma
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 6, 6, generator=g) * 255
+    out = hr + torch.randn(2, 3, 6, 6, generator=g) * 5
+    # to_luma is the quality module's Y without its +16 offset
+    y_ref = rgb_to_y(hr[0].permute(1, 2, 0).numpy().astype(np.float64)) - 16.0
+    assert np.allclose(to_luma(hr)[0, 0].numpy(), y_ref, atol=1e-3)
+    rgb, y = float(pixel_loss(out, hr, "l1")), float(F.l1_loss(to_luma(out), to_luma(hr)))
+    assert float(pixel_loss(out, hr, "l1", 0.0)) == pytest.approx(rgb)
+    assert float(pixel_loss(out, hr, "l1", 1.0)) == pytest.approx(y, rel=1e-5)
+    assert float(pixel_loss(out, hr, "l1", 0.25)) == pytest.approx(0.75 * rgb + 0.25 * y, rel=1e-5)
+    assert float(pixel_loss(out, hr, "mse", 1.0)) == pytest.approx(
+        float(F.mse_loss(to_luma(out), to_luma(hr))), rel=1e-5)
+    # an error the eye sees as colour only (equal and opposite in Y's terms) costs nothing on luma
+    chroma = hr.clone()
+    chroma[:, 0] += 128.553 / 65.481
+    chroma[:, 1] -= 1.0
+    assert float(pixel_loss(chroma, hr, "l1", 1.0)) == pytest.approx(0.0, abs=1e-3)
+    assert float(pixel_loss(chroma, hr, "l1", 0.5)) > 0.3
+    for bad in (-0.1, 1.5):
+        with pytest.raises(UsageError, match="--luma-weight"):
+            pixel_loss(out, hr, "l1", bad)
+
+
+def test_train_with_a_luma_weight_records_it_for_the_card(tmp_path, photo_dir, capsys):
+    from hanrt_export.bundle import _loss_text, _reproduce, _stages_text
+
+    out = tmp_path / "y.pt"
+    assert main(_args(photo_dir, out, "--steps", "2", "--luma-weight", "0.75")) == 0
+    ck = load_checkpoint(out)
+    tc = ck.meta["train_config"]
+    assert tc["luma_weight"] == 0.75 and np.isfinite(ck.meta["history"][-1]["val_psnr"])
+    st = [{"config": ck.config.to_dict(), "step": 2, "elapsed_s": 1.0, "train_config": tc}]
+    assert "0.75 of the loss on luma (BT.601 Y)" in _stages_text(st, 4)
+    assert "--luma-weight 0.75" in _reproduce(st)
+    assert "share on luma" in _loss_text(st)
+    assert main(_args(photo_dir, tmp_path / "z.pt", "--steps", "1", "--luma-weight", "2")) != 0
+    assert "--luma-weight" in capsys.readouterr().err
+
+
 def test_ema_follows_the_weights_with_a_ramped_decay():
     from hanrt.errors import UsageError
     from hanrt_export.train import make_ema
@@ -565,7 +610,7 @@ def test_train_with_mse_and_ema_saves_the_average_and_resumes_it(tmp_path, photo
     assert "MSE loss" in text and "moving average of the weights (decay 0.9)" in text
     assert "the last step's own weights" in text
     assert "--loss mse --ema 0.9" in _reproduce(st)
-    assert "unless a stage below names another" in _loss_text(st)
+    assert "unless a stage below names another loss" in _loss_text(st)
     assert _loss_text([{**st[0], "train_config": {**tc, "loss": "l1"}}]) == "L1 loss on 0..255"
 
 

@@ -85,6 +85,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default=_D.loss, choices=LOSSES,
                    help="training loss on 0..255 pixels (default %(default)s; mse optimises what PSNR measures, "
                         "a common last fine-tuning stage)")
+    p.add_argument("--luma-weight", type=float, default=_D.luma_weight, metavar="W",
+                   help="take this share of the loss on luma (BT.601 Y, what the papers' PSNR measures) and "
+                        "the rest on R, G, B (default %(default)s: RGB only; 0 <= W < 1 keeps colour learning)")
     p.add_argument("--ema", type=float, default=_D.ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
                         "validate and save it instead of the last step's weights (default: off)")
@@ -104,7 +107,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         flat_std=args.flat_std, flat_keep=args.flat_keep, precision=args.precision,
         compile=args.compile, shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
         time_budget_s=args.minutes * 60 if args.minutes else None, targets=args.targets,
-        loss=args.loss, ema=args.ema,
+        loss=args.loss, ema=args.ema, luma_weight=args.luma_weight,
     )
 
 
