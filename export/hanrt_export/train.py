@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
            "choose_precision", "probe_precision",
-           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "to_luma", "LUMA_WEIGHTS", "make_ema"]
+           "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "to_luma",
+           "LUMA_WEIGHTS", "make_ema"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
