@@ -38,13 +38,19 @@ __all__ = [
 ]
 
 
+#: BT.601 Y's weights on 0..255 R, G, B (MATLAB's rgb2ycbcr; Y = 16 + the weighted sum). Training's
+#: ``--luma-weight`` loss uses the same weights (hanrt_export.train.to_luma).
+Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+
+
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
     """Y of BT.601 YCbCr (MATLAB convention, 16..235) as float64, from HxWx3 or HxW 0..255."""
     a = np.asarray(img, dtype=np.float64)
+    wr, wg, wb = Y_WEIGHTS
     if a.ndim == 2:
         # A grey image is R=G=B: Y = 16 + 219/255 * v.
-        return 16.0 + a * (65.481 + 128.553 + 24.966) / 255.0
-    return 16.0 + (65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255.0
+        return 16.0 + a * (wr + wg + wb)
+    return 16.0 + wr * a[..., 0] + wg * a[..., 1] + wb * a[..., 2]
 
 
 def _shave(a: np.ndarray, s: int) -> np.ndarray:

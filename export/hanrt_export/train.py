@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
            "choose_precision", "probe_precision",
            "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "to_luma",
-           "LUMA_WEIGHTS", "make_ema"]
+           "make_ema"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -300,11 +300,6 @@ def _autocast(mode: str, device: str):
 CHARBONNIER_EPS = 0.255
 
 
-#: BT.601 luma weights on 0..255 R, G, B (the offset 16 cancels in a difference): the Y of the
-#: SR papers' PSNR (hanrt_bench.quality.rgb_to_y), for ``--luma-weight``.
-LUMA_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
-
-
 def _elementwise_loss(out: torch.Tensor, hr: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "l1":
         return F.l1_loss(out, hr)
@@ -321,8 +316,11 @@ def _check_luma_weight(w: float) -> None:
 
 
 def to_luma(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma (without the +16 offset) of an N x 3 x H x W batch on 0..255: N x 1 x H x W."""
-    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    """BT.601 luma of an N x 3 x H x W batch on 0..255: N x 1 x H x W. It is the Y of the SR papers'
+    PSNR (hanrt_bench.quality.rgb_to_y) without its +16 offset, which cancels in a difference."""
+    from hanrt_bench.quality import Y_WEIGHTS
+
+    w = torch.tensor(Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True)
 
 
