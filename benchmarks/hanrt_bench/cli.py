@@ -172,6 +172,10 @@ def _run_policy_cli(args: BenchRequest) -> int:
     return 0
 
 
+#: What the self-ensemble's passes are, per size (:data:`hanrt.tiling.ENSEMBLES`), for eval's column notes.
+ENSEMBLE_VIEWS = {2: "as is and mirrored", 4: "mirrored and flipped", 8: "mirrored, flipped and transposed"}
+
+
 def run_eval_cli(args: EvalRequest) -> int:
     from .bench import precision_path, resolve_model
     from .evaluate import Column, evaluate, load_dataset, summary_markdown, write_outputs
@@ -179,7 +183,7 @@ def run_eval_cli(args: EvalRequest) -> int:
     say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
     from hanrt.models import resolve_model as resolve_name
     from hanrt.model_info import describe_margin
-    from hanrt.upscaler import DEFAULT_TILE, Upscaler
+    from hanrt.upscaler import DEFAULT_TILE, ENSEMBLES, Upscaler
 
     model = str(resolve_name(args.model))
     src = resolve_model(model)
@@ -188,29 +192,37 @@ def run_eval_cli(args: EvalRequest) -> int:
     files = _precision_files(args)
     tile = args.tile if args.tile is not None else DEFAULT_TILE
     margin = args.margin  # None: each graph's recorded margin, else hanrt's default (resolve_margin)
-    wanted = None
+    wanted = None  # (precision, whole|tiled, self-ensemble passes) per column asked for
     if args.columns:
-        wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
-        for c in wanted:
-            p, _, kind = c.partition(" ")
-            if p not in ("fp32", "fp16", "int8") or kind not in ("whole", "tiled"):
-                raise UsageError(f"--columns: {c!r} is not '<fp32|fp16|int8> <whole|tiled>'.")
+        wanted = []
+        ens = "|".join(f"x{n}" for n in ENSEMBLES[1:])
+        for c in (c.strip() for c in args.columns.split(",")):
+            if not c:
+                continue
+            parts = c.split()
+            passes = parts[2] if len(parts) == 3 else "x1"
+            if (len(parts) not in (2, 3) or parts[0] not in ("fp32", "fp16", "int8")
+                    or parts[1] not in ("whole", "tiled") or passes not in [f"x{n}" for n in ENSEMBLES]):
+                raise UsageError(f"--columns: {c!r} is not '<fp32|fp16|int8> <whole|tiled> [{ens}]' "
+                                 f"({ens}: that many self-ensemble passes).")
+            wanted.append((parts[0], parts[1], int(passes[1:])))
     ups: list[Any] = []
     cols: list[Column] = []
     notes: list[str] = []
     try:
         for prec in ("fp32", "fp16", "int8"):
             path = precision_path(src.path, prec, files)
-            kinds = [k for k in ("whole", "tiled") if wanted is None or f"{prec} {k}" in wanted]
+            kinds = [(k, 1) for k in ("whole", "tiled")] if wanted is None else [
+                (k, n) for p, k, n in wanted if p == prec]
             if not kinds:
                 continue
             if path is None:
                 if wanted is not None or prec != "fp32":
                     notes.append(f"{prec}: no graph (pass --{prec} or export one with hanrt export --precision {prec}); column skipped")
                 continue
-            for kind in kinds:
+            for kind, n in kinds:
                 up = Upscaler(path, backend=args.backend, tile=0 if kind == "whole" else tile, margin=margin,
-                              batch=args.batch)
+                              batch=args.batch, ensemble=n)
                 ups.append(up)
                 be = getattr(up.backend, "name", args.backend)
                 if prec == "fp16" and be == "ort-cpu" and not any(n.startswith("fp16 on ort-cpu") for n in notes):
@@ -218,7 +230,10 @@ def run_eval_cli(args: EvalRequest) -> int:
                                  "this column shows the graph's casts, not FP16 arithmetic (run it on a GPU).")
                 detail = f"{be}, " + ("whole image" if kind == "whole" else
                                       f"tile {tile}, margin {describe_margin(up.margin, up.margin_source)}")
-                cols.append(Column(f"{prec} {kind}", up.upscale, precision=prec, tiled=kind == "tiled", detail=detail,
+                if n > 1:
+                    detail += f", self-ensemble of {n} passes ({ENSEMBLE_VIEWS[n]}), averaged"
+                cols.append(Column(f"{prec} {kind}" + (f" x{n}" if n > 1 else ""), up.upscale, precision=prec,
+                                   tiled=kind == "tiled" and n == 1, detail=detail,
                                    tiles=lambda h, w, up=up: up.plan(h, w).count))
         if not cols:
             raise UsageError("no model column to evaluate (see the notes above).")

@@ -50,6 +50,9 @@ __all__ = [
     "tile_input_shape",
     "tile_output_shape",
     "LUMA_WEIGHTS",
+    "ENSEMBLES",
+    "dihedral_view",
+    "store_mean",
     "describe",
     "legal_tile",
     "grid_axis",
@@ -64,6 +67,11 @@ __all__ = [
 
 #: ITU-R BT.601 luma weights (Pillow's ``convert("L")``): grey output from the model's RGB output.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: Self-ensemble sizes (``Upscaler(ensemble=N)``, ``--ensemble N``): the first N of the 8 flips and
+#: transposes of :func:`dihedral_view` -- 1: the image as it is; 2: + mirrored left-right; 4: + the
+#: vertical flips; 8: + the transposed four (every rotation and reflection).
+ENSEMBLES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -492,13 +500,46 @@ def extract_tile(image: np.ndarray, plan: TilePlan, tile: Tile, out: np.ndarray,
             np.copyto(out, src, casting="unsafe")
 
 
-def place_tile(result: np.ndarray, plan: TilePlan, tile: Tile, output: np.ndarray, *, layout: str) -> None:
+def dihedral_view(a: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th (0..7) of the eight flips and transposes of an ``HxW[xC]`` array, as a view.
+
+    Bit 0 mirrors left-right, bit 1 flips top-bottom, bit 2 transposes (rows become columns) after
+    the flips. The same ``k`` maps an image and its upscaled result alike (a pixel's upscaled block
+    moves with it), so a model's output for ``dihedral_view(image, k)`` written into
+    ``dihedral_view(result, k)`` lands in the original orientation: the self-ensemble needs no
+    inverse transform and no copy.
+    """
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral_view: k must be 0..7, got {k}")
+    if k & 1:
+        a = a[:, ::-1]
+    if k & 2:
+        a = a[::-1]
+    if k & 4:
+        a = a.swapaxes(0, 1)
+    return a
+
+
+def store_mean(total: np.ndarray, n: int, output: np.ndarray) -> None:
+    """Write ``total / n`` (a float32 sum of ``n`` model outputs, 0..255 each, from
+    :func:`place_tile` with ``accumulate=True``) into ``output`` (uint8, or uint16 x257): clamped and
+    rounded as :func:`place_tile` does. ``total`` is used as scratch (overwritten)."""
+    np.multiply(total, np.float32((257.0 if output.dtype == np.uint16 else 1.0) / n), out=total)
+    np.clip(total, 0.0, 65535.0 if output.dtype == np.uint16 else 255.0, out=total)
+    np.rint(total, out=total)
+    np.copyto(output, total, casting="unsafe")
+
+
+def place_tile(result: np.ndarray, plan: TilePlan, tile: Tile, output: np.ndarray, *, layout: str,
+               accumulate: bool = False) -> None:
     """Write the core of one upscaled tile into ``output`` (the caller's full-size buffer).
 
     ``result``: one output batch item, float32 ``(C, th*s, tw*s)`` 0..255 (NCHW; clamped and rounded
     here) or uint8 ``(th*s, tw*s, C)`` (NHWC). ``output``: ``(H*s, W*s, C)`` or, for grey, ``(H*s, W*s)``,
     uint8 or uint16 (x257). Only the core's region of ``output`` is written; ``result`` is not
-    modified and may be a backend-owned buffer.
+    modified and may be a backend-owned buffer. ``accumulate``: ``output`` is float32 and the core
+    (0..255, grey as luma, neither clamped nor rounded) is added to it (the self-ensemble's sum,
+    finished by :func:`store_mean`).
     """
     s = plan.scale
     ry0, rx0 = (tile.y0 - tile.wy) * s, (tile.x0 - tile.wx) * s
@@ -512,7 +553,11 @@ def place_tile(result: np.ndarray, plan: TilePlan, tile: Tile, output: np.ndarra
     if grey:
         wts = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
         core = core[..., :3].astype(np.float32) @ wts
-    if output.dtype == np.uint16:
+    if accumulate:
+        if output.dtype != np.float32:
+            raise TypeError(f"place_tile(accumulate=True) adds into a float32 buffer, got {output.dtype}")
+        np.add(dst, core, out=dst, casting="unsafe")
+    elif output.dtype == np.uint16:
         v = core.astype(np.float32) * np.float32(257.0)
         np.clip(v, 0.0, 65535.0, out=v)
         np.rint(v, out=v)

@@ -12,7 +12,15 @@ a uint8-I/O graph reduces it to 8 bits on the way in.
 
 Memory: the result buffer is allocated once (or is the caller's ``out``); tiles are converted
 and written into it one batch at a time, so peak memory is the input, the output and a few
-tiles -- never a full-size float copy.
+tiles -- never a full-size float copy (except the self-ensemble's one float32 sum, below).
+
+**Self-ensemble** (``ensemble=N``, N in :data:`ENSEMBLES`; the papers' "+" results, e.g. HAN+):
+the image is upscaled N times, as it is and mirrored/flipped/transposed
+(:func:`hanrt.tiling.dihedral_view`), and the N results, each back in the original orientation, are
+averaged before rounding. N times the compute for a little more fidelity (README, "Self-ensemble"
+has the measured gain per N). Each pass is a job of its own in the tile stream, so on an
+asynchronous backend the passes overlap like frames; the N outputs are summed into one float32
+buffer of the result's size (written through views: no pass is copied or turned back).
 
 **Tiling** (``tile="auto"``, the default): on backends that take any shape (ONNX Runtime,
 PyTorch) an image whose whole run fits :func:`hanrt.resources.whole_image_allowance` runs whole
@@ -70,11 +78,12 @@ from .backends import Backend, get_spec, open_backend, remote_backend
 from .errors import InputError, ModelError, UsageError
 from .model_info import DEFAULT_MARGIN, MarginSource, ModelInfo, describe_margin, resolve_margin
 from .models import BUNDLED, bundled_dir, resolve_model
-from .tiling import (CPU_TILE_COST, TileCost, TilePlan, describe, extract_tile, grid_for_tile, legal_tile,
-                     place_tile, plan_auto, plan_grid, plan_tiles)
+from .tiling import (CPU_TILE_COST, ENSEMBLES, TileCost, TilePlan, describe, dihedral_view, extract_tile,
+                     grid_for_tile, legal_tile, place_tile, plan_auto, plan_grid, plan_tiles, store_mean)
 
-__all__ = ["Upscaler", "UpscaleJob", "AUTO", "ENGINE_TILE", "plan_for_profiles", "default_model_path", "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL",
-           "STAGES", "resolve_margin", "describe_margin", "MarginSource"]
+__all__ = ["Upscaler", "UpscaleJob", "AUTO", "ENGINE_TILE", "ENSEMBLES", "plan_for_profiles", "default_model_path",
+           "DEFAULT_TILE", "DEFAULT_MARGIN", "DEFAULT_MODEL", "STAGES", "resolve_margin", "describe_margin",
+           "MarginSource"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +170,7 @@ class Upscaler:
     TensorRT engine each is one execution context, all sharing the engine's profile for the tile.
     ``servers``: Triton servers (``HOST:PORT``, ``grpc://HOST:PORT``) for ``backend="triton"`` (implied
     by ``auto``); ``model`` is then the model's name on them (or a file whose stem is that name).
+    ``ensemble``: passes per image (1, 2, 4 or 8), averaged: the self-ensemble (module docstring).
     """
 
     def __init__(
@@ -176,7 +186,10 @@ class Upscaler:
         device_id: int = 0,
         fp16: bool = False,
         servers: Sequence[str] = (),
+        ensemble: int = 1,
     ) -> None:
+        if ensemble not in ENSEMBLES:
+            raise UsageError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))} (passes per image), got {ensemble!r}.")
         remote = bool(servers) or (not isinstance(model, Backend) and backend != "auto" and get_spec(backend).remote)
         if servers and backend == "auto":
             backend = remote_backend().name
@@ -210,6 +223,7 @@ class Upscaler:
             self._owns = True
             self.model_path = path
         self.tile: int | str | None = tile or None
+        self.ensemble = ensemble
         self.margin, self.margin_source = resolve_margin(margin, self._backend.info)
         log.debug("tiling margin %s", describe_margin(self.margin, self.margin_source, self._backend.info.margin_note))
         if isinstance(tile, int) and tile and 2 * self.margin >= tile:  # asked or recorded margin alike
@@ -351,8 +365,8 @@ class Upscaler:
                 laps.skip()  # waiting for another thread's call is no stage of this one
             if self._closed:
                 raise UsageError("this Upscaler was closed.")
-            once = [job]
-            self._stream(lambda: once.pop() if once else None)
+            todo = collections.deque(job.passes or (job,))
+            self._stream(lambda: todo.popleft() if todo else None)
         if job.error is not None:
             raise job.error
         return job.out
@@ -391,7 +405,7 @@ class Upscaler:
         with self._jobs_cv:
             if self._closed:
                 raise UsageError("this Upscaler was closed.")
-            self._jobs.append(job)
+            self._jobs.extend(job.passes or (job,))
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="hanrt-upscaler", daemon=True)
                 self._worker.start()
@@ -403,6 +417,8 @@ class Upscaler:
         if not job.event.is_set():
             with self._jobs_cv:
                 job.waited = True  # the worker collects its tiles now instead of waiting for more frames
+                for p in job.passes:
+                    p.waited = True
                 self._jobs_cv.notify_all()
         if not job.event.wait(timeout):
             raise TimeoutError(f"upscaling a {job.image.shape[1]}x{job.image.shape[0]} image took more than {timeout} s.")
@@ -453,7 +469,15 @@ class Upscaler:
         else:
             color = img[..., 0] if (img.ndim == 3 and c == 1) else img
             out_color = out[..., 0] if (img.ndim == 3 and c == 1) else out
-        return UpscaleJob(img, out, color, out_color, alpha, progress, laps)
+        job = UpscaleJob(img, out, color, out_color, alpha, progress, laps)
+        n = self.ensemble
+        if n > 1:  # one pass per view, each adding into one float32 sum in the original orientation
+            job.total = np.zeros(out_color.shape, dtype=np.float32)
+            job.left = n
+            job.passes = [UpscaleJob(img, out, dihedral_view(color, k), dihedral_view(job.total, k), None,
+                                     None if progress is None else _pass_progress(progress, k, n), laps, parent=job)
+                          for k in range(n)]
+        return job
 
     def _stream(self, next_job: Callable[[], "UpscaleJob | None"], *, frames: bool = False) -> None:
         """Run jobs' tiles through the slots, round robin, until ``next_job()`` returns None; a job
@@ -586,8 +610,9 @@ class Upscaler:
         if laps is not None:
             laps.lap("compute")
         try:
+            accumulate = job.parent is not None
             for i, t in enumerate(group):
-                place_tile(result[i], job.plan, t, job.out_color, layout=layout)
+                place_tile(result[i], job.plan, t, job.out_color, layout=layout, accumulate=accumulate)
         except Exception as exc:  # noqa: BLE001
             self._fail_job(job, exc)
             return
@@ -602,6 +627,19 @@ class Upscaler:
             self._finish(job)
 
     def _finish(self, job: "UpscaleJob") -> None:
+        parent = job.parent
+        if parent is not None:  # one self-ensemble pass: the image is done with its last pass
+            job.event.set()
+            parent.left -= 1
+            if parent.left or parent.error is not None:
+                return
+            job = parent
+            try:
+                store_mean(job.total, len(job.passes), job.out_color)
+            except Exception as exc:  # noqa: BLE001
+                self._fail_job(job, exc)
+                return
+            job.total = None
         try:
             if job.alpha is not None:
                 c = job.image.shape[2]
@@ -615,6 +653,13 @@ class Upscaler:
 
     @staticmethod
     def _fail_job(job: "UpscaleJob", exc: BaseException) -> None:
+        if job.parent is not None:  # a failed pass fails its image, and the other passes stop early
+            job = job.parent
+            for p in job.passes:
+                if p.error is None:
+                    p.error = exc
+                p.event.set()
+            job.total = None
         if job.error is None:
             job.error = exc
         job.event.set()
@@ -624,11 +669,18 @@ class UpscaleJob:
     """A frame handed to :meth:`Upscaler.submit`; pass it to :meth:`Upscaler.wait`."""
 
     __slots__ = ("image", "out", "color", "out_color", "alpha", "progress", "laps", "plan", "remaining",
-                 "event", "error", "waited")
+                 "event", "error", "waited", "parent", "passes", "total", "left")
 
     def __init__(self, image: np.ndarray, out: np.ndarray, color: np.ndarray, out_color: np.ndarray,
-                 alpha: np.ndarray | None, progress: Progress | None, laps: _Laps | None) -> None:
+                 alpha: np.ndarray | None, progress: Progress | None, laps: _Laps | None, *,
+                 parent: "UpscaleJob | None" = None) -> None:
         self.image, self.out, self.color, self.out_color, self.alpha = image, out, color, out_color, alpha
+        # self-ensemble: a pass knows its image (``parent``); the image its passes, their float32
+        # sum and how many are still running (``Upscaler._new_job``)
+        self.parent = parent
+        self.passes: list[UpscaleJob] = []
+        self.total: np.ndarray | None = None
+        self.left = 0
         self.progress, self.laps = progress, laps
         self.plan: TilePlan | None = None
         self.remaining = -1
@@ -639,6 +691,11 @@ class UpscaleJob:
     def done(self) -> bool:
         """True once the frame is upscaled (or failed); :meth:`Upscaler.wait` then returns at once."""
         return self.event.is_set()
+
+
+def _pass_progress(progress: Progress, k: int, n: int) -> Progress:
+    """Pass ``k`` of ``n``'s progress as the whole image's: its tiles come after the earlier passes'."""
+    return lambda done, total: progress(k * total + done, n * total)
 
 
 def _resize_channel(channel: np.ndarray, scale: int) -> np.ndarray:

@@ -136,7 +136,24 @@ def test_eval_columns_and_errors(hr_folder, tiny_onnx, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nowhere"), "--model", str(tiny_onnx)]) == 3
     assert "neither E1 nor a folder" in capsys.readouterr().err
     assert main(["eval", str(hr_folder), "--model", str(tiny_onnx), "--columns", "fp64 whole"]) == 2
+    for bad in ("fp32 whole x3", "fp32 whole x2 x4", "fp32 x2"):
+        assert main(["eval", str(hr_folder), "--model", str(tiny_onnx), "--columns", bad]) == 2
+        assert "self-ensemble" in capsys.readouterr().err
     assert main(["eval", str(hr_folder), "--model", str(tiny_onnx), "--fp16", str(tmp_path / "x.onnx")]) == 3
+
+
+def test_eval_self_ensemble_columns(hr_folder, tiny_onnx, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "ens"
+    rc = main(["eval", str(hr_folder), "--model", str(tiny_onnx), "--backend", "ort-cpu", "--limit", "1",
+               "--columns", "fp32 whole, fp32 whole x2,fp32 tiled x8", "--tile", "24", "--no-crops", "-o", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    data = json.loads((out / "summary.json").read_text())
+    assert set(data["quality"]) == {"bicubic", "fp32 whole", "fp32 whole x2", "fp32 tiled x8"}
+    assert "self-ensemble of 8 passes (mirrored, flipped and transposed)" in cap.out
+    assert "tiled vs whole" not in cap.out  # an ensemble column is not compared with one pass
+    assert data["quality"]["fp32 whole x2"] != data["quality"]["fp32 whole"]
 
 
 def test_bench_random_model_torch_backend(capsys):

@@ -42,3 +42,18 @@ class LocalBackend(Backend):
         if self.info.io == "uint8":
             return np.rint(np.clip(y, 0, 255)).astype(np.uint8).transpose(0, 2, 3, 1)
         return y
+
+
+class FailingBackend(LocalBackend):
+    """``LocalBackend(radius=1)`` whose ``fail_call``-th call raises ``RuntimeError("device lost")``
+    (a device failing mid-stream); every other call computes as usual."""
+
+    def __init__(self, fail_call: int) -> None:
+        super().__init__(radius=1)
+        self.fail_call = fail_call
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.calls + 1 == self.fail_call:
+            self.calls += 1
+            raise RuntimeError("device lost")
+        return super().run(batch)

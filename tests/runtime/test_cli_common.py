@@ -28,12 +28,12 @@ def test_options_defaults_and_help():
     add_model_options(p, HELP, metavar={"tile": "N"})
     a = p.parse_args([])
     assert vars(a) == {"model": None, "backend": "auto", "tile": None, "margin": None, "batch": 1,
-                       "threads": 0, "device": 0, "fp16": False, "server": None}
+                       "threads": 0, "device": 0, "fp16": False, "server": None, "ensemble": 1}
     assert p.parse_args(["--server", "a:1", "--server", "grpc://b:2"]).server == ["a:1", "grpc://b:2"]
     a = p.parse_args(["-m", "x.onnx", "-b", "ort-cpu", "--tile", "0", "--margin", "4", "--batch", "2",
-                      "--threads", "3", "--device", "1", "--fp16"])
-    assert (a.model, a.backend, a.tile, a.margin, a.batch, a.threads, a.device, a.fp16) == \
-        ("x.onnx", "ort-cpu", 0, 4, 2, 3, 1, True)
+                      "--threads", "3", "--device", "1", "--fp16", "--ensemble", "8"])
+    assert (a.model, a.backend, a.tile, a.margin, a.batch, a.threads, a.device, a.fp16, a.ensemble) == \
+        ("x.onnx", "ort-cpu", 0, 4, 2, 3, 1, True, 8)
     assert _option(p, "--tile").metavar == "N" and _option(p, "--margin").metavar is None
     assert all(_option(p, MODEL_OPTIONS[k][0][0]).help == HELP[k] for k in MODEL_OPTIONS)
     with pytest.raises(ValueError, match="no help text"):
@@ -64,11 +64,11 @@ def test_upscaler_from_args(tiny_onnx):
         assert (up.tile, up.margin, up.batch) == (DEFAULT_TILE, DEFAULT_MARGIN, 1)
         assert up.backend.name == "ort-cpu"
     with upscaler_from_args(p.parse_args(["-m", str(tiny_onnx), "--tile", "0", "--margin", "2", "--batch", "3",
-                                          "--threads", "1"])) as up:
-        assert (up.tile, up.margin, up.batch) == (None, 2, 3)  # tile 0: whole image
+                                          "--threads", "1", "--ensemble", "2"])) as up:
+        assert (up.tile, up.margin, up.batch, up.ensemble) == (None, 2, 3, 2)  # tile 0: whole image
     # options a namespace lacks take their defaults
     with upscaler_from_args(argparse.Namespace(model=str(tiny_onnx), tile=32, threads=1)) as up:
-        assert (up.tile, up.margin, up.batch) == (32, DEFAULT_MARGIN, 1)
+        assert (up.tile, up.margin, up.batch, up.ensemble) == (32, DEFAULT_MARGIN, 1, 1)
 
 
 def test_tile_option_takes_auto_a_size_or_zero():

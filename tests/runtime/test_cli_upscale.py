@@ -107,6 +107,18 @@ def test_video_suffixes_are_those_of_the_video_module(tmp_path, monkeypatch):
     assert seen == [([clip], []), ([clip], [pic])]
 
 
+def test_ensemble_option_equals_the_api_and_bad_sizes_are_refused(tmp_path, files, tiny_onnx, capsys):
+    out = tmp_path / "a_x4.png"
+    assert _run(files / "a.png", "--output", out, "--model", tiny_onnx, "--ensemble", "4", *COMMON) == 0
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=32, margin=8, threads=1, ensemble=4) as up:
+        ref = up.upscale(read_image(files / "a.png").pixels)
+    np.testing.assert_array_equal(read_image(out).pixels, ref)
+    with pytest.raises(SystemExit) as e:
+        _run(files / "a.png", "--output", tmp_path / "b.png", "--model", tiny_onnx, "--ensemble", "3")
+    assert e.value.code == 2 and "--ensemble" in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()
+
+
 def test_existing_output_needs_overwrite(tmp_path, files, tiny_onnx, capsys):
     out = tmp_path / "a.png"
     out.write_bytes(b"old")

@@ -13,7 +13,7 @@ from hanrt.pipeline import Pipeline
 from hanrt.upscaler import Upscaler
 from hanrt_bench.overlap import FixedTimeBackend, run_overlap
 
-from _local_backend import LocalBackend
+from _local_backend import FailingBackend, LocalBackend
 
 
 def _imgs(n, h=37, w=53):
@@ -47,21 +47,9 @@ def test_a_bad_frame_fails_only_its_own_wait():
         np.testing.assert_array_equal(up.wait(b), up.upscale(imgs[1]))
 
 
-class _FailingBackend(LocalBackend):
-    def __init__(self, fail_call):
-        super().__init__(radius=1)
-        self.fail_call = fail_call
-
-    def run(self, batch):
-        if self.calls + 1 == self.fail_call:
-            self.calls += 1
-            raise RuntimeError("device lost")
-        return super().run(batch)
-
-
 def test_a_backend_error_is_raised_by_wait_and_the_next_frame_runs():
     imgs = _imgs(3)
-    be = _FailingBackend(fail_call=2)
+    be = FailingBackend(fail_call=2)
     with Upscaler(be, tile=0, slots=2) as up:
         jobs = [up.submit(i) for i in imgs]
         up.wait(jobs[0])

@@ -47,7 +47,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, help="tile side for the tiled columns, input pixels (default: hanrt's)")
     p.add_argument("--margin", type=int, help="margin for the tiled columns, input pixels (default: hanrt's)")
     p.add_argument("--batch", type=int, default=EvalRequest.batch, help="tiles per backend call (default 1)")
-    p.add_argument("--columns", help="comma list among '<fp32|fp16|int8> <whole|tiled>' (default: all available)")
+    p.add_argument("--columns", help="comma list among '<fp32|fp16|int8> <whole|tiled> [x2|x4|x8]' (default: every precision "
+                   "found, whole and tiled); a trailing xN is a self-ensemble of N flipped/transposed passes, "
+                   "averaged (e.g. 'fp32 whole,fp32 whole x8')")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--output", "-o", help="folder for per_image.csv, summary.json/.md and crops/*.png")
     p.add_argument("--no-crops", action="store_true", help="do not write crop sheets")

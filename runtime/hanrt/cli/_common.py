@@ -1,7 +1,7 @@
 """What the subcommands that run a model share: the model options and the Upscaler made from them.
 
 ``hanrt upscale`` and ``hanrt stream`` take the same model options (``--model --backend --tile
---margin --batch --threads --device --fp16 --server``) with the same names, types and defaults;
+--margin --batch --threads --device --fp16 --server --ensemble``) with the same names, types and defaults;
 :func:`add_model_options` declares them from one table, each command passing its own help texts
 (and metavars). :func:`upscaler_from_args` turns the parsed options into an
 :class:`~hanrt.upscaler.Upscaler`. Stdlib only at import (``--help`` needs no extras); the
@@ -21,7 +21,7 @@ from ..model_info import DEFAULT_MARGIN
 if TYPE_CHECKING:  # pragma: no cover
     from ..upscaler import Upscaler
 
-__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "MARGIN_HELP", "add_model_options", "triton_servers", "upscaler_from_args",
+__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "MARGIN_HELP", "ENSEMBLE_HELP", "add_model_options", "triton_servers", "upscaler_from_args",
            "validate_model_options", "max_threads"]
 
 #: ``--threads`` may ask for at most this many threads per CPU the process may use.
@@ -51,11 +51,17 @@ MODEL_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "device": (("--device",), {"type": int, "default": 0}),
     "fp16": (("--fp16",), {"action": "store_true"}),
     "server": (("--server",), {"action": "append", "default": None}),
+    "ensemble": (("--ensemble",), {"type": int, "default": 1, "choices": (1, 2, 4, 8)}),
 }
 
 #: Help text of ``--margin`` (the same in every command that takes the model options).
 MARGIN_HELP = ("context pixels around each tile, cropped after upscaling (default: the margin measured for the "
                f"model and recorded in it -- hanrt info MODEL shows it -- else {DEFAULT_MARGIN})")
+
+#: Help text of ``--ensemble`` (the same in every command that takes the model options).
+ENSEMBLE_HELP = ("self-ensemble: upscale each image N times (as it is, mirrored, flipped, transposed: 2, 4 or 8 "
+                 "views) and average, N times the compute for a little more fidelity (README, 'Self-ensemble'); "
+                 "default 1")
 
 #: Help text of ``--server`` (the same in every command that takes the model options).
 SERVER_HELP = ("Triton server HOST:PORT (HTTP; grpc://HOST:PORT for gRPC) for --backend triton (implied); "
@@ -71,7 +77,7 @@ def add_model_options(
     """Declare every option of :data:`MODEL_OPTIONS` on ``p`` (a parser or an argument group), in
     that order. ``help``: the help text of each option (all of them); ``metavar``: the options
     that show a metavar other than argparse's default (the upper-case name)."""
-    help = {"server": SERVER_HELP, "margin": MARGIN_HELP, **help}
+    help = {"server": SERVER_HELP, "margin": MARGIN_HELP, "ensemble": ENSEMBLE_HELP, **help}
     missing = sorted(set(MODEL_OPTIONS) - set(help))
     if missing:
         raise ValueError(f"add_model_options: no help text for {missing}")
@@ -155,4 +161,4 @@ def upscaler_from_args(args: argparse.Namespace) -> Upscaler:
                     tile=DEFAULT_TILE if tile is None else tile,
                     margin=margin,
                     batch=opt("batch"), threads=opt("threads"), device_id=opt("device"), fp16=opt("fp16"),
-                    servers=tuple(opt("server") or ()))
+                    servers=tuple(opt("server") or ()), ensemble=opt("ensemble"))
