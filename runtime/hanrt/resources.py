@@ -82,15 +82,20 @@ def activation_bytes_per_pixel(model_info: Any) -> int:
 
 
 def estimate_run_bytes(model_info: Any, *, height: int, width: int, channels: int, itemsize: int,
-                       tile_h: int, tile_w: int, batch: int, frames: int = 1, on_host: bool = True) -> int:
+                       tile_h: int, tile_w: int, batch: int, frames: int = 1, on_host: bool = True,
+                       ensemble: int = 1, in_flight: int = 1) -> int:
     """Peak host bytes to upscale ``frames`` images of ``height x width x channels`` (``itemsize``
     bytes a value) with tiles of ``tile_h x tile_w`` input pixels, ``batch`` tiles a call: the
     network's activations for one batch (``on_host``: a CPU backend) plus the input and the
-    output images (all ``frames`` of them: an animation is held whole)."""
+    output images (all ``frames`` of them: an animation is held whole), plus, with a self-ensemble
+    (``ensemble`` > 1), the float32 sum of each image being upscaled (its colour channels: 3, or 1
+    for grey; ``in_flight`` images at once: a stream's frames in the Upscaler)."""
     s = int(getattr(model_info, "scale", 4) or 4)
     images = frames * height * width * max(1, channels) * itemsize * (1 + s * s)
     act = batch * tile_h * tile_w * activation_bytes_per_pixel(model_info) if on_host else 0
-    return images + act
+    colour = 1 if channels in (0, 1, 2) else 3
+    total = in_flight * height * width * s * s * colour * 4 if ensemble > 1 else 0
+    return images + act + total
 
 
 def whole_image_allowance(available: tuple[int, str] | None = None) -> int:

@@ -185,6 +185,13 @@ def test_4_the_memory_estimate_names_estimate_limit_and_option():
         check_memory(need, what="x", whole_image=True, available=(24_000_000_000, "test"))
     tiled = estimate_run_bytes(info, height=9000, width=9000, channels=3, itemsize=1, tile_h=128, tile_w=128, batch=1)
     check_memory(tiled, what="x", whole_image=False, available=(24_000_000_000, "test"))  # fits
+    # a self-ensemble adds one float32 sum of the output's colour per image in flight
+    kw = dict(height=1000, width=500, itemsize=1, tile_h=128, tile_w=128, batch=1)
+    one = estimate_run_bytes(info, channels=4, **kw)
+    assert estimate_run_bytes(info, channels=4, ensemble=4, **kw) - one == 1000 * 500 * 16 * 3 * 4
+    assert estimate_run_bytes(info, channels=4, ensemble=8, in_flight=3, **kw) - one == 3 * 1000 * 500 * 16 * 3 * 4
+    assert (estimate_run_bytes(info, channels=2, ensemble=2, **kw)
+            - estimate_run_bytes(info, channels=2, **kw)) == 1000 * 500 * 16 * 4  # grey + alpha: one channel
 
 
 # --- 5: video output is atomic (see also test_video.test_file_size_limit_mid_run) ---------------

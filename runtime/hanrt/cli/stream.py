@@ -229,7 +229,7 @@ def run_stream(args: argparse.Namespace, source: Any | None = None) -> int:
 
             try:
                 check_run_memory(up, Path(str(getattr(src, "url", "video"))), (h, w, 3), 1,
-                                 frames=2 * getattr(args, "queue", 4) + 3)
+                                 frames=2 * getattr(args, "queue", 4) + 3, in_flight=up.in_flight)
             except BaseException:
                 src.close()
                 raise

@@ -365,16 +365,19 @@ def format_timings(name: str, total_s: float, stages: dict[str, float], **extra_
     return line
 
 
-def check_run_memory(up, src: Path, shape: tuple[int, ...], itemsize: int, frames: int = 1) -> None:
+def check_run_memory(up, src: Path, shape: tuple[int, ...], itemsize: int, frames: int = 1,
+                     in_flight: int = 1) -> None:
     """Refuse (UsageError) an image (or ``frames`` images held at once: an animation, a video's queues)
-    whose estimated memory need exceeds the available memory (:mod:`hanrt.resources`)."""
+    whose estimated memory need exceeds the available memory (:mod:`hanrt.resources`). ``in_flight``:
+    images inside the Upscaler at once (each has its own self-ensemble sum)."""
     from ..resources import check_memory, estimate_run_bytes
 
     h, w = shape[:2]
     plan = up.plan(h, w)
     need = estimate_run_bytes(up.info, height=h, width=w, channels=shape[2] if len(shape) > 2 else 1,
                               itemsize=itemsize, tile_h=plan.tile_h, tile_w=plan.tile_w, batch=up.batch,
-                              frames=frames, on_host=getattr(up.backend, "name", "") in ("ort-cpu", "torch-cpu"))
+                              frames=frames, on_host=getattr(up.backend, "name", "") in ("ort-cpu", "torch-cpu"),
+                              ensemble=getattr(up, "ensemble", 1), in_flight=in_flight)
     check_memory(need, what=f"{src.name} ({w}x{h}{f', {frames} frames' if frames > 1 else ''}, "
                  f"tile {plan.tile_w}x{plan.tile_h})", whole_image=plan.whole_image)
 
