@@ -18,9 +18,12 @@ tiles -- never a full-size float copy (except the self-ensemble's one float32 su
 the image is upscaled N times, as it is and mirrored/flipped/transposed
 (:func:`hanrt.tiling.dihedral_view`), and the N results, each back in the original orientation, are
 averaged before rounding. N times the compute for a little more fidelity (README, "Self-ensemble"
-has the measured gain per N). Each pass is a job of its own in the tile stream, so on an
-asynchronous backend the passes overlap like frames; the N outputs are summed into one float32
-buffer of the result's size (written through views: no pass is copied or turned back).
+has the measured gain per N). Each pass is a job of its own in the tile stream, using every slot,
+so on an asynchronous backend the passes overlap like frames; the N outputs are summed into one
+float32 buffer of the result's size (written through views: no pass is copied or turned back). A
+non-square image's transposed passes need transposed windows: their slots are made beside the
+first orientation's and both are kept, so later passes and frames of that size reuse them (slots
+are reused whenever a plan's windows are among those already made).
 
 **Tiling** (``tile="auto"``, the default): on backends that take any shape (ONNX Runtime,
 PyTorch) an image whose whole run fits :func:`hanrt.resources.whole_image_allowance` runs whole
@@ -241,6 +244,9 @@ class Upscaler:
         self._slots: list = []  # every slot made, flat (what release_slots gets)
         self._lanes: list[dict] = []  # per lane (slots in flight at once): window shape -> slot
         self._slot_shape: tuple | None = None
+        # id() of the ensemble image the slots were last made for (an id, not the job: no output is
+        # kept alive; a reused id merely keeps a few more slots)
+        self._slot_image: int | None = None
         self._closed = False
         self._jobs: collections.deque[UpscaleJob] = collections.deque()
         self._jobs_cv = threading.Condition()
@@ -500,12 +506,20 @@ class Upscaler:
                     plan, batch, min_batch = self._plan(img.shape[0], img.shape[1])
                     log.debug("tiles: %s", describe(plan))
                     groups = list(plan.batches(batch))
-                    n_lanes = self.n_slots if frames else min(self.n_slots, len(groups))
-                    key = (n_lanes, batch, plan.shapes)
-                    if self._slot_shape != key:
+                    # a self-ensemble's passes follow one another like frames: every slot is used
+                    n_lanes = self.n_slots if frames or job.parent is not None else min(self.n_slots, len(groups))
+                    cur = self._slot_shape
+                    same = cur is not None and cur[:2] == (n_lanes, batch)
+                    if not (same and set(plan.shapes) <= set(cur[2])):  # the slots made do not fit
+                        shapes = plan.shapes
+                        if same and job.parent is not None and id(job.parent) == self._slot_image:
+                            # the transposed passes of a non-square image: keep both orientations'
+                            # slots, so the image's next passes and a stream's next frames reuse them
+                            shapes = tuple(dict.fromkeys(cur[2] + shapes))
                         self._drain(lanes, pending)  # earlier frames' tiles come back first
-                        self._make_lanes(n_lanes, batch, plan.shapes)
-                        self._slot_shape = key
+                        self._make_lanes(n_lanes, batch, shapes)
+                        self._slot_shape = (n_lanes, batch, shapes)
+                        self._slot_image = id(job.parent) if job.parent is not None else None
                         k = 0
                     lanes = self._lanes
                     if len(pending) != len(lanes):

@@ -174,3 +174,30 @@ def test_an_ensemble_size_other_than_1_2_4_8_is_refused(bad):
 
 def test_the_command_line_offers_exactly_the_upscalers_sizes():
     assert tuple(MODEL_OPTIONS["ensemble"][1]["choices"]) == ENSEMBLES
+
+
+class _CountingBackend(LocalBackend):
+    """LocalBackend that counts the slot sets it is asked to make (to see reallocations)."""
+
+    def __init__(self):
+        super().__init__(radius=1)
+        self.made: list[tuple[int, int]] = []
+
+    def make_slots(self, count, batch, tile_h, tile_w):
+        self.made.append((tile_h, tile_w))
+        return super().make_slots(count, batch, tile_h, tile_w)
+
+
+def test_transposed_passes_keep_both_orientations_slots_across_frames():
+    img = _img(20, 30)  # non-square: the transposed passes need 30x20 windows
+    be = _CountingBackend()
+    with Upscaler(be, tile=0, ensemble=8) as up:
+        first = up.upscale(img)
+        made = len(be.made)
+        for _ in range(3):
+            np.testing.assert_array_equal(up.upscale(img), first)
+        jobs = [up.submit(img) for _ in range(3)]
+        for j in jobs:
+            np.testing.assert_array_equal(up.wait(j), first)
+    assert {(20, 30), (30, 20)} <= set(be.made)
+    assert len(be.made) == made  # made once (as is, then both orientations), reused by later images
