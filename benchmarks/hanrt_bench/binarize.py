@@ -44,6 +44,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from hanrt.tiling import LUMA_WEIGHTS
+
 from .quality import bicubic_down, bicubic_up, modcrop
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,8 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     a = np.asarray(rgb, np.float64)
     if a.ndim == 2:
         return a
-    return a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
+    wr, wg, wb = LUMA_WEIGHTS
+    return a[..., 0] * wr + a[..., 1] * wg + a[..., 2] * wb
 
 
 def _otsu(grey: np.ndarray) -> np.ndarray:
@@ -252,10 +255,19 @@ _LABEL = {"full": "full resolution (upper bound)", "bicubic": "bicubic x4",
           "clean": "clean scan, full resolution (no scanner blur, noise, JPEG)"}
 
 
+def _model_label(condition: str) -> str:
+    """``"document"`` -> ``"document x4"``; ``"document x8"`` (an 8-pass self-ensemble, ``--models``)
+    -> ``"document x4, 8-pass ensemble"``."""
+    name, _, last = condition.rpartition(" ")
+    if name and last[:1] == "x" and last[1:].isdigit():
+        return f"{name} x4, {last[1:]}-pass ensemble"
+    return f"{condition} x4"
+
+
 def summary_markdown(summary: list[dict]) -> str:
     out = ["| page as binarized | method | F-measure | pseudo-F | PSNR (dB) | DRD |", "| --- | --- | --- | --- | --- | --- |"]
     for s in summary:
-        label = _LABEL.get(s["condition"], f"{s['condition']} x4")
+        label = _LABEL.get(s["condition"]) or _model_label(s["condition"])
         out.append(f"| {label} | {s['method'].capitalize()} | {s['fm']:.2f} | {s['pfm']:.2f} | "
                    f"{s['psnr']:.2f} | {s['drd']:.2f} |")
     return "\n".join(out)

@@ -176,6 +176,22 @@ def _run_policy_cli(args: BenchRequest) -> int:
 ENSEMBLE_VIEWS = {2: "as is and mirrored", 4: "mirrored and flipped", 8: "mirrored, flipped and transposed"}
 
 
+def split_ensemble(spec: str, *, option: str, form: str) -> tuple[str, int]:
+    """``"fp32 whole x8"`` -> ``("fp32 whole", 8)``; no trailing ``xN``: 1 pass. An ``xN`` that is no
+    self-ensemble size (:data:`hanrt.tiling.ENSEMBLES`) is a UsageError naming ``option`` and ``form``."""
+    from hanrt.tiling import ENSEMBLES
+
+    head, _, last = spec.strip().rpartition(" ")
+    if not head or not (last[:1] == "x" and last[1:].isdigit()):
+        return spec.strip(), 1
+    n = int(last[1:])
+    if n not in ENSEMBLES:
+        sizes = "|".join(f"x{k}" for k in ENSEMBLES[1:])
+        raise UsageError(f"{option}: {spec.strip()!r} is not {form} [{sizes}] ({sizes}: that many self-ensemble "
+                         f"passes, averaged).")
+    return head.strip(), n
+
+
 def run_eval_cli(args: EvalRequest) -> int:
     from .bench import precision_path, resolve_model
     from .evaluate import Column, evaluate, load_dataset, summary_markdown, write_outputs
@@ -183,7 +199,7 @@ def run_eval_cli(args: EvalRequest) -> int:
     say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
     from hanrt.models import resolve_model as resolve_name
     from hanrt.model_info import describe_margin
-    from hanrt.upscaler import DEFAULT_TILE, ENSEMBLES, Upscaler
+    from hanrt.upscaler import DEFAULT_TILE, Upscaler
 
     model = str(resolve_name(args.model))
     src = resolve_model(model)
@@ -195,17 +211,15 @@ def run_eval_cli(args: EvalRequest) -> int:
     wanted = None  # (precision, whole|tiled, self-ensemble passes) per column asked for
     if args.columns:
         wanted = []
-        ens = "|".join(f"x{n}" for n in ENSEMBLES[1:])
+        form = "'<fp32|fp16|int8> <whole|tiled>'"
         for c in (c.strip() for c in args.columns.split(",")):
             if not c:
                 continue
-            parts = c.split()
-            passes = parts[2] if len(parts) == 3 else "x1"
-            if (len(parts) not in (2, 3) or parts[0] not in ("fp32", "fp16", "int8")
-                    or parts[1] not in ("whole", "tiled") or passes not in [f"x{n}" for n in ENSEMBLES]):
-                raise UsageError(f"--columns: {c!r} is not '<fp32|fp16|int8> <whole|tiled> [{ens}]' "
-                                 f"({ens}: that many self-ensemble passes).")
-            wanted.append((parts[0], parts[1], int(passes[1:])))
+            head, n = split_ensemble(c, option="--columns", form=form)
+            parts = head.split()
+            if len(parts) != 2 or parts[0] not in ("fp32", "fp16", "int8") or parts[1] not in ("whole", "tiled"):
+                raise UsageError(f"--columns: {c!r} is not {form} [x2|x4|x8] (xN: that many self-ensemble passes).")
+            wanted.append((parts[0], parts[1], n))
     ups: list[Any] = []
     cols: list[Column] = []
     notes: list[str] = []
@@ -262,7 +276,7 @@ def run_binarize_cli(args: EvalRequest) -> int:
                            write_results)
 
     say = lambda m: print(f"hanrt eval: {m}", file=sys.stderr, flush=True)  # noqa: E731
-    if args.models:
+    if args.models:  # a trailing xN: that model with an N-pass self-ensemble ("document x8")
         names = [m.strip() for m in args.models.split(",") if m.strip()]
     elif args.model:
         names = [args.model]
@@ -279,12 +293,12 @@ def run_binarize_cli(args: EvalRequest) -> int:
     tile = args.tile if args.tile is not None else DEFAULT_TILE
     ups: dict[str, Any] = {}
     try:
-        for n in names:  # margin None: each model's recorded margin, else hanrt's default (resolve_margin)
-            up = Upscaler(n, backend=args.backend, tile=tile, margin=args.margin, batch=args.batch)
+        for spec in names:  # margin None: each model's recorded margin, else hanrt's default (resolve_margin)
+            n, passes = split_ensemble(spec, option="--models", form="'MODEL'")
+            up = Upscaler(n, backend=args.backend, tile=tile, margin=args.margin, batch=args.batch, ensemble=passes)
+            ups[(n if n in BUNDLED else Path(n).stem) + (f" x{passes}" if passes > 1 else "")] = up
             if up.scale != 4:
                 raise UsageError(f"--task binarize uses the x4 protocol; model {n} is x{up.scale}.")
-            label = n if n in BUNDLED else Path(n).stem
-            ups[label] = up
         clean = ", clean" if any(p.clean is not None for p in pages) else ""
         say(f"{len(pages)} pages; conditions: full{clean}, bicubic, " + ", ".join(ups))
         first: dict[str, Any] = {}

@@ -33,6 +33,7 @@ from PIL import Image
 
 from hanrt.errors import HanrtError, InputError, UsageError
 from hanrt.io.images import IMAGE_SUFFIXES, list_images
+from hanrt.tiling import LUMA_WEIGHTS
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .han import HAN
@@ -212,7 +213,8 @@ class PatchSampler:
 
 def patch_std(rgb: np.ndarray) -> float:
     """Standard deviation of a uint8 RGB patch's luma (BT.601 weights, 0..255)."""
-    grey = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    wr, wg, wb = LUMA_WEIGHTS
+    grey = rgb[..., 0] * wr + rgb[..., 1] * wg + rgb[..., 2] * wb
     return float(grey.std())
 
 

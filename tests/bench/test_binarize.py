@@ -127,6 +127,21 @@ def test_cli_binarize(pages, tmp_path, capsys, tiny_onnx):
         assert im.size == (4 * 320 + 3 * 6, 240 + 18)
 
 
+def test_cli_binarize_with_a_self_ensemble(pages, tmp_path, capsys, tiny_onnx):
+    from hanrt.cli import main
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--task", "binarize", str(pages), "--models", f"{tiny_onnx}, {tiny_onnx} x4",
+                 "--backend", "ort-cpu", "-o", str(out)]) == 0
+    summ = json.loads((out / "summary.json").read_text())
+    assert {s["condition"] for s in summ["summary"]} == {"full", "bicubic", tiny_onnx.stem, f"{tiny_onnx.stem} x4"}
+    f = {(s["condition"], s["method"]): s["fm"] for s in summ["summary"]}
+    assert f[tiny_onnx.stem, "otsu"] != f[f"{tiny_onnx.stem} x4", "otsu"]  # the passes change the pages
+    assert f"| {tiny_onnx.stem} x4, 4-pass ensemble | Otsu |" in capsys.readouterr().out
+    assert main(["eval", "--task", "binarize", str(pages), "--models", f"{tiny_onnx} x3"]) == 2
+    assert "self-ensemble" in capsys.readouterr().err
+
+
 def test_cli_binarize_bad_folder(tmp_path, capsys):
     from hanrt.cli import main
 

@@ -37,7 +37,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="sr (default): PSNR/SSIM of the upscaled images; binarize: ink masks from the "
                         "upscaled pages against ground truth (see below)")
     p.add_argument("--models", help="--task binarize: comma list of models (names or files; default: "
-                                    "every bundled model)")
+                                    "every bundled model); a trailing x2|x4|x8 adds that many self-ensemble "
+                                    "passes (e.g. 'photo,document,document x8')")
     p.add_argument("--model", help=".onnx, .plan or .pt, or a bundled model's name: photo (default), art, document")
     p.add_argument("--fp16", help="FP16 graph for the fp16 columns (default: <stem>_fp16.onnx beside the model)")
     p.add_argument("--int8", help="INT8 graph for the int8 columns (default: <stem>_int8.onnx beside the model)")
