@@ -653,7 +653,9 @@ class Upscaler:
             except Exception as exc:  # noqa: BLE001
                 self._fail_job(job, exc)
                 return
-            job.total = None
+            # no pass is in flight any more: dropping them (and their views of the sum) breaks the
+            # image-pass reference cycle, so the sum is freed now, not at the next garbage collection
+            job.total, job.passes = None, []
         try:
             if job.alpha is not None:
                 c = job.image.shape[2]
@@ -673,7 +675,7 @@ class Upscaler:
                 if p.error is None:
                     p.error = exc
                 p.event.set()
-            job.total = None
+            job.total, job.passes = None, []  # as in _finish: no cycle left for the collector
         if job.error is None:
             job.error = exc
         job.event.set()

@@ -201,3 +201,25 @@ def test_transposed_passes_keep_both_orientations_slots_across_frames():
             np.testing.assert_array_equal(up.wait(j), first)
     assert {(20, 30), (30, 20)} <= set(be.made)
     assert len(be.made) == made  # made once (as is, then both orientations), reused by later images
+
+
+
+def test_the_sum_is_freed_when_the_image_is_done():
+    import collections
+    import gc
+    import weakref
+
+    img = _img(16, 24)
+    up = Upscaler(LocalBackend(radius=1), tile=0, ensemble=8)
+    job = up._new_job(img, None, None, None)
+    total = weakref.ref(job.total)
+    todo = collections.deque(job.passes)
+    gc.disable()  # what follows must free the sum by reference counting, not by a collection
+    try:
+        with up._lock:
+            up._stream(lambda: todo.popleft() if todo else None)
+        assert job.event.is_set() and job.error is None
+        assert job.passes == [] and total() is None
+    finally:
+        gc.enable()
+    np.testing.assert_array_equal(job.out, Upscaler(LocalBackend(radius=1), tile=0).upscale(img))
