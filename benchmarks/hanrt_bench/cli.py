@@ -219,7 +219,8 @@ def run_eval_cli(args: EvalRequest) -> int:
             parts = head.split()
             if len(parts) != 2 or parts[0] not in ("fp32", "fp16", "int8") or parts[1] not in ("whole", "tiled"):
                 raise UsageError(f"--columns: {c!r} is not {form} [x2|x4|x8] (xN: that many self-ensemble passes).")
-            wanted.append((parts[0], parts[1], n))
+            if (parts[0], parts[1], n) not in wanted:
+                wanted.append((parts[0], parts[1], n))
     ups: list[Any] = []
     cols: list[Column] = []
     notes: list[str] = []
@@ -227,16 +228,16 @@ def run_eval_cli(args: EvalRequest) -> int:
         for prec in ("fp32", "fp16", "int8"):
             path = precision_path(src.path, prec, files)
             kinds = [(k, 1) for k in ("whole", "tiled")] if wanted is None else [
-                (k, n) for p, k, n in wanted if p == prec]
+                (k, passes) for p, k, passes in wanted if p == prec]
             if not kinds:
                 continue
             if path is None:
                 if wanted is not None or prec != "fp32":
                     notes.append(f"{prec}: no graph (pass --{prec} or export one with hanrt export --precision {prec}); column skipped")
                 continue
-            for kind, n in kinds:
+            for kind, passes in kinds:
                 up = Upscaler(path, backend=args.backend, tile=0 if kind == "whole" else tile, margin=margin,
-                              batch=args.batch, ensemble=n)
+                              batch=args.batch, ensemble=passes)
                 ups.append(up)
                 be = getattr(up.backend, "name", args.backend)
                 if prec == "fp16" and be == "ort-cpu" and not any(n.startswith("fp16 on ort-cpu") for n in notes):
@@ -244,10 +245,10 @@ def run_eval_cli(args: EvalRequest) -> int:
                                  "this column shows the graph's casts, not FP16 arithmetic (run it on a GPU).")
                 detail = f"{be}, " + ("whole image" if kind == "whole" else
                                       f"tile {tile}, margin {describe_margin(up.margin, up.margin_source)}")
-                if n > 1:
-                    detail += f", self-ensemble of {n} passes ({ENSEMBLE_VIEWS[n]}), averaged"
-                cols.append(Column(f"{prec} {kind}" + (f" x{n}" if n > 1 else ""), up.upscale, precision=prec,
-                                   tiled=kind == "tiled" and n == 1, detail=detail,
+                if passes > 1:
+                    detail += f", self-ensemble of {passes} passes ({ENSEMBLE_VIEWS[passes]}), averaged"
+                cols.append(Column(f"{prec} {kind}" + (f" x{passes}" if passes > 1 else ""), up.upscale,
+                                   precision=prec, tiled=kind == "tiled" and passes == 1, detail=detail,
                                    tiles=lambda h, w, up=up: up.plan(h, w).count))
         if not cols:
             raise UsageError("no model column to evaluate (see the notes above).")
