@@ -74,6 +74,27 @@ def test_image_sequence_input_and_max_frames(tiny_onnx, tmp_path, capsys):
     assert len(_frames(out)) == 3
 
 
+def test_stream_with_a_self_ensemble_equals_the_api(tiny_onnx, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from hanrt.upscaler import Upscaler
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "seq"
+    src.mkdir()
+    frames = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)]
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(src / f"{i:03d}.png")
+    out = tmp_path / "out"
+    assert main(["stream", str(src), "-m", str(tiny_onnx), "-o", str(out), "--ensemble", "8", *FAST]) == 0
+    written = sorted(out.glob("*.png"))
+    assert len(written) == 4
+    with Upscaler(tiny_onnx, backend="ort-cpu", tile=0, threads=1, ensemble=8) as up:
+        for f, w in zip(frames, written):  # frames in flight through the pipeline, as one by one
+            np.testing.assert_array_equal(np.asarray(Image.open(w).convert("RGB")), up.upscale(f))
+
+
 @pytest.mark.parametrize("argv, code, text", [
     (["stream", "missing.mp4", "-o", "x.mp4"], 3, "does not exist"),
     (["stream", "{video}", "-o", "{tmp}/x.txt"], 2, "not a video suffix"),
