@@ -192,7 +192,8 @@ class Upscaler:
         ensemble: int = 1,
     ) -> None:
         if ensemble not in ENSEMBLES:
-            raise UsageError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))} (passes per image), got {ensemble!r}.")
+            raise UsageError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))} (passes per image), "
+                             f"got {ensemble!r}.")
         remote = bool(servers) or (not isinstance(model, Backend) and backend != "auto" and get_spec(backend).remote)
         if servers and backend == "auto":
             backend = remote_backend().name
@@ -507,7 +508,8 @@ class Upscaler:
                     log.debug("tiles: %s", describe(plan))
                     groups = list(plan.batches(batch))
                     # a self-ensemble's passes follow one another like frames: every slot is used
-                    n_lanes = self.n_slots if frames or job.parent is not None else min(self.n_slots, len(groups))
+                    n_lanes = (self.n_slots if frames or job.parent is not None
+                               else min(self.n_slots, len(groups)))
                     cur = self._slot_shape
                     same = cur is not None and cur[:2] == (n_lanes, batch)
                     if not (same and set(plan.shapes) <= set(cur[2])):  # the slots made do not fit

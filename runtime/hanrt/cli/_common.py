@@ -1,9 +1,9 @@
 """What the subcommands that run a model share: the model options and the Upscaler made from them.
 
 ``hanrt upscale`` and ``hanrt stream`` take the same model options (``--model --backend --tile
---margin --batch --threads --device --fp16 --server --ensemble``) with the same names, types and defaults;
-:func:`add_model_options` declares them from one table, each command passing its own help texts
-(and metavars). :func:`upscaler_from_args` turns the parsed options into an
+--margin --batch --threads --device --fp16 --server --ensemble``) with the same names, types and
+defaults; :func:`add_model_options` declares them from one table, each command passing its own help
+texts (and metavars). :func:`upscaler_from_args` turns the parsed options into an
 :class:`~hanrt.upscaler.Upscaler`. Stdlib only at import (``--help`` needs no extras); the
 Upscaler and its backend are imported when called. Not a subcommand (registers no entry point).
 """
@@ -21,8 +21,8 @@ from ..model_info import DEFAULT_MARGIN
 if TYPE_CHECKING:  # pragma: no cover
     from ..upscaler import Upscaler
 
-__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "MARGIN_HELP", "ENSEMBLE_HELP", "add_model_options", "triton_servers", "upscaler_from_args",
-           "validate_model_options", "max_threads"]
+__all__ = ["MODEL_OPTIONS", "SERVER_HELP", "MARGIN_HELP", "ENSEMBLE_HELP", "add_model_options", "triton_servers",
+           "upscaler_from_args", "validate_model_options", "max_threads"]
 
 #: ``--threads`` may ask for at most this many threads per CPU the process may use.
 THREADS_PER_CPU = 4
