@@ -520,14 +520,24 @@ def dihedral_view(a: np.ndarray, k: int) -> np.ndarray:
     return a
 
 
+def _quantize_into(v: np.ndarray, dst: np.ndarray) -> None:
+    """Write float32 0..255 values ``v`` (scratch: overwritten) into ``dst``, uint8 or uint16 (x257),
+    clamped and rounded: how every model output becomes pixels."""
+    if dst.dtype == np.uint16:
+        np.multiply(v, np.float32(257.0), out=v)
+        np.clip(v, 0.0, 65535.0, out=v)
+    else:
+        np.clip(v, 0.0, 255.0, out=v)
+    np.rint(v, out=v)
+    np.copyto(dst, v, casting="unsafe")
+
+
 def store_mean(total: np.ndarray, n: int, output: np.ndarray) -> None:
     """Write ``total / n`` (a float32 sum of ``n`` model outputs, 0..255 each, from
     :func:`place_tile` with ``accumulate=True``) into ``output`` (uint8, or uint16 x257): clamped and
     rounded as :func:`place_tile` does. ``total`` is used as scratch (overwritten)."""
-    np.multiply(total, np.float32((257.0 if output.dtype == np.uint16 else 1.0) / n), out=total)
-    np.clip(total, 0.0, 65535.0 if output.dtype == np.uint16 else 255.0, out=total)
-    np.rint(total, out=total)
-    np.copyto(output, total, casting="unsafe")
+    np.multiply(total, np.float32(1.0 / n), out=total)
+    _quantize_into(total, output)
 
 
 def place_tile(result: np.ndarray, plan: TilePlan, tile: Tile, output: np.ndarray, *, layout: str,
@@ -557,17 +567,10 @@ def place_tile(result: np.ndarray, plan: TilePlan, tile: Tile, output: np.ndarra
         if output.dtype != np.float32:
             raise TypeError(f"place_tile(accumulate=True) adds into a float32 buffer, got {output.dtype}")
         np.add(dst, core, out=dst, casting="unsafe")
-    elif output.dtype == np.uint16:
-        v = core.astype(np.float32) * np.float32(257.0)
-        np.clip(v, 0.0, 65535.0, out=v)
-        np.rint(v, out=v)
-        np.copyto(dst, v, casting="unsafe")
-    elif core.dtype == np.uint8:
+    elif core.dtype == np.uint8 and output.dtype == np.uint8:
         np.copyto(dst, core)
     else:
-        v = np.clip(core, 0.0, 255.0)
-        np.rint(v, out=v)
-        np.copyto(dst, v, casting="unsafe")
+        _quantize_into(core.astype(np.float32), dst)  # a copy: result may be the backend's buffer
 
 
 def describe(plan: TilePlan) -> str:
