@@ -141,6 +141,8 @@ def _stages_text(stages: list[dict], scale: int) -> str:
         if tc.get("ema"):
             flat += (f", exponential moving average of the weights (decay {tc['ema']:g}): the average is the "
                      "stage's result")
+        if tc.get("teacher"):
+            flat += f", distilled ({_teacher_text(tc, stages[:i])})"
         if tc.get("targets"):
             flat += (", trained to restore: LR patches from each page, HR patches from the same place of its "
                      "clean scan (`--targets`), so validation is against the clean scans too")
@@ -156,6 +158,26 @@ def _stages_text(stages: list[dict], scale: int) -> str:
     if len(stages) > 1:
         out.append(f"In all **{total_steps} steps in {total_s / 60:.0f} min**.")
     return "\n\n".join(out) + "\n"
+
+
+def _teacher_stage(tc: dict, before: list[dict]) -> int | None:
+    """Which earlier stage's result (0-based) a distilled stage's teacher was, by sha256; None: another model."""
+    sha = tc.get("teacher_sha256")
+    return next((j for j, st in enumerate(before) if sha and st.get("source_sha256") == sha), None)
+
+
+def _teacher_text(tc: dict, before: list[dict]) -> str:
+    j = _teacher_stage(tc, before)
+    who = f"stage {j + 1}'s result" if j is not None else f"`{tc['teacher']}` (sha256 {str(tc.get('teacher_sha256'))[:16]})"
+    n, w = int(tc.get("teacher_ensemble", 1)), float(tc.get("teacher_weight", 1.0))
+    what = f"its {n}-pass self-ensemble" if n > 1 else "its output"
+    share = "the target is " + (f"{w:g} x {what} + {1 - w:g} x the true image" if w < 1 else what)
+    return f"teacher {who}; {share}, made once from each whole training image shrunk by the scale"
+
+
+def _teacher_name(tc: dict, before: list[dict]) -> str:
+    j = _teacher_stage(tc, before)
+    return f"stage{j + 1}.pt" if j is not None else Path(str(tc["teacher"])).name
 
 
 def _reproduce(stages: list[dict], domain: str = "photo") -> str:
@@ -192,6 +214,9 @@ def _reproduce(stages: list[dict], domain: str = "photo") -> str:
             cmd += f" --luma-weight {tc['luma_weight']:g}"
         if tc.get("ema"):
             cmd += f" --ema {tc['ema']:g}"
+        if tc.get("teacher"):
+            cmd += (f" --teacher {_teacher_name(tc, stages[:i])} --teacher-ensemble {tc.get('teacher_ensemble', 1)}"
+                    f" --teacher-weight {tc.get('teacher_weight', 1.0):g}")
         if list(tc.get("shrink", [0.25, 0.6])) != [0.25, 0.6] or tc.get("versions", 4) != 4:
             lo, hi = tc["shrink"]
             cmd += f" --shrink {lo:g} {hi:g} --versions {tc.get('versions', 4)}"

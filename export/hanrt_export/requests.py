@@ -98,4 +98,11 @@ class TrainConfig:
     # Exponential moving average of the weights (decay, e.g. 0.999; 0: none): when set, the average
     # is what is validated and saved as ``output`` (the resumable state keeps both).
     ema: float = 0.0
+    # Distillation: a teacher model (a bundled name, .onnx, .pt or engine: whatever hanrt.Upscaler
+    # opens) upscales every training image once, bicubic-shrunk by the scale as a whole, with a
+    # ``teacher_ensemble``-pass self-ensemble; the target becomes ``teacher_weight`` x its output +
+    # (1 - teacher_weight) x the true image (train.distill_images). Validation stays on the truth.
+    teacher: str | None = None
+    teacher_ensemble: int = 1
+    teacher_weight: float = 1.0
     extra: dict = field(default_factory=dict)

@@ -5,7 +5,9 @@ and camera blur, so the model learns detail rather than artefacts), LR made from
 by Pillow bicubic (the same degradation as the evaluation protocol), random flips and 90-degree
 rotations, L1 loss on the 0..255 scale (``--loss``: MSE or Charbonnier instead), Adam, linear
 warm-up then cosine decay of the learning rate; optionally (``--ema``) an exponential moving
-average of the weights is kept, validated and saved instead of the last step's weights. A strip
+average of the weights is kept, validated and saved instead of the last step's weights; optionally
+(``--teacher``) a teacher model's output, e.g. a model's own self-ensemble, is (part of) the
+target: distillation (:func:`distill_images`). A strip
 at the bottom of every photo (``val_fraction``) is never sampled for training and provides the validation PSNR (Y channel, papers' protocol) printed every ``val_every`` steps.
 
 Checkpoints (hanrt format, hyperparameters recorded, loadable with ``weights_only=True``) carry
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "train", "PatchSampler", "find_images", "grow_blocks", "PRECISION_MODES",
            "choose_precision", "probe_precision",
            "probe_compile", "COMPILE_MODES", "COMPILE_MIN_RUN_S", "LOSSES", "pixel_loss", "to_luma",
-           "make_ema"]
+           "make_ema", "distill_images"]
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -90,6 +92,33 @@ def split_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, a
 
 
+def distill_images(imgs: list[np.ndarray], teacher: Callable[[np.ndarray], np.ndarray], scale: int,
+                   weight: float = 1.0) -> list[np.ndarray]:
+    """Sampler images (:func:`split_pair`'s 3 or 6 channels) whose target is ``weight`` x the
+    teacher's upscale + (1 - ``weight``) x the true target, rounded to uint8, as 6 channels.
+
+    The teacher sees each image shrunk by ``scale`` with Pillow bicubic *as a whole* (so its output
+    has the context of the whole image, not of a patch; the patches' own LR is made the same way,
+    from the patch), after trimming the image to multiples of ``scale`` (at most ``scale - 1``
+    rows and columns). ``teacher``: uint8 HxWx3 LR -> HR of ``scale`` x its size (e.g. an
+    :class:`hanrt.Upscaler`'s ``upscale``, whose ``ensemble`` makes it a self-ensemble)."""
+    if not 0.0 <= weight <= 1.0:
+        raise UsageError(f"--teacher-weight {weight}: give the teacher's share of the target, within 0..1.")
+    out = []
+    for a in imgs:
+        src, truth = split_pair(a)
+        h, w = src.shape[0] // scale * scale, src.shape[1] // scale * scale
+        src, truth = np.ascontiguousarray(src[:h, :w]), truth[:h, :w]
+        lr = np.asarray(Image.fromarray(src).resize((w // scale, h // scale), Image.BICUBIC))
+        t = np.asarray(teacher(lr))
+        if t.shape != truth.shape:
+            raise UsageError(f"the teacher turned a {lr.shape[1]}x{lr.shape[0]} image into {t.shape[1]}x{t.shape[0]}, "
+                             f"not {w}x{h}: give a teacher of the trained scale (x{scale}).")
+        mix = weight * t.astype(np.float32) + (1.0 - weight) * truth.astype(np.float32)
+        out.append(np.concatenate([src, np.clip(np.rint(mix), 0, 255).astype(np.uint8)], axis=2))
+    return out
+
+
 class PatchSampler:
     """Random (LR, HR) patch batches from shrunken photos; uint8 work in a background thread.
 
@@ -100,12 +129,16 @@ class PatchSampler:
     With ``targets`` (one per file, same size), the LR patch is made from the file and the HR
     patch is cut from its target at the same place (same shrink, flips and rotation): the model
     learns restoration along with SR. Such images are kept as 6 channels (:func:`split_pair`).
+    With ``teacher``, the training images' targets are remade by :func:`distill_images` (once,
+    before sampling starts) and patches are cut at multiples of ``scale``, so each LR patch is
+    (up to its border) a piece of the LR image the teacher saw; validation images keep the truth.
     """
 
     def __init__(self, files: list[Path], *, scale: int, patch: int, batch: int,
                  shrink: tuple[float, float], versions: int, val_fraction: float, seed: int,
                  flat_std: float = TrainConfig.flat_std, flat_keep: float = TrainConfig.flat_keep,
-                 stream_seed: int | None = None, targets: list[Path] | None = None) -> None:
+                 stream_seed: int | None = None, targets: list[Path] | None = None,
+                 teacher: Callable[[np.ndarray], np.ndarray] | None = None, teacher_weight: float = 1.0) -> None:
         if not 0.0 <= flat_keep <= 1.0:
             raise UsageError(f"flat_keep must be within 0..1, got {flat_keep}.")
         self.scale, self.patch, self.batch = scale, patch, batch
@@ -138,6 +171,11 @@ class PatchSampler:
                     self.val_imgs.append(a[cut:])
         if not self.train_imgs:
             raise InputError(f"training images are too small for {hp}x{hp} HR patches.")
+        self.aligned = teacher is not None
+        if teacher is not None:
+            t0 = time.perf_counter()
+            self.train_imgs = distill_images(self.train_imgs, teacher, scale, teacher_weight)
+            self.teacher_s = time.perf_counter() - t0
         if stream_seed is not None:  # the patch stream moves on (e.g. after --resume); the split stays
             self.rng = np.random.default_rng(stream_seed)
         areas = np.array([a.shape[0] * a.shape[1] for a in self.train_imgs], dtype=np.float64)
@@ -150,8 +188,13 @@ class PatchSampler:
     def _crop(self) -> np.ndarray:
         hp = self.patch * self.scale
         img = self.train_imgs[self.rng.choice(len(self.train_imgs), p=self.p)]
-        y = int(self.rng.integers(0, img.shape[0] - hp + 1))
-        x = int(self.rng.integers(0, img.shape[1] - hp + 1))
+        if self.aligned:  # on the teacher's pixel grid: the patch's LR is the LR the teacher saw
+            s = self.scale
+            y = s * int(self.rng.integers(0, (img.shape[0] - hp) // s + 1))
+            x = s * int(self.rng.integers(0, (img.shape[1] - hp) // s + 1))
+        else:
+            y = int(self.rng.integers(0, img.shape[0] - hp + 1))
+            x = int(self.rng.integers(0, img.shape[1] - hp + 1))
         return img[y:y + hp, x:x + hp]
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
@@ -581,10 +624,28 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     _check_luma_weight(cfg.luma_weight)
     model.to(cfg.device).train()
 
-    sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
-                           shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
-                           seed=cfg.seed, stream_seed=cfg.seed + start_step, flat_std=cfg.flat_std,
-                           flat_keep=cfg.flat_keep, targets=targets)
+    teacher = _open_teacher(cfg, model.scale) if cfg.teacher else None
+    try:
+        sampler = PatchSampler(files, scale=model.scale, patch=cfg.patch, batch=cfg.batch,
+                               shrink=cfg.shrink, versions=cfg.versions, val_fraction=cfg.val_fraction,
+                               seed=cfg.seed, stream_seed=cfg.seed + start_step, flat_std=cfg.flat_std,
+                               flat_keep=cfg.flat_keep, targets=targets,
+                               teacher=teacher.upscale if teacher is not None else None,
+                               teacher_weight=cfg.teacher_weight)
+    finally:
+        if teacher is not None:
+            teacher.close()
+    teacher_sha = None
+    if teacher is not None:
+        from hanrt.io.digest import sha256_file
+        from hanrt.models import resolve_model
+
+        teacher_sha = sha256_file(resolve_model(cfg.teacher))
+        log.info("teacher %s (%d-pass ensemble, weight %g): targets of %d images in %.0f s", cfg.teacher,
+                 cfg.teacher_ensemble, cfg.teacher_weight, len(sampler.train_imgs), sampler.teacher_s)
+        if resumed_from.get("teacher_sha256") not in (None, teacher_sha):
+            log.warning("resume: the teacher %s is not the file the run began with (sha256 %s..., was %s...)",
+                        cfg.teacher, teacher_sha[:12], resumed_from["teacher_sha256"][:12])
     speed = {"requested": cfg.precision, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if cfg.precision == "auto":
         try:
@@ -625,6 +686,8 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     recipe["speed"] = speed  # the probe's figures and the mode used (this run; a resume probes again)
     # what this stage trained on, so a bundle credits exactly these files (NOTICE)
     recipe["data_files"] = [f.relative_to(cfg.data).as_posix() for f in files]
+    if teacher_sha is not None:
+        recipe["teacher_sha256"] = teacher_sha
     for k in ("init", "grow_blocks"):  # how the run began, even if --resume did not repeat it
         if recipe.get(k) is None and resumed_from.get(k) is not None:
             recipe[k] = resumed_from[k]
@@ -696,6 +759,23 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         sampler.close()
     return {"steps": done, "history": history, "elapsed_s": elapsed0 + time.perf_counter() - t0,
             "output": str(out), "config": model.config.to_dict()}
+
+
+def _open_teacher(cfg: TrainConfig, scale: int):
+    """The ``--teacher`` as an :class:`hanrt.Upscaler` with its self-ensemble (checked first)."""
+    from hanrt import Upscaler
+    from hanrt.tiling import ENSEMBLES
+
+    if cfg.teacher_ensemble not in ENSEMBLES:
+        raise UsageError(f"--teacher-ensemble {cfg.teacher_ensemble}: choose one of {', '.join(map(str, ENSEMBLES))}.")
+    if not 0.0 <= cfg.teacher_weight <= 1.0:
+        raise UsageError(f"--teacher-weight {cfg.teacher_weight}: give the teacher's share of the target, within 0..1.")
+    up = Upscaler(cfg.teacher, ensemble=cfg.teacher_ensemble, threads=cfg.threads)
+    if up.scale != scale:
+        up.close()
+        raise UsageError(f"--teacher {cfg.teacher!r} upscales x{up.scale} but the model trains x{scale}; "
+                         f"give a teacher of the same scale.")
+    return up
 
 
 def init_lineage(parent) -> list[dict]:

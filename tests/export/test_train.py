@@ -643,3 +643,87 @@ def test_a_stage_records_its_files_and_the_bundle_credits_only_recorded_ones(tmp
     notice = notice_text(kinds=("photos",), used=recorded_files(st))
     assert a.sha256 in notice and b.sha256 in notice
     assert PHOTO_FILES[1].sha256 not in notice
+
+
+def _nearest(scale):
+    """A teacher whose output is known exactly: every LR pixel becomes a scale x scale block."""
+    return lambda lr: np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
+
+
+def test_distill_images_make_the_teacher_s_output_the_target():
+    from hanrt.errors import UsageError
+    from hanrt_export.train import distill_images
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (43, 38, 3), dtype=np.uint8)  # not multiples of 4: trimmed to 40x36
+    lr = np.asarray(Image.fromarray(a[:40, :36]).resize((9, 10), Image.BICUBIC))
+    teach = _nearest(4)(lr).astype(np.float32)
+    (d,) = distill_images([a], _nearest(4), 4)
+    assert d.shape == (40, 36, 6) and d.dtype == np.uint8
+    assert np.array_equal(d[..., :3], a[:40, :36])  # the source is kept for the patches' own LR
+    assert np.array_equal(d[..., 3:], teach.astype(np.uint8))
+    (h,) = distill_images([a], _nearest(4), 4, weight=0.25)
+    assert np.array_equal(h[..., 3:], np.rint(0.25 * teach + 0.75 * a[:40, :36]).astype(np.uint8))
+    # a (source, target) pair: the teacher sees the source, the mix takes the pair's target
+    pair = np.concatenate([a, 255 - a], axis=2)
+    (p,) = distill_images([pair], _nearest(4), 4, weight=0.5)
+    assert np.array_equal(p[..., :3], a[:40, :36])
+    assert np.array_equal(p[..., 3:], np.rint(0.5 * teach + 0.5 * (255 - a[:40, :36])).astype(np.uint8))
+    with pytest.raises(UsageError, match="scale"):
+        distill_images([a], _nearest(2), 4)
+    with pytest.raises(UsageError, match="--teacher-weight"):
+        distill_images([a], _nearest(4), 4, weight=1.5)
+
+
+def test_sampler_draws_patches_of_the_teacher_s_targets_and_validates_on_the_truth(photo_dir):
+    from hanrt_export.train import PatchSampler, find_images
+
+    files = find_images(photo_dir)
+    common = dict(scale=2, patch=16, batch=2, shrink=(0.5, 0.9), versions=2, val_fraction=0.2, seed=3)
+    plain = PatchSampler(files, **common)
+    plain.close()
+    s = PatchSampler(files, **common, teacher=_nearest(2))
+    s.close()
+    assert s.teacher_s >= 0 and len(s.train_imgs) == len(plain.train_imgs)
+    for a, b in zip(s.train_imgs, plain.train_imgs):
+        h, w = b.shape[0] // 2 * 2, b.shape[1] // 2 * 2
+        assert a.shape == (h, w, 6) and np.array_equal(a[..., :3], b[:h, :w])
+        # nearest-neighbour targets: every 2x2 block is one colour
+        assert np.array_equal(a[0::2, 0::2, 3:], a[1::2, 1::2, 3:])
+    assert all(np.array_equal(a, b) for a, b in zip(s.val_imgs, plain.val_imgs))
+    # patches are cut on the teacher's grid (and flipped or turned whole): its 2x2 blocks stay whole
+    for _ in range(20):
+        lr, hr = s._one()
+        assert np.array_equal(hr[0::2, 0::2], hr[1::2, 1::2]) and np.array_equal(hr[0::2, 0::2], hr[1::2, 0::2])
+
+
+def test_train_distils_a_teacher_s_ensemble_and_the_card_says_so(tmp_path, photo_dir, capsys):
+    from hanrt.io.digest import sha256_file
+    from hanrt_export.bundle import _reproduce, _stages_text
+    from hanrt_export.train import init_lineage
+
+    teacher = tmp_path / "teacher.pt"
+    assert main(_args(photo_dir, teacher, "--steps", "2", "--scale", "2")) == 0
+    out = tmp_path / "student.pt"
+    assert main(_args(photo_dir, out, "--steps", "2", "--scale", "2", "--init", str(teacher), "--teacher",
+                      str(teacher), "--teacher-ensemble", "4", "--teacher-weight", "0.75")) == 0
+    ck = load_checkpoint(out)
+    tc = ck.meta["train_config"]
+    assert (tc["teacher"], tc["teacher_ensemble"], tc["teacher_weight"]) == (str(teacher), 4, 0.75)
+    assert tc["teacher_sha256"] == sha256_file(teacher)
+    # validation is against the true images, as without a teacher
+    assert ck.meta["history"][-1]["bicubic_psnr"] == load_checkpoint(teacher).meta["history"][-1]["bicubic_psnr"]
+    stages = [*init_lineage(load_checkpoint(teacher)), {"config": ck.config.to_dict(), "step": 2, "train_config": tc}]
+    text = _stages_text(stages, 2)
+    assert "distilled (teacher stage 1's result; the target is 0.75 x its 4-pass self-ensemble + 0.25 x the true" in text
+    assert "--init stage1.pt" in _reproduce(stages).split(",\n")[1]
+    assert "--teacher stage1.pt --teacher-ensemble 4 --teacher-weight 0.75" in _reproduce(stages).split(",\n")[1]
+    # another model as the teacher is named with its digest
+    other = {**tc, "teacher_sha256": "ab" * 32}
+    assert "teacher `" + str(teacher) + "` (sha256 abababab" in _stages_text([stages[0], {**stages[1], "train_config": other}], 2)
+    # refusals: a teacher of another scale, a share outside 0..1
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--teacher", str(teacher))) == 2
+    assert "upscales x2 but the model trains x4" in capsys.readouterr().err
+    assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--scale", "2", "--teacher", str(teacher),
+                      "--teacher-weight", "-0.5")) == 2
+    assert "--teacher-weight" in capsys.readouterr().err

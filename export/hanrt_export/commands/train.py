@@ -23,6 +23,8 @@ and cosine decay, flips/rotations, validation PSNR on a held-out strip of every 
   hanrt train --data data/photos --output han_small.pt --minutes 60
   hanrt train --data my_documents/ --init HAN_BIX4.pt --output han_docs.pt --steps 2000 --lr 1e-4
   hanrt train --data data/photos --output han_small.pt --resume   # continue after a stop
+  hanrt train --data data/photos --init han.pt --teacher han.pt --teacher-ensemble 4 --output han_d.pt
+                                          # distil the model's own 4-pass self-ensemble into it
 """
 
 
@@ -91,6 +93,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=_D.ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
                         "validate and save it instead of the last step's weights (default: off)")
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="distil: a model (photo, document, .onnx, .pt, engine) upscales every training image "
+                        "once, and its output is the target instead of (or mixed with) the image itself; "
+                        "validation stays against the true images")
+    p.add_argument("--teacher-ensemble", type=int, default=_D.teacher_ensemble, choices=[1, 2, 4, 8], metavar="N",
+                   help="with --teacher: its self-ensemble passes (1, 2, 4, 8; default %(default)s); the "
+                        "student learns the ensemble's output at the cost of one pass")
+    p.add_argument("--teacher-weight", type=float, default=_D.teacher_weight, metavar="W",
+                   help="with --teacher: its share of the target, the rest is the true image "
+                        "(default %(default)g: the teacher alone)")
     p.add_argument("--device", default=_D.device, help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=_D.threads, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--seed", type=int, default=_D.seed)
@@ -107,7 +119,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         flat_std=args.flat_std, flat_keep=args.flat_keep, precision=args.precision,
         compile=args.compile, shrink=(min(args.shrink), max(args.shrink)), versions=args.versions,
         time_budget_s=args.minutes * 60 if args.minutes else None, targets=args.targets,
-        loss=args.loss, ema=args.ema, luma_weight=args.luma_weight,
+        loss=args.loss, ema=args.ema, luma_weight=args.luma_weight, teacher=args.teacher,
+        teacher_ensemble=args.teacher_ensemble, teacher_weight=args.teacher_weight,
     )
 
 
