@@ -172,7 +172,8 @@ def _teacher_text(tc: dict, before: list[dict]) -> str:
     n, w = int(tc.get("teacher_ensemble", 1)), float(tc.get("teacher_weight", 1.0))
     what = f"its {n}-pass self-ensemble" if n > 1 else "its output"
     share = "the target is " + (f"{w:g} x {what} + {1 - w:g} x the true image" if w < 1 else what)
-    return f"teacher {who}; {share}, made once from each whole training image shrunk by the scale"
+    took = f" (in {float(tc['teacher_s']) / 60:.0f} min)" if tc.get("teacher_s") is not None else ""
+    return f"teacher {who}; {share}, made once{took} from each whole training image shrunk by the scale"
 
 
 def _teacher_name(tc: dict, before: list[dict]) -> str:

@@ -686,8 +686,9 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
     recipe["speed"] = speed  # the probe's figures and the mode used (this run; a resume probes again)
     # what this stage trained on, so a bundle credits exactly these files (NOTICE)
     recipe["data_files"] = [f.relative_to(cfg.data).as_posix() for f in files]
-    if teacher_sha is not None:
+    if teacher_sha is not None:  # which file taught, and the time its targets took (not in elapsed_s)
         recipe["teacher_sha256"] = teacher_sha
+        recipe["teacher_s"] = round(sampler.teacher_s, 1)
     for k in ("init", "grow_blocks"):  # how the run began, even if --resume did not repeat it
         if recipe.get(k) is None and resumed_from.get(k) is not None:
             recipe[k] = resumed_from[k]

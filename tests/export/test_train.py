@@ -710,12 +710,13 @@ def test_train_distils_a_teacher_s_ensemble_and_the_card_says_so(tmp_path, photo
     ck = load_checkpoint(out)
     tc = ck.meta["train_config"]
     assert (tc["teacher"], tc["teacher_ensemble"], tc["teacher_weight"]) == (str(teacher), 4, 0.75)
-    assert tc["teacher_sha256"] == sha256_file(teacher)
+    assert tc["teacher_sha256"] == sha256_file(teacher) and tc["teacher_s"] >= 0
     # validation is against the true images, as without a teacher
     assert ck.meta["history"][-1]["bicubic_psnr"] == load_checkpoint(teacher).meta["history"][-1]["bicubic_psnr"]
     stages = [*init_lineage(load_checkpoint(teacher)), {"config": ck.config.to_dict(), "step": 2, "train_config": tc}]
     text = _stages_text(stages, 2)
     assert "distilled (teacher stage 1's result; the target is 0.75 x its 4-pass self-ensemble + 0.25 x the true" in text
+    assert "made once (in 0 min) from each whole training image" in text
     assert "--init stage1.pt" in _reproduce(stages).split(",\n")[1]
     assert "--teacher stage1.pt --teacher-ensemble 4 --teacher-weight 0.75" in _reproduce(stages).split(",\n")[1]
     # another model as the teacher is named with its digest
