@@ -92,6 +92,11 @@ def split_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, a
 
 
+def _check_teacher_weight(w: float) -> None:
+    if not 0.0 <= w <= 1.0:
+        raise UsageError(f"--teacher-weight {w}: give the teacher's share of the target, within 0..1.")
+
+
 def distill_images(imgs: list[np.ndarray], teacher: Callable[[np.ndarray], np.ndarray], scale: int,
                    weight: float = 1.0) -> list[np.ndarray]:
     """Sampler images (:func:`split_pair`'s 3 or 6 channels) whose target is ``weight`` x the
@@ -102,8 +107,7 @@ def distill_images(imgs: list[np.ndarray], teacher: Callable[[np.ndarray], np.nd
     from the patch), after trimming the image to multiples of ``scale`` (at most ``scale - 1``
     rows and columns). ``teacher``: uint8 HxWx3 LR -> HR of ``scale`` x its size (e.g. an
     :class:`hanrt.Upscaler`'s ``upscale``, whose ``ensemble`` makes it a self-ensemble)."""
-    if not 0.0 <= weight <= 1.0:
-        raise UsageError(f"--teacher-weight {weight}: give the teacher's share of the target, within 0..1.")
+    _check_teacher_weight(weight)
     out = []
     for a in imgs:
         src, truth = split_pair(a)
@@ -646,6 +650,9 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
         if resumed_from.get("teacher_sha256") not in (None, teacher_sha):
             log.warning("resume: the teacher %s is not the file the run began with (sha256 %s..., was %s...)",
                         cfg.teacher, teacher_sha[:12], resumed_from["teacher_sha256"][:12])
+    if cfg.resume and resumed_from.get("teacher") and not cfg.teacher:
+        log.warning("resume: the run began with --teacher %s; without it the targets are now the true images",
+                    resumed_from["teacher"])
     speed = {"requested": cfg.precision, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if cfg.precision == "auto":
         try:
@@ -769,8 +776,7 @@ def _open_teacher(cfg: TrainConfig, scale: int):
 
     if cfg.teacher_ensemble not in ENSEMBLES:
         raise UsageError(f"--teacher-ensemble {cfg.teacher_ensemble}: choose one of {', '.join(map(str, ENSEMBLES))}.")
-    if not 0.0 <= cfg.teacher_weight <= 1.0:
-        raise UsageError(f"--teacher-weight {cfg.teacher_weight}: give the teacher's share of the target, within 0..1.")
+    _check_teacher_weight(cfg.teacher_weight)  # before the teacher is opened
     up = Upscaler(cfg.teacher, ensemble=cfg.teacher_ensemble, threads=cfg.threads)
     if up.scale != scale:
         up.close()

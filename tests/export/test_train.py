@@ -697,7 +697,7 @@ def test_sampler_draws_patches_of_the_teacher_s_targets_and_validates_on_the_tru
         assert np.array_equal(hr[0::2, 0::2], hr[1::2, 1::2]) and np.array_equal(hr[0::2, 0::2], hr[1::2, 0::2])
 
 
-def test_train_distils_a_teacher_s_ensemble_and_the_card_says_so(tmp_path, photo_dir, capsys):
+def test_train_distils_a_teacher_s_ensemble_and_the_card_says_so(tmp_path, photo_dir, capsys, caplog):
     from hanrt.io.digest import sha256_file
     from hanrt_export.bundle import _reproduce, _stages_text
     from hanrt_export.train import init_lineage
@@ -722,6 +722,10 @@ def test_train_distils_a_teacher_s_ensemble_and_the_card_says_so(tmp_path, photo
     # another model as the teacher is named with its digest
     other = {**tc, "teacher_sha256": "ab" * 32}
     assert "teacher `" + str(teacher) + "` (sha256 abababab" in _stages_text([stages[0], {**stages[1], "train_config": other}], 2)
+    # resuming without the teacher trains on the true images, and says so
+    with caplog.at_level("WARNING", logger="hanrt_export.train"):
+        assert main(_args(photo_dir, out, "--steps", "3", "--scale", "2", "--resume")) == 0
+    assert "began with --teacher" in caplog.text
     # refusals: a teacher of another scale, a share outside 0..1
     assert main(_args(photo_dir, tmp_path / "x.pt", "--steps", "1", "--teacher", str(teacher))) == 2
     assert "upscales x2 but the model trains x4" in capsys.readouterr().err
