@@ -770,12 +770,10 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, dict], None] | None = No
 
 
 def _open_teacher(cfg: TrainConfig, scale: int):
-    """The ``--teacher`` as an :class:`hanrt.Upscaler` with its self-ensemble (checked first)."""
+    """The ``--teacher`` as an :class:`hanrt.Upscaler` with its self-ensemble (the Upscaler
+    refuses an ensemble size it does not run)."""
     from hanrt import Upscaler
-    from hanrt.tiling import ENSEMBLES
 
-    if cfg.teacher_ensemble not in ENSEMBLES:
-        raise UsageError(f"--teacher-ensemble {cfg.teacher_ensemble}: choose one of {', '.join(map(str, ENSEMBLES))}.")
     _check_teacher_weight(cfg.teacher_weight)  # before the teacher is opened
     up = Upscaler(cfg.teacher, ensemble=cfg.teacher_ensemble, threads=cfg.threads)
     if up.scale != scale:
